@@ -148,19 +148,21 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> FlowCon
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"configuration file {path} is not valid YAML: {err}") from None
+    if overrides and not isinstance(data, dict):
+        return parse_config(data, str(path))  # reports the bad top level
     for ov in overrides or []:
         if "=" not in ov:
             raise ConfigError(f"override {ov!r}: expected KEY=VALUE (e.g. data.n_events=100)")
         key, value = ov.split("=", 1)
-        node = data if isinstance(data, dict) else {}
+        node = data
         parts = key.split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {ov!r}: {p} is not a section")
         node[parts[-1]] = yaml.safe_load(value)
-        data = data if isinstance(data, dict) else node
-    return parse_config(data, str(path))
+    source = str(path) + (f" (with overrides {overrides})" if overrides else "")
+    return parse_config(data, source)
 
 
 def describe(model: type[BaseModel] = FlowConfig, prefix: str = "") -> list[str]:
@@ -174,7 +176,7 @@ def describe(model: type[BaseModel] = FlowConfig, prefix: str = "") -> list[str]
             out.extend(describe(ann, key + "."))
             continue
         default = f.get_default(call_default_factory=True)
-        tname = getattr(ann, "__name__", str(ann)).replace("typing.", "")
+        tname = (ann.__name__ if isinstance(ann, type) else str(ann)).replace("typing.", "")
         doc = " ".join((f.description or "").split())
         out.append(f"{key} ({tname}) = {default!r}  # {doc}")
     return out

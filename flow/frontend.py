@@ -121,7 +121,8 @@ def calibrate(d, calvalues) -> np.ndarray:
     cal = _as_int(calvalues, "CALVALUE registers", 0, (1 << CAL_BITS) - 1)
     calq = (d * cal) >> CAL_FRAC_BITS
     if np.any(calq >= (1 << CALQ_BITS)):
-        raise InputRangeError(f"CALQ exceeds {CALQ_BITS} bits: {describe_values(calq[calq >= 1 << CALQ_BITS])}")
+        over = calq[calq >= 1 << CALQ_BITS]
+        raise InputRangeError(f"CALQ: expected values below 2^{CALQ_BITS}, got {describe_values(over)}")
     return calq
 
 

@@ -243,7 +243,7 @@ def finish(ctx: StageContext, started: float, started_utc: str) -> dict[str, Any
         "tools": tool_versions(tuple(ctx.external_tools)),
         "git": git_revision(),
         "started_utc": started_utc,
-        "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "wall_s": round(time.time() - started, 3),
         "metrics": ctx.metrics,
     }

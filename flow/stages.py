@@ -89,7 +89,7 @@ def run_stage(cfg, name: str, *, echo=print) -> dict:
     ckpt.mkdir(parents=True, exist_ok=True)
     ctx = StageContext(cfg=cfg, stage=name, out=tmp, upstream=upstream, checkpoint_dir=ckpt)
     started = time.time()
-    started_utc = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    started_utc = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     try:
         module.run(ctx)
         manifest = finish(ctx, started, started_utc)

@@ -1,0 +1,195 @@
+"""Config validation, manifests, staleness and the stage runner."""
+import importlib.machinery
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from flow import config as C
+from flow.errors import ConfigError, NotBuiltError, StageInputError
+from flow.manifest import MANIFEST, verify
+from flow.stages import STAGES, run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ config
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")))
+def test_shipped_configs_are_valid(path):
+    cfg = C.load_config(path)
+    assert cfg.name == path.stem
+
+
+@pytest.mark.parametrize("data, key, words", [
+    ({"data": {"n_evnets": 3}}, "data.n_evnets", "unknown key"),
+    ({"data": {"n_events": "many"}}, "data.n_events", "valid integer"),
+    ({"data": {"n_events": 2.5}}, "data.n_events", "2.5"),
+    ({"data": {"n_events": 0}}, "data.n_events", "greater than or equal to 1"),
+    ({"data": {"source": "hdf5"}}, "data.source", "'synthetic' or 'root'"),
+    ({"data": {"drop": 2}}, "data.drop", "1 or 3"),
+    ({"seed": True}, "seed", "valid integer"),
+    ({"name": "a b"}, "name", "pattern"),
+    ({"dta": {}}, "dta", "unknown key"),
+    ({"data": 5}, "data", "valid dictionary"),
+])
+def test_bad_config_names_key_expected_and_got(data, key, words):
+    with pytest.raises(ConfigError) as err:
+        C.parse_config(data, "test.yaml")
+    msg = str(err.value)
+    assert "test.yaml" in msg and f"  {key}:" in msg and words in msg
+
+
+def test_config_top_level_must_be_mapping_and_file_must_exist(tmp_path):
+    with pytest.raises(ConfigError, match="expected a mapping.*list"):
+        C.parse_config([1, 2])
+    with pytest.raises(ConfigError, match="does not exist"):
+        C.load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        C.load_config(bad)
+
+
+def test_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: t\n")
+    cfg = C.load_config(p, ["data.n_events=17", "seed=3"])
+    assert cfg.data.n_events == 17 and cfg.seed == 3
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        C.load_config(p, ["data.n_events"])
+    with pytest.raises(ConfigError, match="data.n_events"):
+        C.load_config(p, ["data.n_events=x"])
+
+
+def test_config_is_frozen_and_documented():
+    cfg = C.parse_config({})
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.seed = 3
+    lines = C.describe()
+    assert any(line.startswith("data.n_events (int) = ") and "#" in line for line in lines)
+    # every leaf key carries documentation
+    for line in lines:
+        if not line.rstrip().endswith(":") and " # " in line:
+            assert line.split(" # ", 1)[1].strip(), line
+
+
+def test_section_hash_tracks_only_that_section_and_seed():
+    a = C.parse_config({"name": "x"})
+    b = C.parse_config({"name": "y", "workdir": "elsewhere"})
+    assert a.section_hash("data") == b.section_hash("data")
+    c = C.parse_config({"data": {"n_events": 5}})
+    assert a.section_hash("data") != c.section_hash("data")
+    assert a.section_hash("emd") == c.section_hash("emd")
+    assert a.section_hash("emd") != C.parse_config({"seed": 1}).section_hash("emd")
+
+
+# -------------------------------------------------------- runner/manifests
+def _fake_stage(monkeypatch, name, body):
+    mod = types.ModuleType(f"flow.{name}")
+    mod.__spec__ = importlib.machinery.ModuleSpec(f"flow.{name}", None)
+    mod.run = body
+    monkeypatch.setitem(sys.modules, f"flow.{name}", mod)
+
+
+def _write_a(ctx):
+    (ctx.out / "a.txt").write_text(f"seed={ctx.seed} n={ctx.settings.n_events}\n")
+    ctx.metrics["n"] = ctx.settings.n_events
+    ctx.add_summary("n", ctx.settings.n_events)
+
+
+def _read_a(ctx):
+    text = ctx.upstream["data"].path("a.txt").read_text()
+    (ctx.out / "sub").mkdir()
+    (ctx.out / "sub" / "b.txt").write_text(text.upper())
+
+
+def test_run_stage_writes_manifest_and_downstream_detects_staleness(tmp_path, monkeypatch):
+    _fake_stage(monkeypatch, "data", _write_a)
+    _fake_stage(monkeypatch, "emd", _read_a)
+    cfg = C.parse_config({"name": "t", "workdir": str(tmp_path), "data": {"n_events": 4}})
+
+    with pytest.raises(StageInputError, match=r"stage 'data' is missing.*make data"):
+        run_stage(cfg, "emd", echo=lambda *a: None)
+
+    man = run_stage(cfg, "data", echo=lambda *a: None)
+    assert set(man["outputs"]) == {"a.txt"} and man["metrics"] == {"n": 4}
+    assert man["config"]["data"]["n_events"] == 4 and man["wall_s"] >= 0
+    assert man["tools"]["numpy"] and man["tools"]["python"]
+    assert json.loads((tmp_path / "t" / "data" / MANIFEST).read_text()) == man
+    assert not list((tmp_path / "t").glob(".data*"))  # no temp dirs left behind
+
+    man_b = run_stage(cfg, "emd", echo=lambda *a: None)
+    assert set(man_b["outputs"]) == {"sub/b.txt"}
+    assert "data" in man_b["upstream"]
+    verify(cfg, "emd")
+
+    # a config change makes data stale for downstream use
+    cfg2 = C.parse_config({"name": "t", "workdir": str(tmp_path), "data": {"n_events": 5}})
+    with pytest.raises(StageInputError, match=r"stage 'data' is stale.*'data' config.*make data"):
+        verify(cfg2, "emd")
+
+    # rebuilding data makes emd stale (it was built from the old data)
+    run_stage(cfg, "data", echo=lambda *a: None)
+    with pytest.raises(StageInputError, match=r"stage 'emd' is stale: stage 'data' was rebuilt"):
+        verify(cfg, "emd")
+
+    # tampering with an output is detected
+    run_stage(cfg, "emd", echo=lambda *a: None)
+    (tmp_path / "t" / "data" / "a.txt").write_text("tampered\n")
+    with pytest.raises(StageInputError, match=r"a.txt was modified after the stage ran"):
+        verify(cfg, "emd")
+    (tmp_path / "t" / "data" / "a.txt").unlink()
+    with pytest.raises(StageInputError, match=r"a.txt is missing"):
+        verify(cfg, "data")
+
+
+def test_failing_stage_leaves_previous_artifact_intact(tmp_path, monkeypatch):
+    _fake_stage(monkeypatch, "data", _write_a)
+    cfg = C.parse_config({"name": "t", "workdir": str(tmp_path)})
+    run_stage(cfg, "data", echo=lambda *a: None)
+    before = (tmp_path / "t" / "data" / MANIFEST).read_bytes()
+
+    def boom(ctx):
+        (ctx.out / "a.txt").write_text("half written")
+        raise RuntimeError("interrupted")
+
+    _fake_stage(monkeypatch, "data", boom)
+    with pytest.raises(RuntimeError):
+        run_stage(cfg, "data", echo=lambda *a: None)
+    assert (tmp_path / "t" / "data" / MANIFEST).read_bytes() == before
+    verify(cfg, "data")
+    assert not (tmp_path / "t" / ".data.tmp").exists()
+
+
+def test_upstream_path_of_unknown_output_is_clear(tmp_path, monkeypatch):
+    _fake_stage(monkeypatch, "data", _write_a)
+    cfg = C.parse_config({"name": "t", "workdir": str(tmp_path)})
+    run_stage(cfg, "data", echo=lambda *a: None)
+    with pytest.raises(StageInputError, match=r"did not produce 'x.npz'.*a.txt"):
+        verify(cfg, "data").path("x.npz")
+
+
+def test_unbuilt_stage_is_a_clear_error(tmp_path, monkeypatch):
+    unbuilt = [n for n, s in STAGES.items() if not s.built]
+    if not unbuilt:
+        pytest.skip("every stage is built")
+    cfg = C.parse_config({"name": "t", "workdir": str(tmp_path)})
+    with pytest.raises(NotBuiltError, match=r"not built yet.*issue #\d+.*Nothing was run"):
+        run_stage(cfg, unbuilt[-1])
+    assert not (tmp_path / "t" / unbuilt[-1]).exists()
+
+
+def test_cli_errors_exit_2_with_message(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: t\ndata: {n_evnts: 1}\n")
+    r = subprocess.run([sys.executable, "-m", "flow", "status", "--config", str(bad)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2
+    assert "data.n_evnts: unknown key" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "flow", "config", "--config", "configs/smoke.yaml",
+                        "--get", "data.n_events"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip().isdigit()
