@@ -54,7 +54,7 @@ doctor: $(STAMP)
 # ---------------------------------------------------------------- stages
 all: $(STAMP) report
 
-$(RUN)/data/manifest.json: $(call deps,data) $(wildcard flow/synth*.py)
+$(RUN)/data/manifest.json: $(call deps,data) $(wildcard flow/synth*.py flow/ntuple.py)
 	$(FLOW) data --config $(CONFIG)
 $(RUN)/emd/manifest.json: $(call deps,emd) $(RUN)/data/manifest.json
 	$(FLOW) emd --config $(CONFIG)

@@ -26,6 +26,76 @@ class Section(BaseModel):
                               use_attribute_docstrings=True)
 
 
+class DataPileupConfig(Section):
+    """``data.synth.pileup``: pileup-200-like diffuse deposits of the generator."""
+
+    wafers_per_layer: int = Field(4, ge=0)
+    """Pileup-only wafers drawn per event and layer, uniform in area over the
+    acceptance, in the endcap opposite to the electron."""
+    clusters_per_wafer: float = Field(1.0, ge=0)
+    """Mean number of pileup deposits per wafer at |eta| = 2 in the layer where
+    pileup peaks."""
+    eta_slope: float = Field(2.0, ge=0)
+    """The deposit rate scales as ``exp(eta_slope * (|eta| - 2))`` (the particle
+    density per unit area grows like sinh^2(eta), i.e. slope 2)."""
+    cluster_mipt: float = Field(2.0, gt=0)
+    """Mean transverse energy of one deposit in MIP_T (exponentially distributed)."""
+    cluster_radius_cm: float = Field(1.0, gt=0)
+    """Lateral scale of one deposit (same radial form as the shower core)."""
+    depth_x0: float = Field(5.0, gt=0)
+    """Depth (radiation lengths) where the pileup rate peaks (low-energy photons)."""
+    depth_floor: float = Field(0.3, ge=0, le=1)
+    """Minimum relative rate in deep layers (hadrons)."""
+
+
+class DataSynthConfig(Section):
+    """``data.synth``: the built-in electron + pileup generator (``docs/data.md``)."""
+
+    pt_range: list[float] = Field(default_factory=lambda: [2.0, 35.0], min_length=2, max_length=2)
+    """Electron transverse momentum range in GeV (flat)."""
+    eta_range: list[float] = Field(default_factory=lambda: [1.6, 2.9], min_length=2, max_length=2)
+    """Electron |eta| range (flat); both endcaps, random sign."""
+    acceptance_eta: list[float] = Field(default_factory=lambda: [1.45, 3.05], min_length=2,
+                                        max_length=2)
+    """Wafers exist where the |eta| of their centre lies in this range."""
+    wafer_size_cm: float = Field(16.7, gt=0)
+    """Wafer (module) pitch, flat to flat, in cm."""
+    z_first_cm: float = Field(322.1, gt=0)
+    """|z| of layer 1 in cm."""
+    layer_pitch_cm: float = Field(1.4, gt=0)
+    """Distance between consecutive layers in cm."""
+    x0_upstream: float = Field(1.0, ge=0)
+    """Material in front of layer 1 in radiation lengths."""
+    x0_per_layer: float = Field(0.93, gt=0)
+    """Absorber per layer in radiation lengths (26 X0 over 28 CE-E layers)."""
+    critical_energy_mev: float = Field(10.0, gt=0)
+    """Critical energy E_c of the absorber: shower maximum at ln(E/E_c) - 0.5 X0."""
+    tmax_sigma_x0: float = Field(1.0, ge=0)
+    """Shower-to-shower Gaussian spread of the depth of the maximum (X0)."""
+    moliere_radius_cm: float = Field(2.5, gt=0)
+    """Moliere radius R_M in cm."""
+    core_radius_rm: float = Field(0.2, gt=0)
+    """Core radius in R_M at the shower maximum (radial form 2 r R^2 / (r^2 + R^2)^2)."""
+    halo_radius_rm: float = Field(0.7, gt=0)
+    """Halo radius in R_M at the shower maximum."""
+    core_fraction: float = Field(0.8, gt=0, le=1)
+    """Energy fraction in the core at the shower maximum (90 % within 1 R_M)."""
+    mip_mev: float = Field(10.0, gt=0)
+    """Shower energy per MIP-equivalent of signal in one layer (dE/dx weight)."""
+    spot_mip: float = Field(2.0, gt=0)
+    """Mean energy (MIP) of one deposited spot, exponentially distributed;
+    sets the sampling fluctuations (about 20 %/sqrt(E/GeV) with the defaults)."""
+    noise_mip: float = Field(0.15, ge=0)
+    """Gaussian electronic noise per trigger cell, in MIP."""
+    zs_threshold_mip: float = Field(0.5, ge=0)
+    """Zero suppression: trigger cells below this charge (MIP) are sent as 0;
+    a wafer with no cell above it is not read out."""
+    shower_rings: int = Field(1, ge=0, le=3)
+    """Rings of neighbouring wafers written around the wafer hit by the shower
+    axis in each layer (1: 7 wafers)."""
+    pileup: DataPileupConfig = Field(default_factory=DataPileupConfig)
+
+
 class DataConfig(Section):
     """``data`` stage: where wafers come from and how the dataset is assembled."""
 
@@ -33,7 +103,8 @@ class DataConfig(Section):
     """``synthetic``: generate ROOT ntuples with the built-in generator, then read
     them back; ``root``: read the user's ntuples given in ``root_files``."""
     root_files: list[str] = Field(default_factory=list)
-    """Files or glob patterns of HGCAL trigger ntuples (``source: root``)."""
+    """Files or glob patterns of HGCAL trigger ntuples (``source: root``);
+    relative paths are relative to the current directory."""
     tree: str = "FloatingpointThreshold0DummyHistomaxDummynTuple/HGCalTriggerNtuple"
     """Path of the TTree inside each file."""
     layout: Literal["auto", "per_tc", "per_wafer"] = "auto"
@@ -42,28 +113,236 @@ class DataConfig(Section):
     """Synthetic events to generate (each gives many wafers)."""
     n_files: int = Field(1, ge=1)
     """Synthetic ROOT files to write (events are spread over them)."""
-    chunk_size: int = Field(2000, ge=1)
-    """Events per chunk when streaming ntuples (bounds memory)."""
+    chunk_size: int = Field(500, ge=1)
+    """Events per chunk when generating and streaming ntuples (bounds memory)."""
     drop: Literal[1, 3] = 3
     """Front-end ``drop`` shift: 1 low-density, 3 high-density modules."""
-    split: list[float] = Field(default_factory=lambda: [0.7, 0.15, 0.15])
+    calvalue: int = Field(2048, ge=0, le=4095)
+    """CALVALUE register of all 48 trigger cells (11 fractional bits: 2048 = 1.0)."""
+    layers: list[int] = Field(default_factory=lambda: list(range(1, 28, 2)))
+    """Layers kept (the generator simulates exactly these; CE-E is 1..28, the
+    trigger reads the odd ones); empty: all layers of the input."""
+    min_occupancy: int = Field(1, ge=0, le=48)
+    """Keep wafers with at least this many TCs above 1 MIP_T."""
+    min_sum_mipt: float = Field(0.0, ge=0)
+    """Keep wafers whose CALQ sum is at least this many MIP_T."""
+    split: list[float] = Field(default_factory=lambda: [0.7, 0.15, 0.15], min_length=3, max_length=3)
     """Train / validation / test fractions, split by event (no event in two splits)."""
+    compress: bool = True
+    """Deflate (level 1) the ``.npz`` members: about 6x smaller, +1 s to write and
+    to load per 400k wafers."""
+    synth: DataSynthConfig = Field(default_factory=DataSynthConfig)
+
+    def model_post_init(self, _context: Any) -> None:
+        def bad(key: str, want: str, got: Any) -> None:
+            raise ValueError(f"data.{key}: expected {want}, got {got!r}")
+
+        if any(f < 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-6:
+            bad("split", "three non-negative fractions summing to 1", self.split)
+        if any(not 1 <= layer <= 52 for layer in self.layers):
+            bad("layers", "layer numbers in 1..52", self.layers)
+        if self.source == "root" and not self.root_files:
+            bad("root_files", "at least one file or glob pattern with source: root", self.root_files)
+        s = self.synth
+        for key in ("pt_range", "eta_range", "acceptance_eta"):
+            lo, hi = getattr(s, key)
+            if not 0 <= lo < hi:
+                bad(f"synth.{key}", "[low, high] with 0 <= low < high", [lo, hi])
+        if s.eta_range[0] < s.acceptance_eta[0] or s.eta_range[1] > s.acceptance_eta[1]:
+            bad("synth.eta_range", f"a range inside synth.acceptance_eta {s.acceptance_eta}",
+                s.eta_range)
+        if self.source == "synthetic" and any(layer > 28 for layer in self.layers):
+            bad("layers", "CE-E layers 1..28 for source: synthetic", self.layers)
+        if self.source == "synthetic" and self.n_files > self.n_events:
+            bad("n_files", f"at most n_events = {self.n_events} files", self.n_files)
+
+
+class EmdRayConfig(Section):
+    """Ray scale-out of the ``emd`` stage (exact labelling and the grid search)."""
+
+    enabled: bool = True
+    """Use Ray; ``false`` runs everything serially in the stage's process."""
+    address: str | None = None
+    """Ray cluster to join (``auto``, ``ray://host:10001``); unset: start a local
+    Ray with ``num_cpus`` CPUs (an already initialised Ray is reused)."""
+    num_cpus: int | None = Field(None, ge=1)
+    """CPUs of the local Ray (unset: all cores)."""
+    chunk_pairs: int = Field(10000, ge=1)
+    """Pairs per labelling task (keeps the per-task overhead negligible)."""
+
+
+class EmdGridConfig(Section):
+    """Hyper-parameter grid of the EMD CNN: the cartesian product of the lists."""
+
+    filters: list[int] = Field(default_factory=lambda: [16, 32])
+    """Conv2D filters F."""
+    kernel: list[int] = Field(default_factory=lambda: [3, 5])
+    """Conv2D kernel size k (k x k)."""
+    n_conv: list[int] = Field(default_factory=lambda: [3, 4])
+    """Number N of Conv2D-BatchNorm-ReLU blocks."""
+    dense: list[int] = Field(default_factory=lambda: [128, 256])
+    """Width D of the hidden Dense layer."""
+    train_pairs: int | None = Field(None, ge=1)
+    """Training pairs per trial (a fixed random subset; unset: all); the
+    validation pairs are always all used."""
+    epochs: int = Field(8, ge=1)
+    """Maximum epochs per trial (early stopping may end it sooner)."""
 
 
 class EmdConfig(Section):
     """``emd`` stage (part of ``train``): exact EMD labels and the EMD CNN."""
 
+    wafers: Literal["aein", "calq"] = "aein"
+    """Data-stage array whose wafers are paired: ``aein`` (the autoencoder's
+    8-bit input, what the EMD loss sees) or ``calq`` (calibrated charges)."""
+    n_pairs: int = Field(340000, ge=4)
+    """Random input-wafer pairs for training + validation (paper: 340 000)."""
+    val_fraction: float = Field(0.3, gt=0, lt=1)
+    """Fraction of wafers (and of pairs) for validation; wafers are split first,
+    pairs formed within a split only."""
+    n_test_pairs: int = Field(30000, ge=2)
+    """Held-out evaluation pairs formed from the data stage's ``test`` wafers."""
+    cache_labels: bool = True
+    """Keep labelled pairs in the checkpoint directory, keyed by the data
+    artifact and the sampling settings, so a rerun does not relabel."""
+    ray: EmdRayConfig = Field(default_factory=EmdRayConfig)
+    grid: EmdGridConfig = Field(default_factory=EmdGridConfig)
+    epochs: int = Field(30, ge=0)
+    """Maximum epochs of the final training of the best architecture on all
+    training pairs, warm-started from its grid trial (0: use the trial as is)."""
+    batch_size: int = Field(256, ge=1)
+    """Training batch size."""
+    learning_rate: float = Field(1e-3, gt=0)
+    """Adam learning rate (paper: 1e-3)."""
+    loss: Literal["mse", "relative"] = "mse"
+    """Training loss: ``mse`` (paper) or ``relative`` = mean(((pred - true) / (true + rel_eps))^2)."""
+    rel_eps: float = Field(0.1, gt=0)
+    """Regulariser of the relative loss (EMD units)."""
+    patience: int = Field(5, ge=1)
+    """Early stopping: epochs without a better validation loss."""
+    lr_schedule: Literal["cosine", "plateau", "constant"] = "cosine"
+    """Learning rate per epoch: ``cosine`` decay from ``learning_rate`` to
+    ``min_lr`` over the maximum epochs of a training, ``plateau`` halving after
+    ``lr_patience`` epochs without improvement, or ``constant``."""
+    lr_patience: int = Field(2, ge=1)
+    """``plateau``: epochs without improvement before halving the learning rate."""
+    min_lr: float = Field(1e-5, gt=0)
+    """Final (``cosine``) or smallest (``plateau``) learning rate."""
+    select_on: Literal["rel_rms", "val_loss"] = "rel_rms"
+    """Grid selection metric on the validation pairs: RMS of the relative
+    difference (pred - true)/true, or the validation loss."""
+    tf_threads: int | None = Field(None, ge=1)
+    """TensorFlow threads of the stage's own process (final training, and the
+    trials when Ray is off); unset: all cores.  Ray trials use 1 each."""
+    eval_min_emd: float = Field(0.05, ge=0)
+    """Pairs whose true EMD is below this are left out of relative-difference
+    metrics (relative difference undefined at 0); they are counted."""
+    progress: bool = True
+    """Progress bars on stderr."""
+
 
 class AutoencoderConfig(Section):
     """``autoencoder`` stage (part of ``train``): the quantized encoder."""
 
+    losses: list[Literal["emd_cnn", "telescope_mse", "weighted_mse", "sinkhorn"]] = Field(
+        default_factory=lambda: ["emd_cnn", "telescope_mse", "weighted_mse", "sinkhorn"],
+        min_length=1)
+    """Losses to train with, one autoencoder each, for the side-by-side comparison."""
+    export_loss: Literal["emd_cnn", "telescope_mse", "weighted_mse", "sinkhorn"] = "emd_cnn"
+    """The loss whose encoder is exported to the hardware stages (must be in ``losses``)."""
+    latent_bits: int = Field(9, ge=2, le=16)
+    """Bits per latent value, ufixed<bits,1> (9 in the ASIC; 3/5/7 for fewer links)."""
+    epochs: int = Field(30, ge=1)
+    """Maximum epochs per loss (early stopping may end sooner)."""
+    batch_size: int = Field(512, ge=1)
+    """Training batch size."""
+    learning_rate: float = Field(1e-3, gt=0)
+    """Initial Adam learning rate; halved when the validation loss plateaus."""
+    lr_patience: int = Field(2, ge=1)
+    """Epochs without improvement before the learning rate is halved."""
+    early_stopping_patience: int = Field(5, ge=1)
+    """Epochs without improvement before training stops (best weights are kept)."""
+    max_train_wafers: int = Field(0, ge=0)
+    """Use at most this many training wafers (0: all)."""
+    eval_wafers: int = Field(0, ge=0)
+    """Evaluate exact EMD on at most this many test wafers (0: all)."""
+    sinkhorn_eps: float = Field(0.05, gt=0)
+    """Target entropic regularisation of the Sinkhorn loss, in ground-distance units."""
+    sinkhorn_iters: int = Field(40, ge=1)
+    """Sinkhorn iterations (epsilon-scaling from 4.0 down to ``sinkhorn_eps``)."""
+    kr_check_pairs: int = Field(256, ge=0)
+    """Test wafers on which the KR-dual (NEEMo-style) estimate cross-checks exact EMD."""
+    kr_steps: int = Field(400, ge=1)
+    """Optimisation steps of the KR-dual estimator."""
+    occupancy_bins: list[float] = Field(default_factory=lambda: [0, 2, 4, 6, 10, 15, 20, 30, 48])
+    """Occupancy bin edges (TCs above 1 MIP_T) of the median-EMD comparison."""
+    eta_bins: list[float] = Field(default_factory=lambda: [1.6, 1.8, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0])
+    """|eta| bin edges of the median-EMD comparison."""
+    threads: int = Field(0, ge=0)
+    """TensorFlow intra-op threads (0: all cores)."""
+
 
 class ConvertConfig(Section):
-    """``convert`` stage: hls4ml projects and golden test vectors."""
+    """``convert`` stage: hls4ml projects and golden test vectors (``docs/convert_csim.md``)."""
+
+    backends: list[Literal["Vitis", "Catapult"]] = Field(
+        default_factory=lambda: ["Vitis", "Catapult"], min_length=1)
+    """hls4ml backends to write a project for: ``Vitis`` (FPGA), ``Catapult`` (ASIC, as the
+    ECON-T team used)."""
+    io_type: Literal["io_parallel"] = "io_parallel"
+    """hls4ml I/O type (the ASIC takes all 48 TCs every bunch crossing)."""
+    strategy: Literal["Latency", "Resource"] = "Latency"
+    """hls4ml strategy (``Latency``: fully parallel multipliers)."""
+    reuse_factor: int = Field(1, ge=1)
+    """hls4ml reuse factor; 1 targets an initiation interval of 1 (a new wafer every clock)."""
+    clock_period_ns: float = Field(25.0, gt=0)
+    """Target clock period (25 ns: the 40 MHz bunch-crossing clock)."""
+    fpga_part: str = "xcvu13p-flga2577-2-e"
+    """FPGA part of the Vitis project."""
+    asic_libs: str = "nangate-45nm"
+    """Technology libraries of the Catapult project (``setup_asic_libs`` in ``build_prj.tcl``)."""
+    max_test_wafers: int = Field(0, ge=0)
+    """Golden vectors taken from the data stage's test split, in file order (0: all)."""
+    n_random: int = Field(20000, ge=0)
+    """Corner set: wafers of uniformly random words over the full range 0..127."""
+    n_sparse: int = Field(20000, ge=0)
+    """Corner set: random sparse wafers (each wafer a random occupancy below 30 %)."""
+    onehot_words: list[int] | None = None
+    """Corner set: word values of the one-hot wafers (one at each of the 48 cells);
+    unset: every word 1..127."""
+    n_alt_registers: int = Field(1, ge=0, le=8)
+    """Extra vector files ``vectors_regs<k>.npz`` (same layout) with random CALVALUE
+    registers and the other ``drop``, to cover the calibration and both module densities."""
+    alt_max_vectors: int = Field(20000, ge=1)
+    """At most this many vectors in each extra register file (corner kinds first)."""
+    tb_vectors: int = Field(100, ge=0)
+    """Golden vectors written to each project's ``tb_data/`` for hls4ml's own testbench."""
+    timeout_s: float = Field(1800.0, gt=0)
+    """Time limit of one hls4ml conversion (a child process)."""
+    link_projects: bool = True
+    """Also make ``hls_projects/<run>_<backend>`` (in the current directory, if it has an
+    ``hls_projects/`` folder) a symlink to each built project."""
 
 
 class CsimConfig(Section):
-    """``csim`` stage: compile hls4ml projects, compare with the golden model."""
+    """``csim`` stage: compile hls4ml projects, compare with the golden model (``docs/convert_csim.md``)."""
+
+    backends: list[Literal["Vitis", "Catapult"]] | None = None
+    """Projects to simulate; unset: every project the convert stage wrote."""
+    cxx: str = "g++"
+    """C++ compiler."""
+    opt: Literal["-O0", "-O1", "-O2", "-O3"] = "-O2"
+    """Optimisation level of the harness (compile time against simulation speed)."""
+    jobs: int = Field(1, ge=1)
+    """Translation units compiled in parallel."""
+    max_vectors: int = Field(0, ge=0)
+    """Simulate at most this many vectors of each vector file (0: all)."""
+    report_mismatches: int = Field(20, ge=1)
+    """Mismatches listed in each project's ``report.json``."""
+    compile_timeout_s: float = Field(1800.0, gt=0)
+    """Time limit of one compiler call."""
+    run_timeout_s: float = Field(3600.0, gt=0)
+    """Time limit of one simulation run."""
 
 
 class RtlConfig(Section):

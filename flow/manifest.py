@@ -57,8 +57,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _json_default(o: Any) -> Any:
+    """numpy scalars/arrays and paths in manifests and reports."""
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} to JSON: {o!r}")
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+    """Atomic JSON write; numpy values become plain numbers, NaN stays NaN."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def _tool_version(cmd: list[str]) -> str | None:

@@ -104,6 +104,7 @@ def run_stage(cfg, name: str, *, echo=print) -> dict:
 def _print_summary(name: str, manifest: dict, rows: list[tuple[str, str]], echo) -> None:
     try:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
     except ImportError:  # pragma: no cover - rich is a dependency
         echo(f"[{name}] done in {manifest['wall_s']:.1f} s")
@@ -114,6 +115,6 @@ def _print_summary(name: str, manifest: dict, rows: list[tuple[str, str]], echo)
     table.add_column("quantity")
     table.add_column("value", justify="right")
     for k, v in rows:
-        table.add_row(k, v)
+        table.add_row(escape(k), escape(v))
     table.add_row("outputs", f"{len(manifest['outputs'])} files")
     Console(stderr=False).print(table)
