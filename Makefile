@@ -58,11 +58,11 @@ $(RUN)/data/manifest.json: $(call deps,data) $(wildcard flow/synth*.py flow/ntup
 	$(FLOW) data --config $(CONFIG)
 $(RUN)/emd/manifest.json: $(call deps,emd) $(RUN)/data/manifest.json
 	$(FLOW) emd --config $(CONFIG)
-$(RUN)/autoencoder/manifest.json: $(call deps,autoencoder) $(RUN)/emd/manifest.json
+$(RUN)/autoencoder/manifest.json: $(call deps,autoencoder) flow/encoder.py flow/losses.py $(RUN)/emd/manifest.json
 	$(FLOW) autoencoder --config $(CONFIG)
-$(RUN)/convert/manifest.json: $(call deps,convert) $(RUN)/autoencoder/manifest.json
+$(RUN)/convert/manifest.json: $(call deps,convert) $(wildcard flow/resources/hls/*) $(RUN)/autoencoder/manifest.json
 	$(FLOW) convert --config $(CONFIG)
-$(RUN)/csim/manifest.json: $(call deps,csim) $(RUN)/convert/manifest.json
+$(RUN)/csim/manifest.json: $(call deps,csim) $(wildcard flow/resources/hls/*) $(RUN)/convert/manifest.json
 	$(FLOW) csim --config $(CONFIG)
 $(RUN)/rtl/manifest.json: $(call deps,rtl) $(RUN)/autoencoder/manifest.json
 	$(FLOW) rtl --config $(CONFIG)

@@ -1,0 +1,87 @@
+"""The autoencoder stage end to end on a tiny run: data -> emd -> autoencoder."""
+import json
+
+import numpy as np
+import pytest
+
+from flow import encoder as E
+from flow.config import load_config
+from flow.errors import ConfigError
+from flow.stages import run_stage
+
+TINY = [
+    "data.n_events=40", "data.n_files=1",
+    "emd.n_pairs=300", "emd.n_test_pairs=100", "emd.epochs=1",
+    "emd.grid={filters: [4], kernel: [3], n_conv: [1], dense: [8], epochs: 1}",
+    "emd.ray={enabled: false}",
+    "autoencoder.epochs=1", "autoencoder.max_train_wafers=400", "autoencoder.eval_wafers=200",
+    "autoencoder.sinkhorn_iters=5", "autoencoder.kr_check_pairs=8", "autoencoder.kr_steps=20",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("ae")
+    cfg = load_config("configs/smoke.yaml", TINY + [f"workdir={wd}"])
+    quiet = lambda *a: None  # noqa: E731
+    run_stage(cfg, "data", echo=quiet)
+    run_stage(cfg, "emd", echo=quiet)
+    man = run_stage(cfg, "autoencoder", echo=quiet)
+    return cfg, man
+
+
+def test_outputs_and_metrics(run):
+    cfg, man = run
+    out = cfg.stage_dir("autoencoder")
+    for rel in ("encoder.h5", "decoder.h5", "weights.bin", "weights.mem", "weights.npz",
+                "golden_check.json", "eval.json", "comparison.csv", "plots/emd_vs_occupancy.png",
+                "plots/emd_vs_eta.png", "plots/emd_distribution.png"):
+        assert rel in man["outputs"], rel
+    losses = cfg.autoencoder.losses
+    for loss in losses:
+        assert f"models/{loss}/encoder.h5" in man["outputs"]
+        assert f"history/{loss}.csv" in man["outputs"]
+    m = man["metrics"]
+    assert set(m["median_emd"]) == set(losses)
+    assert all(0 < v < 13.8 for v in m["median_emd"].values())
+    assert m["golden_mismatches"] == {loss: 0 for loss in losses}
+    ev = json.loads((out / "eval.json").read_text())
+    for loss in losses:
+        assert len(ev["losses"][loss]["vs_occupancy"]) == len(cfg.autoencoder.occupancy_bins) - 1
+    kr = m["kr_dual_check"]
+    assert kr["n"] > 0 and kr["max_ratio"] <= 1.0 + 1e-3   # a lower bound of exact EMD
+
+
+def test_exported_weights_are_the_encoders(run):
+    from qkeras.utils import load_qmodel
+
+    cfg, _ = run
+    out = cfg.stage_dir("autoencoder")
+    enc = load_qmodel(str(out / "encoder.h5"), compile=False)
+    w = E.EncoderWeights.from_keras(enc)
+    img = (out / "weights.bin").read_bytes()
+    assert len(img) * 8 == 12864
+    np.testing.assert_array_equal(E.EncoderWeights.from_image(img).to_vector(), w.to_vector())
+    np.testing.assert_array_equal(
+        E.EncoderWeights.from_mem((out / "weights.mem").read_text()).to_vector(), w.to_vector())
+    with np.load(out / "weights.npz") as z:
+        np.testing.assert_array_equal(z["dense_w"], w.dense_w)
+    # the reloaded encoder is bit-exact with the golden model on test wafers
+    with np.load(cfg.stage_dir("data") / "test.npz") as z:
+        aein = z["aein"][:500]
+    np.testing.assert_array_equal(E.keras_latent_codes(enc, aein), E.golden_encode(aein, w))
+
+
+def test_rerun_resumes_from_checkpoints(run, capsys):
+    cfg, man = run
+    man2 = run_stage(cfg, "autoencoder", echo=lambda *a: None)
+    assert "finished earlier" in capsys.readouterr().out
+    assert man2["outputs"]["weights.bin"] == man["outputs"]["weights.bin"]
+
+
+def test_export_loss_must_be_trained(run, tmp_path):
+    cfg, _ = run
+    bad = cfg.model_copy(update={"autoencoder": cfg.autoencoder.model_copy(
+        update={"losses": ["telescope_mse"], "export_loss": "emd_cnn"})})
+    with pytest.raises(ConfigError, match="export_loss"):
+        run_stage(bad, "autoencoder", echo=lambda *a: None)
