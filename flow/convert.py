@@ -1,0 +1,359 @@
+"""``convert`` stage: hls4ml projects of the encoder and the golden test vectors (issue #7).
+
+``run(ctx)`` writes into ``build/<run>/convert/`` (see ``docs/convert_csim.md``):
+
+* ``vectors.npz``: golden vectors, the contract shared with csim and the RTL
+  cosimulation (:data:`VECTOR_DTYPES`): ``words`` uint8 (N, 48) 7-bit TC words
+  (TC/CALQ order), ``calvalues`` uint16 (48,) the CALVALUE registers, ``drop``
+  int64 scalar, ``aein`` uint8 (N, 48) expected AEin codes, ``latent`` uint16
+  (N, 16) expected latent codes, ``sum_code`` uint16 (N,) expected 9-bit module
+  sum, ``kind`` uint8 (N,) and its legend ``kind_names`` (str array, indexed
+  by kind).  Corner vectors come first, then the test-set wafers.  Every
+  expected value is from the Python golden chain: :class:`flow.frontend.FrontEnd`
+  then :func:`flow.encoder.golden_encode`.
+* ``vectors_regs<k>.npz`` (``convert.n_alt_registers``): the same layout with
+  random CALVALUE registers and the other ``drop``;
+* ``vectors_meta.json``: files, counts per kind, formats, registers, weight
+  image sha256, test wafers skipped (no words);
+* ``hls_projects/<backend>/``: one hls4ml project per backend, with our front
+  end, ``econt_top`` wrapper, csim testbench and a README;
+* ``projects.json``: per backend the project path, layer precisions, timings;
+* ``logs/convert_<backend>.log``: the hls4ml child process output.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from . import encoder as E
+from .convert_hls import BACKENDS, convert_backend, finish_project
+from .errors import DataFormatError, FlowError, MismatchError
+from .frontend import CAL_BITS, CAL_UNITY, FrontEnd
+from .geometry import N_TC, to_8x8
+from .manifest import atomic_write_bytes, atomic_write_json, sha256_file
+
+#: kind codes of the golden vectors; ``kind_names[kind]`` is the legend
+KIND_NAMES = ("test_wafer", "all_zero", "one_hot", "all_max", "random_full", "random_sparse",
+              "uniform")
+KIND = {name: i for i, name in enumerate(KIND_NAMES)}
+#: the vector-file contract: array name -> dtype (shapes in the module docstring)
+VECTOR_DTYPES = {"words": np.uint8, "calvalues": np.uint16, "drop": np.int64, "aein": np.uint8,
+                 "latent": np.uint16, "sum_code": np.uint16, "kind": np.uint8}
+MAX_WORD = 127
+#: at most this fraction of cells is hit in a random sparse wafer
+SPARSE_MAX_OCCUPANCY = 0.3
+GOLDEN_CHUNK = 50_000
+
+
+# ------------------------------------------------------------------ vectors
+def corner_words(rng: np.random.Generator, *, n_random: int, n_sparse: int,
+                 onehot_words=None) -> tuple[np.ndarray, np.ndarray]:
+    """The corner set: ``(words uint8 (M, 48), kind uint8 (M,))``.
+
+    all zero (1); one hot cell at each of the 48 positions for each word value
+    (``onehot_words``, default 1..127); all cells at 127 (1); all cells at the
+    same word 1..126 (``uniform``, 126); ``n_random`` wafers of uniform words
+    0..127; ``n_sparse`` sparse wafers (occupancy uniform in [0, 30 %), hit
+    cells uniform 1..127).
+    """
+    ow = np.arange(1, MAX_WORD + 1) if onehot_words is None else np.asarray(onehot_words, dtype=np.int64)
+    if ow.size and (ow.min() < 1 or ow.max() > MAX_WORD):
+        raise FlowError(f"convert.onehot_words: expected word values in 1..{MAX_WORD}, got {ow.tolist()}")
+    parts: list[tuple[str, np.ndarray]] = [("all_zero", np.zeros((1, N_TC), dtype=np.int64))]
+    onehot = np.zeros((ow.size, N_TC, N_TC), dtype=np.int64)
+    onehot[:, np.arange(N_TC), np.arange(N_TC)] = ow[:, None]
+    parts.append(("one_hot", onehot.reshape(-1, N_TC)))
+    parts.append(("all_max", np.full((1, N_TC), MAX_WORD, dtype=np.int64)))
+    parts.append(("uniform", np.repeat(np.arange(1, MAX_WORD)[:, None], N_TC, axis=1)))
+    parts.append(("random_full", rng.integers(0, MAX_WORD + 1, size=(n_random, N_TC))))
+    occ = rng.random((n_sparse, 1)) * SPARSE_MAX_OCCUPANCY
+    hit = rng.random((n_sparse, N_TC)) < occ
+    parts.append(("random_sparse", rng.integers(1, MAX_WORD + 1, size=(n_sparse, N_TC)) * hit))
+    words = np.concatenate([p for _, p in parts]).astype(np.uint8)
+    kind = np.concatenate([np.full(len(p), KIND[k], dtype=np.uint8) for k, p in parts])
+    return words, kind
+
+
+def golden_vectors(words, kind, weights: E.EncoderWeights, *, drop: int, calvalues,
+                   latent_bits: int) -> dict[str, np.ndarray]:
+    """Expected outputs of the Python golden chain for ``words``: the vector-file arrays."""
+    words = np.asarray(words)
+    fe = FrontEnd(drop=int(drop), calvalues=tuple(int(c) for c in np.asarray(calvalues)))
+    n = len(words)
+    aein = np.zeros((n, N_TC), dtype=np.uint8)
+    latent = np.zeros((n, E.N_LATENT), dtype=np.uint16)
+    sum_code = np.zeros(n, dtype=np.uint16)
+    for i in range(0, n, GOLDEN_CHUNK):
+        a, s = fe(words[i:i + GOLDEN_CHUNK])
+        aein[i:i + GOLDEN_CHUNK] = a
+        sum_code[i:i + GOLDEN_CHUNK] = s
+        latent[i:i + GOLDEN_CHUNK] = E.golden_encode(a, weights, latent_bits)
+    return {"words": words.astype(np.uint8), "calvalues": np.asarray(calvalues, dtype=np.uint16),
+            "drop": np.asarray(int(drop), dtype=np.int64), "aein": aein, "latent": latent,
+            "sum_code": sum_code, "kind": np.asarray(kind, dtype=np.uint8),
+            "kind_names": np.asarray(KIND_NAMES)}
+
+
+def check_vectors(v: dict[str, np.ndarray], where: str = "vectors") -> int:
+    """Check the vector-file contract (names, dtypes, shapes); returns N."""
+    missing = [k for k in (*VECTOR_DTYPES, "kind_names") if k not in v]
+    if missing:
+        raise DataFormatError(f"{where}: missing arrays {missing}; expected {list(VECTOR_DTYPES)} "
+                              "and kind_names")
+    n = len(v["words"])
+    shapes = {"words": (n, N_TC), "calvalues": (N_TC,), "drop": (), "aein": (n, N_TC),
+              "latent": (n, E.N_LATENT), "sum_code": (n,), "kind": (n,)}
+    for k, dt in VECTOR_DTYPES.items():
+        a = v[k]
+        if a.dtype != dt or a.shape != shapes[k]:
+            raise DataFormatError(f"{where}: array {k} expected {np.dtype(dt)} {shapes[k]}, "
+                                  f"got {a.dtype} {a.shape}")
+    if n and int(v["words"].max()) > MAX_WORD:
+        raise DataFormatError(f"{where}: words above {MAX_WORD}")
+    return n
+
+
+def load_vectors(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        v = {k: z[k] for k in z.files}
+    check_vectors(v, str(path))
+    return v
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` format with fixed zip timestamps (same arrays, same bytes); keeps 0-d arrays."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _counts(kind: np.ndarray) -> dict[str, int]:
+    return {name: int(np.sum(kind == i)) for i, name in enumerate(KIND_NAMES)}
+
+
+def _data_registers(data_manifest: dict) -> tuple[int, np.ndarray]:
+    d = (data_manifest.get("config") or {}).get("data") or {}
+    drop = int(d.get("drop", 3))
+    cal = int(d.get("calvalue", CAL_UNITY))
+    return drop, np.full(N_TC, cal, dtype=np.uint16)
+
+
+def test_set_words(test: dict[str, np.ndarray], fe: FrontEnd, cap: int) -> tuple[np.ndarray, dict]:
+    """Words of the test-set wafers usable as vectors, with a consistency check against the
+    data stage's own ``aein`` / ``sum_code`` (computed by the same front end)."""
+    words = test["words"]
+    ok = np.all(words <= MAX_WORD, axis=1)        # 255: the ntuple had no word for the cell
+    idx = np.flatnonzero(ok)
+    if cap:
+        idx = idx[:cap]
+    w = words[idx]
+    info = {"test_wafers": int(len(words)), "used": int(len(idx)),
+            "skipped_no_words": int((~ok).sum()), "capped": int(ok.sum() - len(idx))}
+    if len(idx):
+        aein, s = fe(w)
+        bad = np.flatnonzero(np.any(aein != test["aein"][idx], axis=1) | (s != test["sum_code"][idx]))
+        if len(bad):
+            raise MismatchError(f"the data stage's aein/sum_code differ from flow.frontend.FrontEnd on "
+                                f"{len(bad)} of {len(idx)} test wafers (first rows {idx[bad[:5]].tolist()}): "
+                                "the data artifact and the front end model disagree; rerun `make data`")
+    return w, info
+
+
+def build_vector_sets(settings, weights: E.EncoderWeights, latent_bits: int, test: dict | None,
+                      drop: int, calvalues: np.ndarray, seed: int) -> tuple[dict, dict]:
+    """All vector files: ``{file name: arrays}`` and the meta information."""
+    rng = np.random.default_rng(seed)
+    fe = FrontEnd(drop=drop, calvalues=tuple(int(c) for c in calvalues))
+    cw, ck = corner_words(rng, n_random=settings.n_random, n_sparse=settings.n_sparse,
+                          onehot_words=settings.onehot_words)
+    if test is not None:
+        tw, tinfo = test_set_words(test, fe, settings.max_test_wafers)
+    else:
+        tw, tinfo = np.zeros((0, N_TC), dtype=np.uint8), {"test_wafers": 0, "used": 0}
+    words = np.concatenate([cw, tw])
+    kind = np.concatenate([ck, np.full(len(tw), KIND["test_wafer"], dtype=np.uint8)])
+    sets = {"vectors.npz": golden_vectors(words, kind, weights, drop=drop, calvalues=calvalues,
+                                          latent_bits=latent_bits)}
+    meta_files = {"vectors.npz": {"n": int(len(words)), "drop": drop, "calvalues": calvalues.tolist(),
+                                  "counts": _counts(kind)}}
+    other_drop = 1 if drop == 3 else 3
+    for k in range(1, settings.n_alt_registers + 1):
+        r = np.random.default_rng([seed, k])
+        cal = r.integers(0, 1 << CAL_BITS, size=N_TC).astype(np.uint16)
+        cal[:3] = (0, (1 << CAL_BITS) - 1, CAL_UNITY)     # extremes always present
+        d = other_drop if k % 2 else drop
+        base = ck != KIND["random_full"]
+        base &= ck != KIND["random_sparse"]
+        fixed_w, fixed_k = cw[base], ck[base]
+        budget = max(settings.alt_max_vectors - len(fixed_w), 0)
+        pick = []
+        pools = ((KIND["random_full"], cw[ck == KIND["random_full"]]),
+                 (KIND["random_sparse"], cw[ck == KIND["random_sparse"]]), (KIND["test_wafer"], tw))
+        for j, (kk, pool) in enumerate(pools):     # the rest of the budget, shared fairly
+            m = min(len(pool), budget // (len(pools) - j))
+            budget -= m
+            pick.append((np.full(m, kk, dtype=np.uint8), pool[:m]))
+        aw = np.concatenate([fixed_w, *[p for _, p in pick]])[:settings.alt_max_vectors]
+        ak = np.concatenate([fixed_k, *[q for q, _ in pick]])[:settings.alt_max_vectors]
+        name = f"vectors_regs{k}.npz"
+        sets[name] = golden_vectors(aw, ak, weights, drop=d, calvalues=cal, latent_bits=latent_bits)
+        meta_files[name] = {"n": int(len(aw)), "drop": d, "calvalues": cal.tolist(), "counts": _counts(ak)}
+    meta = {"files": meta_files, "test_set": tinfo, "kind_names": list(KIND_NAMES)}
+    return sets, meta
+
+
+def _formats(latent_bits: int) -> dict[str, str]:
+    return {"word": "uint7 (4-bit exponent, 3-bit mantissa)",
+            "calvalue": "uint12 (11 fractional bits, 2048 = 1.0)",
+            "aein": E.INPUT_FMT.to_ap_string(), "weights": E.WEIGHT_FMT.to_ap_string(),
+            "conv_act": E.CONV_ACT_FMT.to_ap_string(),
+            "latent": E.latent_format(latent_bits).to_ap_string(),
+            "sum_code": "uint9 (5-bit exponent, 4-bit mantissa)"}
+
+
+# ----------------------------------------------------------------- inputs
+def load_weights(ae) -> tuple[E.EncoderWeights, str]:
+    """Weight codes from the autoencoder stage's register image (cross-checked with the npz)."""
+    img = ae.path("weights.bin")
+    w = E.EncoderWeights.from_image(img.read_bytes())
+    if "weights.npz" in ae.manifest["outputs"]:
+        with np.load(ae.path("weights.npz")) as z:
+            other = E.EncoderWeights(**{k: z[k] for k in ("conv_w", "conv_b", "dense_w", "dense_b")})
+        if np.any(other.to_vector() != w.to_vector()):
+            raise MismatchError(f"{ae.path('weights.npz')} and {img} hold different weight codes; "
+                                "rerun `make autoencoder`")
+    return w, sha256_file(img)
+
+
+def _latent_bits(ae) -> int:
+    return int(((ae.manifest.get("config") or {}).get("autoencoder") or {}).get("latent_bits", 9))
+
+
+def _tb_arrays(v: dict[str, np.ndarray], n: int, latent_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """hls4ml tb_data: AEin values as 8x8x1 images and latent values, for the first n vectors."""
+    x = to_8x8(v["aein"][:n].astype(np.int64)).astype(np.float64) * E.INPUT_FMT.lsb
+    y = v["latent"][:n].astype(np.float64) * E.latent_format(latent_bits).lsb
+    return x[..., None], y
+
+
+def _link(cfg, backend: str) -> str | None:
+    """``hls_projects/<run>_<backend>`` -> the project (only in a checkout with hls_projects/)."""
+    root = Path.cwd() / "hls_projects"
+    if not root.is_dir() or Path(cfg.workdir).name == "bench":
+        return None
+    link = root / f"{cfg.name}_{backend}"
+    target = (cfg.stage_dir("convert") / "hls_projects" / backend).resolve()
+    try:
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(os.path.relpath(target, root))
+    except OSError:
+        return None
+    return str(link)
+
+
+def _convert_all(ctx, ae, tb, latent_bits: int, weights_sha: str) -> tuple[dict, dict]:
+    """One hls4ml project per configured backend; returns (projects info, times)."""
+    s, out = ctx.settings, ctx.out
+    projects, times = {}, {}
+    for backend in dict.fromkeys(s.backends):
+        info = convert_backend(backend, model=ae.path("encoder.h5"), weights_image=ae.path("weights.bin"),
+                               projects_dir=out / "hls_projects", settings=s, latent_bits=latent_bits,
+                               log=out / "logs" / f"convert_{backend}.log", tb=tb)
+        prj = out / "hls_projects" / backend
+        finish_project(prj, backend, info, s, latent_bits, weights_sha, "-O2")
+        times[backend] = info["wall_s"]
+        projects[backend] = {"path": f"hls_projects/{backend}", "latent_bits": latent_bits,
+                             "layers": info["layers"], "hls4ml": info["hls4ml"],
+                             "convert_s": info["wall_s"],
+                             "link": _link(ctx.cfg, backend) if s.link_projects else None}
+    return projects, times
+
+
+# -------------------------------------------------------------------- stage
+def run(ctx) -> None:
+    s = ctx.settings
+    out: Path = ctx.out
+    ae, data = ctx.upstream["autoencoder"], ctx.upstream["data"]
+    weights, weights_sha = load_weights(ae)
+    latent_bits = _latent_bits(ae)
+    drop, calvalues = _data_registers(data.manifest)
+
+    t0 = time.perf_counter()
+    from .data import load_split
+
+    test = load_split(data.path("test.npz"))
+    sets, meta = build_vector_sets(s, weights, latent_bits, test, drop, calvalues, ctx.seed)
+    for name, arrays in sets.items():
+        check_vectors(arrays, name)
+        _save(out / name, arrays)
+    t_vec = time.perf_counter() - t0
+    n_vec = {k: int(len(v["words"])) for k, v in sets.items()}
+    meta.update({"formats": _formats(latent_bits), "latent_bits": latent_bits,
+                 "weights_sha256": weights_sha, "weights_file": "autoencoder/weights.bin",
+                 "contract": {k: np.dtype(t).name for k, t in VECTOR_DTYPES.items()},
+                 "order": "corner vectors first (kinds 1..6), then test-set wafers (kind 0) in file order",
+                 "golden": "flow.frontend.FrontEnd then flow.encoder.golden_encode"})
+    atomic_write_json(out / "vectors_meta.json", meta)
+
+    main = sets["vectors.npz"]
+    tb = _tb_arrays(main, s.tb_vectors, latent_bits) if s.tb_vectors else None
+    failed = ctx.cfg.run_dir / "convert.failed"
+    shutil.rmtree(failed, ignore_errors=True)
+    try:
+        projects, times = _convert_all(ctx, ae, tb, latent_bits, weights_sha)
+    except FlowError as err:
+        # the runner deletes the stage's directory on failure: keep the logs for the user
+        if (out / "logs").is_dir():
+            shutil.copytree(out / "logs", failed / "logs", dirs_exist_ok=True)
+        raise FlowError(str(err).replace(str(out / "logs"), str(failed / "logs"))) from None
+    atomic_write_json(out / "projects.json", {"projects": projects, "weights_sha256": weights_sha})
+
+    ctx.metrics.update({"n_vectors": n_vec, "counts": meta["files"]["vectors.npz"]["counts"],
+                        "test_set": meta["test_set"], "vectors_s": round(t_vec, 3),
+                        "convert_s": times, "latent_bits": latent_bits, "backends": list(projects)})
+    ctx.add_summary("golden vectors", ", ".join(f"{k}: {v}" for k, v in n_vec.items()))
+    ctx.add_summary("test-set wafers", f"{meta['test_set']['used']} of {meta['test_set']['test_wafers']}")
+    ctx.add_summary("vector generation", f"{t_vec:.1f} s")
+    for backend, t in times.items():
+        ctx.add_summary(f"hls4ml {backend}", f"{t:.1f} s -> hls_projects/{backend}")
+
+
+# -------------------------------------------------------------------- bench
+def bench(cfg, workdir) -> dict[str, float]:
+    """Convert time per backend (child process incl. imports) and golden-vector throughput."""
+    from .manifest import verify
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ae = verify(cfg, "autoencoder")
+    weights, _ = load_weights(ae)
+    lb = _latent_bits(ae)
+    rng = np.random.default_rng(0)
+    words = rng.integers(0, 128, size=(100_000, N_TC))
+    t0 = time.perf_counter()
+    golden_vectors(words, np.zeros(len(words), np.uint8), weights, drop=3,
+                   calvalues=np.full(N_TC, CAL_UNITY), latent_bits=lb)
+    res = {"golden_vectors_per_s": len(words) / (time.perf_counter() - t0)}
+    for backend in dict.fromkeys(cfg.convert.backends):
+        info = convert_backend(backend, model=ae.path("encoder.h5"), weights_image=ae.path("weights.bin"),
+                               projects_dir=workdir / "hls_projects", settings=cfg.convert,
+                               latent_bits=lb, log=workdir / f"convert_{backend}.log")
+        res[f"convert_{backend}_s"] = info["wall_s"]
+        res[f"convert_{backend}_hls4ml_s"] = info["convert_s"]
+    return res
+
+
+__all__ = ["BACKENDS", "KIND_NAMES", "VECTOR_DTYPES", "build_vector_sets", "check_vectors",
+           "corner_words", "golden_vectors", "load_vectors", "run", "bench"]
