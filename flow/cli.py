@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="state of every stage's artifact")
     b = sub.add_parser("bench", parents=[common], help="run the benchmarks, write a results file")
     b.add_argument("--output", default=None, help="results JSON (default: bench/<run>.json)")
+    b.add_argument("--fresh", action="store_true", help="rerun every stage, even fresh ones")
     return p
 
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from .bench import run_bench
 
-            return run_bench(cfg, args.config, args.output)
+            return run_bench(cfg, args.config, args.output, fresh=args.fresh)
         for name in resolve(args.command):
             run_stage(cfg, name)
         return 0
