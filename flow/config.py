@@ -237,7 +237,7 @@ class EmdConfig(Section):
     eval_min_emd: float = Field(0.05, ge=0)
     """Pairs whose true EMD is below this are left out of relative-difference
     metrics (relative difference undefined at 0); they are counted."""
-    progress: bool = True
+    progress: bool = Field(True, json_schema_extra={"affects_outputs": False})
     """Progress bars on stderr."""
 
 
@@ -444,8 +444,13 @@ class FlowConfig(Section):
         return self.run_dir / stage
 
     def section(self, name: str) -> dict[str, Any]:
-        """The JSON-able settings a stage depends on (its own section + globals)."""
-        return {"seed": self.seed, name: getattr(self, name).model_dump(mode="json")}
+        """The JSON-able settings a stage's outputs depend on: its own section and the
+        seed, without presentation-only keys (fields marked ``affects_outputs: False``,
+        such as progress bars), so toggling those does not make an artifact stale."""
+        sec = getattr(self, name)
+        skip = {k for k, f in type(sec).model_fields.items()
+                if (f.json_schema_extra or {}).get("affects_outputs") is False}
+        return {"seed": self.seed, name: sec.model_dump(mode="json", exclude=skip)}
 
     def section_hash(self, name: str) -> str:
         blob = json.dumps(self.section(name), sort_keys=True).encode()

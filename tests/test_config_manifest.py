@@ -193,3 +193,10 @@ def test_cli_errors_exit_2_with_message(tmp_path):
     r = subprocess.run([sys.executable, "-m", "flow", "config", "--config", "configs/smoke.yaml",
                         "--get", "data.n_events"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip().isdigit()
+
+
+def test_presentation_keys_do_not_change_the_section_hash():
+    a = C.parse_config({"emd": {"progress": True}})
+    b = C.parse_config({"emd": {"progress": False}})
+    assert a.section_hash("emd") == b.section_hash("emd")
+    assert "progress" not in a.section("emd")["emd"]
