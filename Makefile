@@ -64,9 +64,9 @@ $(RUN)/convert/manifest.json: $(call deps,convert) $(wildcard flow/resources/hls
 	$(FLOW) convert --config $(CONFIG)
 $(RUN)/csim/manifest.json: $(call deps,csim) $(wildcard flow/resources/hls/*) $(RUN)/convert/manifest.json
 	$(FLOW) csim --config $(CONFIG)
-$(RUN)/rtl/manifest.json: $(call deps,rtl) $(RUN)/autoencoder/manifest.json
+$(RUN)/rtl/manifest.json: $(call deps,rtl) $(wildcard flow/resources/rtl/*.v) $(RUN)/autoencoder/manifest.json
 	$(FLOW) rtl --config $(CONFIG)
-$(RUN)/cosim/manifest.json: $(call deps,cosim) $(RUN)/rtl/manifest.json $(RUN)/convert/manifest.json
+$(RUN)/cosim/manifest.json: $(call deps,cosim) $(wildcard rtl_sim/*/*.py) $(RUN)/rtl/manifest.json $(RUN)/convert/manifest.json
 	$(FLOW) cosim --config $(CONFIG)
 $(RUN)/report/manifest.json: $(call deps,report) $(RUN)/csim/manifest.json $(RUN)/cosim/manifest.json
 	$(FLOW) report --config $(CONFIG)

