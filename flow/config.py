@@ -438,7 +438,9 @@ class FlowConfig(Section):
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.workdir) / self.name
+        """Absolute: stages hand paths to tools that run in other directories
+        (cocotb simulations, hls4ml child processes)."""
+        return Path(self.workdir).resolve() / self.name
 
     def stage_dir(self, stage: str) -> Path:
         return self.run_dir / stage
