@@ -1,12 +1,11 @@
 """Config validation, manifests, staleness and the stage runner."""
-import importlib.machinery
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
+from fakes import fake_stage
 from pydantic import ValidationError
 
 from flow import config as C
@@ -88,11 +87,6 @@ def test_section_hash_tracks_only_that_section_and_seed():
 
 
 # -------------------------------------------------------- runner/manifests
-def _fake_stage(monkeypatch, name, body):
-    mod = types.ModuleType(f"flow.{name}")
-    mod.__spec__ = importlib.machinery.ModuleSpec(f"flow.{name}", None)
-    mod.run = body
-    monkeypatch.setitem(sys.modules, f"flow.{name}", mod)
 
 
 def _write_a(ctx):
@@ -108,8 +102,8 @@ def _read_a(ctx):
 
 
 def test_run_stage_writes_manifest_and_downstream_detects_staleness(tmp_path, monkeypatch):
-    _fake_stage(monkeypatch, "data", _write_a)
-    _fake_stage(monkeypatch, "emd", _read_a)
+    fake_stage(monkeypatch, "data", _write_a)
+    fake_stage(monkeypatch, "emd", _read_a)
     cfg = C.parse_config({"name": "t", "workdir": str(tmp_path), "data": {"n_events": 4}})
 
     with pytest.raises(StageInputError, match=r"stage 'data' is missing.*make data"):
@@ -148,7 +142,7 @@ def test_run_stage_writes_manifest_and_downstream_detects_staleness(tmp_path, mo
 
 
 def test_failing_stage_leaves_previous_artifact_intact(tmp_path, monkeypatch):
-    _fake_stage(monkeypatch, "data", _write_a)
+    fake_stage(monkeypatch, "data", _write_a)
     cfg = C.parse_config({"name": "t", "workdir": str(tmp_path)})
     run_stage(cfg, "data", echo=lambda *a: None)
     before = (tmp_path / "t" / "data" / MANIFEST).read_bytes()
@@ -157,7 +151,7 @@ def test_failing_stage_leaves_previous_artifact_intact(tmp_path, monkeypatch):
         (ctx.out / "a.txt").write_text("half written")
         raise RuntimeError("interrupted")
 
-    _fake_stage(monkeypatch, "data", boom)
+    fake_stage(monkeypatch, "data", boom)
     with pytest.raises(RuntimeError):
         run_stage(cfg, "data", echo=lambda *a: None)
     assert (tmp_path / "t" / "data" / MANIFEST).read_bytes() == before
@@ -166,7 +160,7 @@ def test_failing_stage_leaves_previous_artifact_intact(tmp_path, monkeypatch):
 
 
 def test_upstream_path_of_unknown_output_is_clear(tmp_path, monkeypatch):
-    _fake_stage(monkeypatch, "data", _write_a)
+    fake_stage(monkeypatch, "data", _write_a)
     cfg = C.parse_config({"name": "t", "workdir": str(tmp_path)})
     run_stage(cfg, "data", echo=lambda *a: None)
     with pytest.raises(StageInputError, match=r"did not produce 'x.npz'.*a.txt"):

@@ -4,14 +4,13 @@ The upstream stages (data, emd, autoencoder) are fabricated: fake stage
 modules run through the real runner write a small test split and a
 random-weight QKeras encoder, so the manifests are genuine.
 """
-import importlib.machinery
 import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import fake_stage
 
 from flow import config as C
 from flow import encoder as E
@@ -41,11 +40,6 @@ SETTINGS = {
 
 
 # ------------------------------------------------------- fabricated upstream
-def _fake_stage(mp, name, body):
-    mod = types.ModuleType(f"flow.{name}")
-    mod.__spec__ = importlib.machinery.ModuleSpec(f"flow.{name}", None)
-    mod.run = body
-    mp.setitem(sys.modules, f"flow.{name}", mod)
 
 
 def _fake_data(ctx):
@@ -91,7 +85,7 @@ def fabricate_upstream(cfg):
     """Run fake data/emd/autoencoder stages through the real runner."""
     with pytest.MonkeyPatch.context() as mp:
         for name, body in (("data", _fake_data), ("emd", _fake_emd), ("autoencoder", _fake_autoencoder)):
-            _fake_stage(mp, name, body)
+            fake_stage(mp, name, body)
             run_stage(cfg, name, echo=lambda *a: None)
 
 

@@ -1,12 +1,11 @@
 """The cosim stage: cocotb/Verilator cosimulation of both flavours against the golden model."""
-import importlib.machinery
 import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import fake_stage
 
 from flow import config as C
 from flow.encoder import EncoderWeights, golden_encode
@@ -21,11 +20,6 @@ from model import econt_model as M  # noqa: E402
 QUIET = dict(echo=lambda *a: None)
 
 
-def _fake_stage(mp, name, body):
-    mod = types.ModuleType(f"flow.{name}")
-    mod.__spec__ = importlib.machinery.ModuleSpec(f"flow.{name}", None)
-    mod.run = body
-    mp.setitem(sys.modules, f"flow.{name}", mod)
 
 
 def fake_vectors(n: int, seed: int):
@@ -38,8 +32,8 @@ def fake_vectors(n: int, seed: int):
 
 def fake_upstream(mp, weights: EncoderWeights, n: int = 1500, seed: int = 0):
     """data/emd/autoencoder/convert stand-ins: weight files and golden vectors."""
-    _fake_stage(mp, "data", lambda ctx: (ctx.out / "d.txt").write_text("d"))
-    _fake_stage(mp, "emd", lambda ctx: (ctx.out / "e.txt").write_text("e"))
+    fake_stage(mp, "data", lambda ctx: (ctx.out / "d.txt").write_text("d"))
+    fake_stage(mp, "emd", lambda ctx: (ctx.out / "e.txt").write_text("e"))
 
     def ae(ctx):
         (ctx.out / "weights.bin").write_bytes(weights.to_image())
@@ -58,8 +52,8 @@ def fake_upstream(mp, weights: EncoderWeights, n: int = 1500, seed: int = 0):
                  calvalues=cal2.astype(np.uint16), drop=np.int64(1), aein=aein2.astype(np.uint8),
                  latent=golden_encode(aein2, weights).astype(np.uint16),
                  sum_code=sums2.astype(np.uint16), kind=np.zeros(n, np.uint8), kind_names=np.array(["regs"]))
-    _fake_stage(mp, "autoencoder", ae)
-    _fake_stage(mp, "convert", convert)
+    fake_stage(mp, "autoencoder", ae)
+    fake_stage(mp, "convert", convert)
 
 
 def make_cfg(tmp, name="t", **cosim):
@@ -162,7 +156,7 @@ def test_cosim_catches_a_flipped_weight_bit(tmp_path, monkeypatch):
 
     def faulty_rtl(ctx):
         rtl.build_rtl(ctx.out, bad, ctx.settings, latent_bits=9, calvalues=[2048] * 48, drop=3)
-    _fake_stage(monkeypatch, "rtl", faulty_rtl)
+    fake_stage(monkeypatch, "rtl", faulty_rtl)
     cfg = C.parse_config({"name": "f", "workdir": str(tmp_path), "seed": 4,
                           "rtl": {"flavours": ["const"], "yosys_check": False},
                           "cosim": {"flavours": ["const"], "min_wafers": 1000, "bubbles": 0, "reload": 0,
@@ -184,7 +178,7 @@ def test_cosim_catches_a_flipped_weight_bit(tmp_path, monkeypatch):
 def test_cosim_rejects_a_flavour_rtl_did_not_generate(tmp_path, monkeypatch):
     w = EncoderWeights.random(23)
     fake_upstream(monkeypatch, w, n=10)
-    _fake_stage(monkeypatch, "rtl", lambda ctx: (ctx.out / "rtl.json").write_text(
+    fake_stage(monkeypatch, "rtl", lambda ctx: (ctx.out / "rtl.json").write_text(
         json.dumps({"flavours": {"const": {}}, "latent_bits": 9})))
     cfg = make_cfg(tmp_path, flavours=["prog"])
     for st in ("data", "emd", "autoencoder", "convert", "rtl"):

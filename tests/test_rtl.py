@@ -1,13 +1,11 @@
 """The rtl stage: Verilog generation, lint, Yosys elaboration, da4ml bit-exactness."""
-import importlib.machinery
 import json
 import os
 import shutil
-import sys
-import types
 
 import numpy as np
 import pytest
+from fakes import fake_stage
 
 from flow import config as C
 from flow import rtl
@@ -21,24 +19,19 @@ needs_yosys = pytest.mark.skipif(shutil.which("yosys") is None and not CI,
                                  reason="yosys not installed (required in CI)")
 
 
-def _fake_stage(monkeypatch, name, body):
-    mod = types.ModuleType(f"flow.{name}")
-    mod.__spec__ = importlib.machinery.ModuleSpec(f"flow.{name}", None)
-    mod.run = body
-    monkeypatch.setitem(sys.modules, f"flow.{name}", mod)
 
 
 def fake_autoencoder(monkeypatch, weights: EncoderWeights, latent_bits: int = 9):
     """Stand-ins for data/emd/autoencoder: the autoencoder writes the weight files."""
-    _fake_stage(monkeypatch, "data", lambda ctx: (ctx.out / "d.txt").write_text("d"))
-    _fake_stage(monkeypatch, "emd", lambda ctx: (ctx.out / "e.txt").write_text("e"))
+    fake_stage(monkeypatch, "data", lambda ctx: (ctx.out / "d.txt").write_text("d"))
+    fake_stage(monkeypatch, "emd", lambda ctx: (ctx.out / "e.txt").write_text("e"))
 
     def ae(ctx):
         (ctx.out / "weights.bin").write_bytes(weights.to_image())
         (ctx.out / "weights.mem").write_text(weights.to_mem())
         np.savez(ctx.out / "weights.npz", **{n: getattr(weights, n) for n in
                                              ("conv_w", "conv_b", "dense_w", "dense_b")})
-    _fake_stage(monkeypatch, "autoencoder", ae)
+    fake_stage(monkeypatch, "autoencoder", ae)
 
 
 def make_cfg(tmp_path, **sections):

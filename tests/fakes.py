@@ -1,0 +1,13 @@
+"""Test helpers shared by the runner/stage tests (importable as ``fakes``: tests/ is on sys.path)."""
+import importlib.machinery
+import sys
+import types
+
+
+def fake_stage(mp, name, body) -> None:
+    """Install ``body`` as ``flow.<name>.run`` for the duration of ``mp`` (a pytest MonkeyPatch),
+    so the real runner executes a fabricated stage."""
+    mod = types.ModuleType(f"flow.{name}")
+    mod.__spec__ = importlib.machinery.ModuleSpec(f"flow.{name}", None)
+    mod.run = body
+    mp.setitem(sys.modules, f"flow.{name}", mod)
