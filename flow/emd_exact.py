@@ -170,18 +170,22 @@ def emd(a, b, *, solver: Solver = "core") -> float:
     return float(_emd_normalised(na[None], nb[None], solver)[0])
 
 
+def _normalised_pairs(a, b, who: str, empty: EmptyPolicy) -> tuple[np.ndarray, np.ndarray]:
+    """Validate two equal-shape batches of wafers and normalise each to unit sum."""
+    a = _as_batch(a, f"{who} a")
+    b = _as_batch(b, f"{who} b")
+    if a.shape != b.shape:
+        raise ShapeError(f"{who}: a and b must have the same shape, got {a.shape} and {b.shape}")
+    return normalise(a, what="wafer a", empty=empty), normalise(b, what="wafer b", empty=empty)
+
+
 def emd_pairs(a, b, *, empty: EmptyPolicy = "raise", solver: Solver = "core") -> np.ndarray:
     """Exact EMD of each pair ``(a[i], b[i])``, serially: ``(N, 48), (N, 48) -> (N,)`` float64.
 
     ``empty="raise"`` (default): an all-zero wafer is an :class:`EmptyWaferError`
     naming it; ``empty="nan"``: such pairs get NaN.
     """
-    a = _as_batch(a, "emd_pairs a")
-    b = _as_batch(b, "emd_pairs b")
-    if a.shape != b.shape:
-        raise ShapeError(f"emd_pairs: a and b must have the same shape, got {a.shape} and {b.shape}")
-    na = normalise(a, what="wafer a", empty=empty)
-    nb = normalise(b, what="wafer b", empty=empty)
+    na, nb = _normalised_pairs(a, b, "emd_pairs", empty)
     return _emd_normalised(na, nb, solver)
 
 
@@ -232,12 +236,7 @@ def label_pairs(a, b, *, empty: EmptyPolicy = "raise", use_ray: bool = True,
     """
     from tqdm.auto import tqdm
 
-    a = _as_batch(a, "label_pairs a")
-    b = _as_batch(b, "label_pairs b")
-    if a.shape != b.shape:
-        raise ShapeError(f"label_pairs: a and b must have the same shape, got {a.shape} and {b.shape}")
-    na = normalise(a, what="wafer a", empty=empty)
-    nb = normalise(b, what="wafer b", empty=empty)
+    na, nb = _normalised_pairs(a, b, "label_pairs", empty)
     n = len(na)
     out = np.empty(n, dtype=np.float64)
     bounds = [(lo, min(lo + chunk_pairs, n)) for lo in range(0, n, max(1, chunk_pairs))]
