@@ -20,17 +20,17 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export POT_BACKEND_DISABLE_TENSORFLOW ?= 1
 
-.PHONY: help install sysdeps doctor all data train emd autoencoder convert csim rtl cosim report \
+.PHONY: help install sysdeps doctor all data train emd autoencoder convert csim rtl cosim report handoff \
         status test test-slow bench lint clean distclean
 
 help:
 	@echo "make all          install, then run every stage on CONFIG (default: $(CONFIG))"
 	@echo "make test         install, then run the default test suite (< 20 min)"
 	@echo "make test-slow    the slow tests (real-size runs)"
-	@echo "make <stage>      data | train (= emd autoencoder) | convert | csim | rtl | cosim | report"
+	@echo "make <stage>      data | train (= emd autoencoder) | convert | csim | rtl | cosim | report | handoff"
 	@echo "make status       state of each stage's artifact for CONFIG"
 	@echo "make bench        benchmarks -> bench/<run>.json"
-	@echo "make sysdeps      system tools pip cannot provide (Yosys; needs root + apt)"
+	@echo "make sysdeps      system tools pip cannot provide (Yosys, Chromium; needs root + apt)"
 	@echo "make lint | clean | distclean"
 	@echo "Use CONFIG=configs/smoke.yaml for a tiny run."
 
@@ -45,14 +45,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 sysdeps:
-	@if command -v yosys >/dev/null; then echo "yosys present: $$(yosys -V)"; else \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq yosys; fi
+	@missing=""; command -v yosys >/dev/null || missing="$$missing yosys"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  if [ -z "$$missing" ]; then echo "present: $$(yosys -V); $$(chromium --version)"; else \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 doctor: $(STAMP)
 	$(PY) -m flow.doctor
 
 # ---------------------------------------------------------------- stages
-all: $(STAMP) report
+all: $(STAMP) report handoff
 
 $(RUN)/data/manifest.json: $(call deps,data) $(wildcard flow/synth*.py flow/ntuple.py)
 	$(FLOW) data --config $(CONFIG)
@@ -68,8 +70,10 @@ $(RUN)/rtl/manifest.json: $(call deps,rtl) $(wildcard flow/resources/rtl/*.v) $(
 	$(FLOW) rtl --config $(CONFIG)
 $(RUN)/cosim/manifest.json: $(call deps,cosim) $(wildcard rtl_sim/*/*.py) $(RUN)/rtl/manifest.json $(RUN)/convert/manifest.json
 	$(FLOW) cosim --config $(CONFIG)
-$(RUN)/report/manifest.json: $(call deps,report) $(RUN)/csim/manifest.json $(RUN)/cosim/manifest.json
+$(RUN)/report/manifest.json: $(call deps,report) $(wildcard flow/resources/report/*) $(RUN)/csim/manifest.json $(RUN)/cosim/manifest.json
 	$(FLOW) report --config $(CONFIG)
+$(RUN)/handoff/manifest.json: $(call deps,handoff) $(wildcard flow/resources/handoff/* rtl_sim/*/*.py) $(RUN)/cosim/manifest.json
+	$(FLOW) handoff --config $(CONFIG)
 
 data:        $(RUN)/data/manifest.json
 emd:         $(RUN)/emd/manifest.json
@@ -80,6 +84,7 @@ csim:        $(RUN)/csim/manifest.json
 rtl:         $(RUN)/rtl/manifest.json
 cosim:       $(RUN)/cosim/manifest.json
 report:      $(RUN)/report/manifest.json
+handoff:     $(RUN)/handoff/manifest.json
 
 status: $(STAMP)
 	$(FLOW) status --config $(CONFIG)

@@ -417,6 +417,11 @@ class ReportConfig(Section):
     """``report`` stage: HTML/Markdown report of a run."""
 
 
+class HandoffConfig(Section):
+    """``handoff`` stage: the archive for ASIC/FPGA engineers (RTL, register
+    images, test vectors with expected outputs, standalone cocotb testbench)."""
+
+
 class FlowConfig(Section):
     """A whole flow run."""
 
@@ -435,6 +440,7 @@ class FlowConfig(Section):
     rtl: RtlConfig = Field(default_factory=RtlConfig)
     cosim: CosimConfig = Field(default_factory=CosimConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    handoff: HandoffConfig = Field(default_factory=HandoffConfig)
 
     @property
     def run_dir(self) -> Path:

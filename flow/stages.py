@@ -57,6 +57,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("cosim", ("rtl", "convert"), 8, "cocotb/Verilator cosimulation and Yosys resources"),
     Stage("report", ("data", "emd", "autoencoder", "convert", "csim", "rtl", "cosim"), 9,
           "HTML/Markdown report of the run"),
+    Stage("handoff", ("autoencoder", "convert", "rtl", "cosim"), 9,
+          "archive for ASIC engineers: RTL, register images, vectors, testbench"),
 ]}
 
 #: CLI/make aliases that run several stages in order.
