@@ -44,6 +44,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -208,6 +209,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         kw = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                   runtime_env={"env_vars": WORKER_ENV}, configure_logging=True)
         if address:
+            # a cluster's nodes get this package's code from the driver (they need the
+            # pinned stack installed: `pip install` of this project on every node)
+            import flow
+            kw["runtime_env"] = {**kw["runtime_env"], "py_modules": [str(Path(flow.__file__).parent)]}
             ray.init(address=address, **kw)
         else:
             ray.init(num_cpus=num_cpus, **kw)
