@@ -293,19 +293,24 @@ def _frontend(data: np.ndarray, drop: int, calvalue: int) -> tuple[np.ndarray, n
 _KEY_U = 1024  # waferu/v offset and range: -512..511
 
 
+def _same_counts(counts, c, path, tree_path, branch: str, first: str, entry0: int) -> np.ndarray:
+    """The per-event list lengths of ``branch`` (``c``) must equal those of the first
+    branch read (``counts``; None for the first branch itself)."""
+    if counts is not None and not np.array_equal(c, counts):
+        e = int(np.flatnonzero(c != counts)[0])
+        raise DataFormatError(f"{_where(path, tree_path, branch)}: expected the same number of "
+                              f"entries as {first} in every event; entry {entry0 + e} has "
+                              f"{int(c[e])} vs {int(counts[e])}")
+    return c
+
+
 def _per_tc_chunk(arrays, names, path, tree_path, entry0, event0, layers, drop, calvalue,
                   stats: ReadStats) -> WaferChunk:
     n = len(arrays)
     flat, counts = {}, None
     for b in PER_TC_REQUIRED + tuple(x for x in PER_TC_OPTIONAL if x in names):
         flat[b], c = _jagged(arrays[b], path, tree_path, b)
-        if counts is None:
-            counts = c
-        elif not np.array_equal(c, counts):
-            e = int(np.flatnonzero(c != counts)[0])
-            raise DataFormatError(f"{_where(path, tree_path, b)}: expected the same number of "
-                                  f"entries as {PER_TC_REQUIRED[0]} in every event; entry "
-                                  f"{entry0 + e} has {int(c[e])} vs {int(counts[e])}")
+        counts = _same_counts(counts, c, path, tree_path, b, PER_TC_REQUIRED[0], entry0)
     ev_local = np.repeat(np.arange(n, dtype=np.int64), counts)
     stats.tc_entries += int(ev_local.size)
     entries = entry0 + ev_local
@@ -397,13 +402,7 @@ def _per_wafer_chunk(arrays, names, path, tree_path, entry0, event0, file_index,
     for b in cols:
         if jag:
             flat[b], c = _jagged(arrays[b], path, tree_path, b)
-            if counts is None:
-                counts = c
-            elif not np.array_equal(c, counts):
-                e = int(np.flatnonzero(c != counts)[0])
-                raise DataFormatError(f"{_where(path, tree_path, b)}: expected the same number of "
-                                      f"entries as wafer_layer in every event; entry {entry0 + e} "
-                                      f"has {int(c[e])} vs {int(counts[e])}")
+            counts = _same_counts(counts, c, path, tree_path, b, "wafer_layer", entry0)
         else:
             if arrays[b].ndim != 1:
                 raise DataFormatError(f"{_where(path, tree_path, b)}: expected one number per "
