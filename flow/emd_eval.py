@@ -95,10 +95,7 @@ def plot(pred, true, occ_a, occ_b, out_dir: str | Path, *, min_emd: float, title
                 f"{rel['n']} pairs", transform=ax.transAxes, va="top", fontsize=14)
     ax.set_xlabel("(EMD CNN - EMD) / EMD [%]")
     ax.set_ylabel("pairs")
-    ax.set_title(title, fontsize=14)
-    paths.append(out_dir / "rel_diff.png")
-    fig.savefig(paths[-1], dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(_save(fig, ax, title, out_dir / "rel_diff.png"))
 
     fig, ax = plt.subplots(figsize=(8, 7))
     hi = float(np.quantile(true, 0.999)) if len(true) else 1.0
@@ -106,10 +103,7 @@ def plot(pred, true, occ_a, occ_b, out_dir: str | Path, *, min_emd: float, title
     ax.plot([0, hi], [0, hi], "r--", lw=1)
     ax.set_xlabel("exact EMD")
     ax.set_ylabel("EMD CNN")
-    ax.set_title(title, fontsize=14)
-    paths.append(out_dir / "pred_vs_true.png")
-    fig.savefig(paths[-1], dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(_save(fig, ax, title, out_dir / "pred_vs_true.png"))
 
     for key, xlabel, name in (("by_true_emd", "exact EMD", "resolution_vs_emd.png"),
                               ("by_occupancy", "pair occupancy (mean of the two wafers)",
@@ -125,8 +119,14 @@ def plot(pred, true, occ_a, occ_b, out_dir: str | Path, *, min_emd: float, title
         ax.set_xlabel(xlabel)
         ax.set_ylabel("relative difference [%]")
         ax.legend()
-        ax.set_title(title, fontsize=14)
-        paths.append(out_dir / name)
-        fig.savefig(paths[-1], dpi=90, bbox_inches="tight")
-        plt.close(fig)
+        paths.append(_save(fig, ax, title, out_dir / name))
     return paths
+
+
+def _save(fig, ax, title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title, fontsize=14)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
