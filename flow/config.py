@@ -416,10 +416,37 @@ class CosimConfig(Section):
 class ReportConfig(Section):
     """``report`` stage: HTML/Markdown report of a run."""
 
+    title: str = Field("ECON-T autoencoder co-design flow", min_length=1, max_length=200)
+    """Heading of the report (the run name is appended); plain text."""
+    notes: str = Field("", max_length=5000)
+    """Free text shown under the heading (e.g. what the run was for); plain text."""
+
 
 class HandoffConfig(Section):
     """``handoff`` stage: the archive for ASIC/FPGA engineers (RTL, register
     images, test vectors with expected outputs, standalone cocotb testbench)."""
+
+    max_vectors: int = Field(4000, ge=0)
+    """Golden vectors shipped from ``convert``'s ``vectors.npz`` (0: all), chosen
+    evenly over the wafer kinds: the small corner kinds (empty, full scale, every
+    word everywhere) whole, the rest (one-hot, random, test wafers) in equal shares."""
+    alt_max_vectors: int = Field(1000, ge=0)
+    """Vectors shipped from each of ``convert``'s ``vectors_regs*.npz`` (other
+    CALVALUEs and drop; 0: all), chosen the same way."""
+    alt_vectors: bool = True
+    """Ship the ``vectors_regs*.npz`` sets (their registers are loaded through the
+    configuration port by the testbench)."""
+    reprogram_vectors: int = Field(1000, ge=0)
+    """Programmable flavour: vectors with a second, random weight set (expected outputs
+    from the golden model) that the testbench loads through the configuration port
+    before the trained weights; 0: none."""
+    self_check: bool = True
+    """Unpack the archive into a temporary directory outside the repository and run its
+    testbench there with ``flow`` not importable; any failure fails the stage."""
+    self_check_jobs: int = Field(2, ge=1)
+    """Parallel C++ compile jobs of the self-check's Verilator builds."""
+    self_check_timeout_s: int = Field(3600, ge=60)
+    """Wall-time limit of the self-check."""
 
 
 class FlowConfig(Section):
