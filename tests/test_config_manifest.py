@@ -168,13 +168,16 @@ def test_upstream_path_of_unknown_output_is_clear(tmp_path, monkeypatch):
 
 
 def test_unbuilt_stage_is_a_clear_error(tmp_path, monkeypatch):
-    unbuilt = [n for n, s in STAGES.items() if not s.built]
-    if not unbuilt:
-        pytest.skip("every stage is built")
+    """A registered stage without its module (a stage planned in an issue) stops with an
+    error naming the issue, and writes nothing."""
+    from flow.stages import Stage
+
+    monkeypatch.setitem(STAGES, "future", Stage("future", ("data",), 99, "a planned stage"))
+    assert not STAGES["future"].built
     cfg = C.parse_config({"name": "t", "workdir": str(tmp_path)})
-    with pytest.raises(NotBuiltError, match=r"not built yet.*issue #\d+.*Nothing was run"):
-        run_stage(cfg, unbuilt[-1])
-    assert not (tmp_path / "t" / unbuilt[-1]).exists()
+    with pytest.raises(NotBuiltError, match=r"not built yet.*issue #99.*Nothing was run"):
+        run_stage(cfg, "future")
+    assert not (tmp_path / "t" / "future").exists()
 
 
 def test_cli_errors_exit_2_with_message(tmp_path):
