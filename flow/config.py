@@ -443,9 +443,9 @@ class HandoffConfig(Section):
     self_check: bool = True
     """Unpack the archive into a temporary directory outside the repository and run its
     testbench there with ``flow`` not importable; any failure fails the stage."""
-    self_check_jobs: int = Field(2, ge=1)
+    self_check_jobs: int = Field(2, ge=1, json_schema_extra={"affects_outputs": False})
     """Parallel C++ compile jobs of the self-check's Verilator builds."""
-    self_check_timeout_s: int = Field(3600, ge=60)
+    self_check_timeout_s: int = Field(3600, ge=60, json_schema_extra={"affects_outputs": False})
     """Wall-time limit of the self-check."""
 
 

