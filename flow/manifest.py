@@ -22,6 +22,7 @@ import platform
 import shutil
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -262,6 +263,9 @@ def finish(ctx: StageContext, started: float, started_utc: str) -> dict[str, Any
         "outputs": hash_outputs(ctx.out),
         "tools": tool_versions(tuple(ctx.external_tools)),
         "git": git_revision(),
+        # unique per build: downstream stages record this manifest's sha256 and call
+        # themselves stale when it changes, also for a rebuild within the same second
+        "build_id": uuid.uuid4().hex,
         "started_utc": started_utc,
         "finished_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "wall_s": round(time.time() - started, 3),
