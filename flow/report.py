@@ -881,25 +881,20 @@ def render_md(title: str, verdict: str, lead: str, notes: str, sections: list[Se
     return "\n".join(lines)
 
 
-def _count(sections: list[Section], kind) -> int:
-    n = 0
+def _items(sections: list[Section]):
+    """Every table, figure and paragraph of the report (a block may be a row of them)."""
     for s in sections:
         for b in s.blocks:
-            items = b if isinstance(b, list) else [b]
-            n += sum(isinstance(x, kind) for x in items)
-    return n
+            yield from (b if isinstance(b, list) else [b])
+
+
+def _count(sections: list[Section], kind) -> int:
+    return sum(isinstance(x, kind) for x in _items(sections))
 
 
 def _count_na(sections: list[Section]) -> int:
-    n = 0
-    for s in sections:
-        for b in s.blocks:
-            for x in (b if isinstance(b, list) else [b]):
-                if isinstance(x, Table):
-                    n += sum(isinstance(c, NA) for row in x.rows for c in row)
-                elif isinstance(x, Para) and x.na:
-                    n += 1
-    return n
+    return sum(sum(isinstance(c, NA) for row in x.rows for c in row) if isinstance(x, Table)
+               else int(isinstance(x, Para) and x.na) for x in _items(sections))
 
 
 # ------------------------------------------------------------------ stage
