@@ -34,13 +34,13 @@ import numpy as np
 from . import encoder as E
 from .convert_hls import BACKENDS, convert_backend, finish_project
 from .errors import DataFormatError, FlowError, MismatchError
-from .frontend import CAL_BITS, CAL_UNITY, FrontEnd
+from .frontend import CAL_BITS, CAL_UNITY, CALQ_BITS, FrontEnd, calibrate, decode_words
 from .geometry import N_TC, to_8x8
 from .manifest import atomic_write_bytes, atomic_write_json, sha256_file
 
 #: kind codes of the golden vectors; ``kind_names[kind]`` is the legend
 KIND_NAMES = ("test_wafer", "all_zero", "one_hot", "all_max", "random_full", "random_sparse",
-              "uniform")
+              "uniform", "sum_boundary")
 KIND = {name: i for i, name in enumerate(KIND_NAMES)}
 #: the vector-file contract: array name -> dtype (shapes in the module docstring)
 VECTOR_DTYPES = {"words": np.uint8, "calvalues": np.uint16, "drop": np.int64, "aein": np.uint8,
@@ -49,6 +49,11 @@ MAX_WORD = 127
 #: at most this fraction of cells is hit in a random sparse wafer
 SPARSE_MAX_OCCUPANCY = 0.3
 GOLDEN_CHUNK = 50_000
+#: CALQ sums the ``sum_boundary`` vectors aim at: around 2^22, where the converter's
+#: normalisation shift saturates at 21 (econt.md section 4)
+BOUNDARY_SUMS = ((1 << CALQ_BITS) - 1, 1 << CALQ_BITS, (1 << CALQ_BITS) + 1)
+#: cells the boundary search tunes exactly (two pairs of 128 x 128 word combinations)
+_TUNE_CELLS = 4
 
 
 # ------------------------------------------------------------------ vectors
@@ -78,6 +83,85 @@ def corner_words(rng: np.random.Generator, *, n_random: int, n_sparse: int,
     words = np.concatenate([p for _, p in parts]).astype(np.uint8)
     kind = np.concatenate([np.full(len(p), KIND[k], dtype=np.uint8) for k, p in parts])
     return words, kind
+
+
+def _calq_table(fe: FrontEnd) -> np.ndarray:
+    """CALQ of every word value in every cell under ``fe``'s registers: ``(48, 128)``,
+    non-decreasing along the word axis (decode and calibration are monotone)."""
+    words = np.arange(MAX_WORD + 1)
+    d = decode_words(words, fe.drop)
+    return calibrate(d[None, :], np.asarray(fe.calvalues, dtype=np.int64)[:, None])
+
+
+def _greedy(table: np.ndarray, goal: int) -> tuple[np.ndarray, int]:
+    """Words for the cells of ``table`` with the largest CALQ sum <= ``goal`` a cell-by-cell
+    greedy finds (each cell as high as the rest at word 0 allows)."""
+    n = len(table)
+    rest_min = np.concatenate([np.cumsum(table[::-1, 0])[::-1], [0]])
+    words = np.zeros(n, dtype=np.int64)
+    acc = 0
+    for t in range(n):
+        room = goal - acc - rest_min[t + 1]
+        w = int(np.searchsorted(table[t], room, side="right")) - 1
+        words[t] = max(w, 0)
+        acc += int(table[t, words[t]])
+    return words, acc
+
+
+def _closest_pair_sums(a: np.ndarray, b: np.ndarray, r: int) -> tuple[int, int, int, int]:
+    """Among all ``a[i] + b[j]``: (i, j) of the largest sum <= r and (i, j) of the smallest
+    sum >= r (-1 where none exists)."""
+    order = np.argsort(b, kind="stable")
+    bs = b[order]
+    j_lo = np.searchsorted(bs, r - a, side="right") - 1          # largest b <= r - a
+    j_hi = np.searchsorted(bs, r - a, side="left")               # smallest b >= r - a
+    lo = np.where(j_lo >= 0, a + bs[np.maximum(j_lo, 0)], -1)
+    hi = np.where(j_hi < len(bs), a + bs[np.minimum(j_hi, len(bs) - 1)], np.iinfo(np.int64).max)
+    il, ih = int(np.argmax(lo)), int(np.argmin(hi))
+    below = (il, int(order[j_lo[il]])) if lo[il] >= 0 else (-1, -1)
+    above = (ih, int(order[j_hi[ih]])) if hi[ih] < np.iinfo(np.int64).max else (-1, -1)
+    return (*below, *above)
+
+
+def boundary_words(fe: FrontEnd, targets=BOUNDARY_SUMS) -> np.ndarray:
+    """Wafers whose CALQ sum under ``fe``'s registers is as close to each target as the
+    registers allow: for every target the largest reachable sum <= it and the smallest
+    >= it (one wafer when the target itself is reachable), distinct rows, ``(M, 48)``.
+
+    44 cells are filled greedily up to the target minus a margin; the last four cells
+    then hit the remainder by a meet-in-the-middle search over two pairs of cells
+    (128^2 word pairs each).  With the default registers (drop 3, unity calibration)
+    every CALQ is a multiple of 4, so 2^22 - 1 and 2^22 + 1 are not reachable and the
+    nearest sums on either side are used instead.
+    """
+    table = _calq_table(fe)
+    head, tail = table[:-_TUNE_CELLS], table[-_TUNE_CELLS:]
+    pair_a = (tail[0][:, None] + tail[1][None, :]).ravel()
+    pair_b = (tail[2][:, None] + tail[3][None, :]).ravel()
+    tail_min, tail_max = int(tail[:, 0].sum()), int(tail[:, -1].sum())
+    rows: list[np.ndarray] = []
+    for target in targets:
+        best_lo, best_hi = None, None          # (sum, words)
+        for margin in (tail_min + 2_000, tail_min + 20_000, tail_min + 200_000, tail_max):
+            hw, hs = _greedy(head, int(target) - margin)
+            ia, ja, ib, jb = _closest_pair_sums(pair_a, pair_b, int(target) - hs)
+            for i, j, side in ((ia, ja, "lo"), (ib, jb, "hi")):
+                if i < 0:
+                    continue
+                tw = np.array([i // (MAX_WORD + 1), i % (MAX_WORD + 1), j // (MAX_WORD + 1),
+                               j % (MAX_WORD + 1)])
+                total = hs + int(pair_a[i] + pair_b[j])
+                cand = (total, np.concatenate([hw, tw]))
+                if side == "lo" and total <= target and (best_lo is None or total > best_lo[0]):
+                    best_lo = cand
+                if side == "hi" and total >= target and (best_hi is None or total < best_hi[0]):
+                    best_hi = cand
+            if best_lo is not None and best_lo[0] == target:
+                break
+        rows += [c[1] for c in (best_lo, best_hi) if c is not None]
+    if not rows:
+        return np.zeros((0, N_TC), dtype=np.uint8)
+    return np.unique(np.stack(rows), axis=0).astype(np.uint8)
 
 
 def golden_vectors(words, kind, weights: E.EncoderWeights, *, drop: int, calvalues,
@@ -177,6 +261,9 @@ def build_vector_sets(settings, weights: E.EncoderWeights, latent_bits: int, tes
     fe = FrontEnd(drop=drop, calvalues=tuple(int(c) for c in calvalues))
     cw, ck = corner_words(rng, n_random=settings.n_random, n_sparse=settings.n_sparse,
                           onehot_words=settings.onehot_words)
+    bw = boundary_words(fe)
+    cw = np.concatenate([cw, bw])
+    ck = np.concatenate([ck, np.full(len(bw), KIND["sum_boundary"], dtype=np.uint8)])
     if test is not None:
         tw, tinfo = test_set_words(test, fe, settings.max_test_wafers)
     else:
@@ -195,7 +282,10 @@ def build_vector_sets(settings, weights: E.EncoderWeights, latent_bits: int, tes
         d = other_drop if k % 2 else drop
         base = ck != KIND["random_full"]
         base &= ck != KIND["random_sparse"]
-        fixed_w, fixed_k = cw[base], ck[base]
+        base &= ck != KIND["sum_boundary"]            # recomputed for these registers
+        abw = boundary_words(FrontEnd(drop=d, calvalues=tuple(int(c) for c in cal)))
+        fixed_w = np.concatenate([cw[base], abw])
+        fixed_k = np.concatenate([ck[base], np.full(len(abw), KIND["sum_boundary"], dtype=np.uint8)])
         budget = max(settings.alt_max_vectors - len(fixed_w), 0)
         pick = []
         pools = ((KIND["random_full"], cw[ck == KIND["random_full"]]),
@@ -303,7 +393,7 @@ def run(ctx) -> None:
     meta.update({"formats": _formats(latent_bits), "latent_bits": latent_bits,
                  "weights_sha256": weights_sha, "weights_file": "autoencoder/weights.bin",
                  "contract": {k: np.dtype(t).name for k, t in VECTOR_DTYPES.items()},
-                 "order": "corner vectors first (kinds 1..6), then test-set wafers (kind 0) in file order",
+                 "order": "corner vectors first (kinds 1..7), then test-set wafers (kind 0) in file order",
                  "golden": "flow.frontend.FrontEnd then flow.encoder.golden_encode"})
     atomic_write_json(out / "vectors_meta.json", meta)
 
@@ -355,5 +445,6 @@ def bench(cfg, workdir) -> dict[str, float]:
     return res
 
 
-__all__ = ["BACKENDS", "KIND_NAMES", "VECTOR_DTYPES", "build_vector_sets", "check_vectors",
-           "corner_words", "golden_vectors", "load_vectors", "run", "bench"]
+__all__ = ["BACKENDS", "BOUNDARY_SUMS", "KIND_NAMES", "VECTOR_DTYPES", "boundary_words",
+           "build_vector_sets", "check_vectors", "corner_words", "golden_vectors", "load_vectors", "run",
+           "bench"]

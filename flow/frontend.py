@@ -29,6 +29,10 @@ CAL_UNITY = 1 << CAL_FRAC_BITS
 CALQ_BITS = 22
 #: AEin: ufixed<8,1> (codes 0..255, value = code / 128).
 AEIN_BITS, AEIN_FRAC_BITS = 8, 7
+#: the converter's normalisation shift saturates here (CALQ is 22 bits wide):
+#: module sums of 2^22 and above are divided by 2^21 (econt.md section 4; the
+#: public ECON-T converter model, a Catapult C++ build of the ASIC block).
+NORM_SHIFT_MAX = CALQ_BITS - 1
 #: module sum: 9-bit float, 5-bit exponent + 4-bit mantissa.
 SUM_BITS, SUM_EXP_BITS, SUM_MANT_BITS = 9, 5, 4
 #: allowed values of the "drop" shift: 1 low-density, 3 high-density modules.
@@ -141,12 +145,18 @@ def _bit_length(x: np.ndarray) -> np.ndarray:
 def normalise(calq) -> tuple[np.ndarray, np.ndarray]:
     """The converter: CALQ -> AEin codes (ufixed<8,1>, 0..255) and the shift ``k``.
 
-    ``k = floor(log2(sum CALQ))``, ``AEin_t = floor(128 CALQ_t / 2^k)``,
+    ``k = min(floor(log2(sum CALQ)), 21)``, ``AEin_t = floor(128 CALQ_t / 2^k)``,
     saturating at 255.  An all-zero wafer gives all-zero AEin and ``k = 0``.
+
+    The shift saturates at :data:`NORM_SHIFT_MAX` = 21, as in the ASIC's
+    converter: a wafer whose CALQ sum is 2^22 or more is divided by 2^21, so
+    its AEin codes no longer sum to about 128 (e.g. 48 cells of CALQ 2^21
+    would each give 128, not 2).  The saturation at 255 still never acts:
+    ``CALQ_t < 2^22`` and ``CALQ_t <= S < 2^(k+1)`` for ``S < 2^22``.
     """
     calq = _as_int(calq, "CALQ", 0, (1 << CALQ_BITS) - 1, cells=True)
     s = calq.sum(-1)
-    k = np.maximum(_bit_length(s) - 1, 0)
+    k = np.minimum(np.maximum(_bit_length(s) - 1, 0), NORM_SHIFT_MAX)
     codes = (calq << AEIN_FRAC_BITS) >> k[..., None]
     return np.minimum(codes, (1 << AEIN_BITS) - 1), k
 

@@ -404,8 +404,11 @@ Front end (bit-exact golden model of the flow, `flow/frontend.py`), per trigger 
   `d = m` if `e == 0` else `(8 + m) << (e - 1)`; then `d = (d << drop) + half-LSB` where the
   half-LSB is `1 << (drop + max(e - 1, 0) - 1)` if `drop + max(e - 1, 0) > 0`, else 0;
 * `CALQ_t = floor(d * CALVALUE_t / 2^11)` (22 bit);
-* `S = sum_t CALQ_t`; `k = floor(log2 S)` (0 for an empty wafer); `AEin_t = min(255, (CALQ_t << 7) >> k)`
-  (`ufixed<8,1>`: value = code / 128);
+* `S = sum_t CALQ_t`; `k = min(floor(log2 S), 21)` (0 for an empty wafer);
+  `AEin_t = min(255, (CALQ_t << 7) >> k)` (`ufixed<8,1>`: value = code / 128).  The shift
+  saturates at 21, as in the ECON-T's converter (its public Catapult C++ model): a module sum
+  of 2^22 or more is divided by 2^21.  The vector kind `sum_boundary` holds wafers with sums
+  just below, at and just above 2^22;
 * `module_sum` = `S` as 5-bit exponent + 4-bit truncated mantissa: `S < 16`: `S`; else
   `e = bitlength(S) - 4`, code = `(e << 4) | ((S >> (e - 1)) & 15)`; saturates at 511.
 

@@ -15,9 +15,11 @@ from fakes import fake_stage
 from flow import config as C
 from flow import encoder as E
 from flow.convert import (
+    BOUNDARY_SUMS,
     KIND,
     KIND_NAMES,
     VECTOR_DTYPES,
+    boundary_words,
     check_vectors,
     corner_words,
     golden_vectors,
@@ -105,7 +107,7 @@ def test_corner_set_content():
     assert words.dtype == np.uint8 and kind.dtype == np.uint8 and words.shape == (len(kind), 48)
     counts = {n: int((kind == i).sum()) for i, n in enumerate(KIND_NAMES)}
     assert counts == {"test_wafer": 0, "all_zero": 1, "one_hot": 96, "all_max": 1, "random_full": 300,
-                      "random_sparse": 200, "uniform": 126}
+                      "random_sparse": 200, "uniform": 126, "sum_boundary": 0}
     assert not words[kind == KIND["all_zero"]].any()
     assert (words[kind == KIND["all_max"]] == 127).all()
     oh = words[kind == KIND["one_hot"]].astype(int)
@@ -121,6 +123,38 @@ def test_corner_set_content():
     # default: every word value at every position
     w_all, k_all = corner_words(rng, n_random=0, n_sparse=0)
     assert (k_all == KIND["one_hot"]).sum() == 48 * 127
+
+
+# ---------------------------------------------- sums around the shift saturation
+def _ref_calq_sums(words, drop, cal):
+    """CALQ sums from econt.md section 4 in plain Python ints (no flow code)."""
+    out = []
+    for row in np.asarray(words).tolist():
+        total = 0
+        for w, c in zip(row, cal, strict=True):
+            e, m = w >> 3, w & 7
+            d = (m if e == 0 else (8 + m) << (e - 1)) << drop
+            sh = drop + max(e - 1, 0)
+            d += (1 << (sh - 1)) if sh > 0 else 0
+            total += d * int(c) >> 11
+        out.append(total)
+    return out
+
+
+def test_boundary_words_hit_2_22_exactly_where_reachable():
+    # drop 1, random calibration: every target sum is reachable
+    cal = np.random.default_rng(1).integers(1, 4096, 48)
+    bw = boundary_words(FrontEnd(1, tuple(cal.tolist())))
+    assert bw.dtype == np.uint8 and bw.shape[1] == 48 and bw.max() <= 127
+    assert sorted(set(_ref_calq_sums(bw, 1, cal.tolist()))) == [2 ** 22 - 1, 2 ** 22, 2 ** 22 + 1]
+    assert BOUNDARY_SUMS == (2 ** 22 - 1, 2 ** 22, 2 ** 22 + 1)
+
+
+def test_boundary_words_default_registers_bracket_the_boundary():
+    # drop 3, unity calibration: every CALQ is a multiple of 4, so the nearest sums are
+    # 2^22 - 4 and 2^22 + 4 around the exact 2^22
+    bw = boundary_words(FrontEnd(3))
+    assert sorted(set(_ref_calq_sums(bw, 3, [2048] * 48))) == [2 ** 22 - 4, 2 ** 22, 2 ** 22 + 4]
 
 
 def test_golden_vectors_follow_the_python_chain():
@@ -218,6 +252,11 @@ def test_stage_writes_vectors_contract(converted):
     # every usable test wafer is there (wafer 1 has no words), after the corner set
     assert counts["test_wafer"] == N_TEST - 1 and meta["test_set"]["skipped_no_words"] == 1
     assert counts["one_hot"] == 48 * 8 and counts["random_full"] == 800 and counts["all_max"] == 1
+    # sums at 2^22 - 4, 2^22 (twice) and 2^22 + 4 under the run's registers (drop 3, unity)
+    assert counts["sum_boundary"] >= 3
+    fe = FrontEnd(cfg.data.drop, (cfg.data.calvalue,) * 48)
+    bsums = fe.calq(v["words"][v["kind"] == KIND["sum_boundary"]])
+    assert {int(x) - 2 ** 22 for x in bsums.sum(-1)} == {-4, 0, 4}
     kinds = v["kind"]
     assert (kinds[: n - counts["test_wafer"]] != KIND["test_wafer"]).all()
     test = np.load(cfg.stage_dir("data") / "test.npz")
@@ -233,6 +272,10 @@ def test_stage_writes_vectors_contract(converted):
     # the extra register set: other drop, random registers with the extremes
     alt = load_vectors(out / "vectors_regs1.npz")
     assert int(alt["drop"]) == 1 and alt["calvalues"][0] == 0 and alt["calvalues"][1] == 4095
+    # its boundary wafers are searched for its own registers
+    afe = FrontEnd(1, tuple(int(c) for c in alt["calvalues"]))
+    abs_ = afe.calq(alt["words"][alt["kind"] == KIND["sum_boundary"]])
+    assert {int(x) - 2 ** 22 for x in abs_.sum(-1)} == {-1, 0, 1}
     assert len(alt["words"]) == 1500
     assert set(man["metrics"]["n_vectors"]) == {"vectors.npz", "vectors_regs1.npz"}
 

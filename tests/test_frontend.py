@@ -29,7 +29,7 @@ def ref_normalise(calq: list[int]) -> list[int]:
     total = sum(calq)
     if total == 0:
         return [0] * len(calq)
-    k = total.bit_length() - 1
+    k = min(total.bit_length() - 1, 21)  # the shift saturates at 21 (econt.md section 4)
     return [min((128 * c) >> k, 255) for c in calq]
 
 
@@ -117,6 +117,42 @@ def test_normalisation_all_zero_and_single_cell():
         codes, _ = fe.normalise(x)
         assert codes[17] == 128 * c >> (c.bit_length() - 1)
         assert 128 <= codes[17] <= 255
+
+
+# The converter's shift saturates at 21: module sums >= 2^22 are divided by 2^21.
+# Hand-computed; every case fails with the uncapped k = floor(log2 S).
+def test_normalisation_shift_saturates_at_21_sum_exactly_2_22():
+    x = np.zeros(48, dtype=np.int64)
+    x[:2] = 2 ** 21                      # S = 2^22: uncapped k = 22 would give 64, 64
+    codes, k = fe.normalise(x)
+    assert k == 21
+    assert codes.tolist() == [128, 128] + [0] * 46
+
+
+def test_normalisation_shift_saturates_four_cells_of_3_2_20():
+    x = np.zeros(48, dtype=np.int64)
+    x[[0, 9, 20, 47]] = 3 * 2 ** 20      # S = 3 * 2^22: uncapped k = 23 would give 48 each
+    codes, k = fe.normalise(x)
+    assert k == 21
+    assert codes[[0, 9, 20, 47]].tolist() == [192] * 4 and codes.sum() == 4 * 192
+
+
+def test_normalisation_shift_boundary_just_below_and_above_2_22():
+    x = np.zeros((3, 48), dtype=np.int64)
+    x[:, 0] = 2 ** 21
+    x[:, 1] = [2 ** 21 - 1, 2 ** 21, 2 ** 21 + 1]   # S = 2^22 - 1, 2^22, 2^22 + 1
+    codes, k = fe.normalise(x)
+    assert k.tolist() == [21, 21, 21]
+    # S = 2^22 - 1 has k = 21 uncapped too: 128 * (2^21 - 1) / 2^21 -> 127
+    assert codes[:, :2].tolist() == [[128, 127], [128, 128], [128, 128]]
+
+
+def test_frontend_all_max_words_drop3_unity_calibration():
+    # word 127 (e = 15, m = 7) at drop 3: (15 << 14 << 3) + (1 << 16) = 2,031,616 = CALQ at unity
+    # calibration; S = 48 * CALQ ~ 2^26.5, k = 21: 128 * 2031616 / 2^21 = 124 (uncapped: 3)
+    aein, sum_code = fe.FrontEnd(drop=3)(np.full(48, 127))
+    assert aein.tolist() == [124] * 48
+    assert sum_code == fe.encode_sum(48 * 2_031_616)   # the module sum is not capped
 
 
 def test_normalisation_against_scalar_reference_random():

@@ -1,7 +1,8 @@
 // ECON-T front end, bit-exact (econt.md section 4; Python reference: flow/frontend.py).
 //
 //   48 x 7-bit TC words (4E3M) --decode, << drop, + half LSB--> charge (21 b)
-//     --x CALVALUE / 2^11--> CALQ (22 b) --normalise--> AEin codes (ufixed<8,1>, 8 b)
+//     --x CALVALUE / 2^11--> CALQ (22 b) --normalise, k = min(floor(log2 S), 21)--> AEin codes
+//                                                                       (ufixed<8,1>, 8 b)
 //                                        \--sum--> S (28 b) --5E4M--> 9-bit module sum
 //
 // Synthesizable HLS style: fixed-width unsigned integers, fully unrolled
@@ -23,6 +24,11 @@ typedef u<21> charge_t;    // decoded charge: at most (15 << 17) + (1 << 16) < 2
 typedef u<22> calq_t;      // calibrated charge
 typedef u<28> calq_sum_t;  // sum of 48 CALQ < 48 * 2^22 < 2^28
 typedef u<5> log2_t;       // floor(log2(sum)) in 0..27
+
+// The normalisation shift saturates at 21 = CALQ width - 1, as in the ASIC's converter
+// (econt.md section 4): module sums >= 2^22 are divided by 2^21.  The module-sum
+// encoding uses the uncapped floor(log2(sum)).
+static const int NORM_SHIFT_MAX = 21;
 typedef u<8> aein_code_t;  // AEin code: ufixed<8,1> value * 128
 typedef u<9> sum_code_t;   // module sum, 5-bit exponent + 4-bit mantissa
 
@@ -97,13 +103,14 @@ inline void frontend(const word_t words[N_TC], const cal_t calvalue[N_TC], drop_
         s += calq[t];
     }
     log2_t k = floor_log2(s);
-    // AEin = floor(128 * CALQ / 2^k), saturating at 255 (all zero when S == 0: CALQ == 0)
+    log2_t k_norm = (k > NORM_SHIFT_MAX) ? log2_t(NORM_SHIFT_MAX) : k;
+    // AEin = floor(128 * CALQ / 2^k_norm), saturating at 255 (all zero when S == 0: CALQ == 0)
     for (int t = 0; t < N_TC; t++) {
 #pragma HLS UNROLL
 #pragma hls_unroll yes
         u<29> num = calq[t];
         num <<= 7;
-        num >>= k;
+        num >>= k_norm;
         aein[t] = (num > 255) ? aein_code_t(255) : aein_code_t(num);
     }
     module_sum = encode_sum(s, k);

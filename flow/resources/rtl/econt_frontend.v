@@ -4,7 +4,9 @@
 // section 4; bit-exact to flow/frontend.py):
 //
 //   word (4E3M) --decode, drop, half-LSB--> d --x CALVALUE / 2^11--> CALQ (22 b)
-//   CALQ --sum--> S --leading one k--> AEin_t = (CALQ_t << 7) >> k   (< 256 always)
+//   CALQ --sum--> S --leading one, k = min(floor(log2 S), 21)--> AEin_t = (CALQ_t << 7) >> k
+//   (< 256 always).  The shift saturates at CALQ_BITS - 1 = 21 as in the ASIC's
+//   converter (econt.md section 4): module sums >= 2^22 are divided by 2^21.
 //   S --5E4M float--> module sum (9 b)
 //
 // Purely combinational; the shell registers its outputs.
@@ -37,6 +39,7 @@ module econt_frontend #(
     localparam integer X_BITS   = CALQ_BITS + AEIN_FRAC;             // CALQ << 7
     localparam integer SUM_BITS = SUM_EXP_BITS + SUM_MANT_BITS;
     localparam integer E_BITS   = BL_BITS;                           // exponent before saturation
+    localparam integer K_MAX    = CALQ_BITS - 1;                     // 21: the shift saturates here
     localparam [SUM_BITS-1:0] SUM_MAX = {SUM_BITS{1'b1}};
 
     // ---- decode + calibrate every TC
@@ -70,12 +73,15 @@ module econt_frontend #(
     endfunction
 
     wire [BL_BITS-1:0] bl = bit_length(s);
-    // k = floor(log2 S) (0 for S == 0)
-    wire [BL_BITS-1:0] k  = (bl == {BL_BITS{1'b0}}) ? {BL_BITS{1'b0}} : bl - 1'b1;
+    // k = min(floor(log2 S), K_MAX) (0 for S == 0): the normalisation shift saturates
+    // at K_MAX; the module-sum encoding below uses the uncapped bit length
+    wire [BL_BITS-1:0] k  = (bl == {BL_BITS{1'b0}}) ? {BL_BITS{1'b0}} :
+                            (bl > BL_BITS'(K_MAX + 1)) ? BL_BITS'(K_MAX) : bl - 1'b1;
 
     // ---- normalisation: AEin_t = (CALQ_t << AEIN_FRAC) >> k.  The golden model's
-    // saturation at 255 can never act: CALQ_t <= S < 2^(k+1), so the result is
-    // below 2^(AEIN_FRAC+1) = 2^AEIN_BITS; only the AEIN_BITS-wide window of
+    // saturation at 255 can never act: CALQ_t <= S < 2^(k+1) below the cap and
+    // CALQ_t < 2^CALQ_BITS = 2^(K_MAX+1) at it, so the result is below
+    // 2^(AEIN_FRAC+1) = 2^AEIN_BITS; only the AEIN_BITS-wide window of
     // {CALQ_t, 0000000} starting at bit k is needed.
     generate
         for (t = 0; t < N_TC; t = t + 1) begin : norm
