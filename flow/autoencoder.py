@@ -1,31 +1,41 @@
 """``autoencoder`` stage: the quantized ECON-T encoder, trained per loss and compared.
 
-For every loss in ``autoencoder.losses`` it trains encoder (QKeras, the
-ASIC's exact number formats, :mod:`flow.encoder`) + float decoder on the
-data stage's training wafers, then evaluates every model with exact EMD
-(POT) on the test wafers: median EMD and 16-84 % band vs occupancy and vs
-|eta| (the paper's Fig. 6).  The encoder trained with ``export_loss`` is
-exported for the hardware stages.
+For every loss in ``autoencoder.losses`` (and, with the conditional decoder, every
+loss in ``conditional_losses``) it trains ``autoencoder.seeds`` models of encoder
+(QKeras, the ASIC's exact number formats, :mod:`flow.encoder`) + float decoder on
+the data stage's training wafers, each **to convergence** under one rule for all
+losses (:mod:`flow.autoencoder_train`), then evaluates every model with exact EMD
+(POT) on the test wafers: median EMD with its bootstrap error, overall and vs
+occupancy and |eta| (the paper's Fig. 6), aggregated over seeds as the median with
+the min-max spread (:mod:`flow.autoencoder_stats`).  The EMD CNN is checked on
+every model's own (input, reconstruction) test pairs.  One encoder of
+``export_loss`` is exported for the hardware stages: the seed with the lowest
+best validation loss.
 
-Inputs: ``data/{train,val,test}.npz``, ``emd/emd_cnn.keras`` (the frozen
-EMD CNN, used as the loss).  Training target: each wafer's AEin values
-normalised to unit sum (the decoder ends in a sigmoid); the encoder sees
-AEin exactly as the ASIC computes it.
+Inputs: ``data/{train,val,test}.npz``, ``emd/emd_cnn.keras`` (the frozen EMD
+CNN, used as the loss and checked).  Training target: each wafer's AEin values
+normalised to unit sum (the decoder ends in a sigmoid); the encoder sees AEin
+exactly as the ASIC computes it.
 
 Outputs (``build/<run>/autoencoder/``):
 
 * ``encoder.h5`` (QKeras), ``decoder.h5`` (Keras): the exported pair;
-  ``models/<loss>/{encoder,decoder}.h5`` for every loss.
+  ``models/<model>/seed<i>/{encoder,decoder}.h5`` for every model (``<model>`` is
+  the loss, or ``<loss>+cond`` with the conditional decoder).
 * ``weights.bin`` (12864-bit register image, see :class:`flow.encoder.EncoderWeights`),
   ``weights.mem`` ($readmemh), ``weights.npz`` (codes per layer).
-* ``golden_check.json``: golden integer model vs QKeras on every test wafer,
-  per loss (``n_total``, ``n_mismatch``, first mismatches); any mismatch fails the stage.
-* ``eval.json``, ``comparison.csv``, ``plots/*.png``, ``history/<loss>.csv``.
+* ``golden_check.json``: golden integer model vs QKeras on every test wafer, per
+  model and seed (``n_total``, ``n_mismatch``, first mismatches); any mismatch
+  fails the stage.
+* ``eval.json`` (everything below per model and seed, and aggregated),
+  ``comparison.csv`` (one row per model), ``training.csv`` (one row per model and
+  seed: epochs, convergence, learning rate, time), ``cnn_check.json``,
+  ``plots/*.png``, ``history/<model>_seed<i>.csv``.
 
-Resuming: each loss trains with Keras ``BackupAndRestore`` in the run's
-checkpoint directory (keyed by config and input hashes), so an interrupted
-stage restarts from the last finished epoch, and losses already finished
-are not retrained.
+Resuming: each model trains with Keras ``BackupAndRestore`` and its convergence
+state in the run's checkpoint directory (keyed by config and input hashes), so an
+interrupted stage restarts from the last finished epoch, and models already
+finished are not retrained.
 """
 from __future__ import annotations
 
@@ -36,52 +46,26 @@ from pathlib import Path
 
 import numpy as np
 
+from . import autoencoder_stats as S
 from . import encoder as E
-from .errors import MismatchError, StageInputError
-from .geometry import REMAP_8X8, to_8x8
+from .autoencoder_train import build_autoencoder, model_inputs, model_seed, scan_lr, train_model
+from .errors import ConfigError, FlowError, MismatchError, StageInputError
+from .geometry import REMAP_8X8
 from .manifest import atomic_write_bytes, atomic_write_json
 
-# ------------------------------------------------------------------ models
+__all__ = ["build_autoencoder", "load_split", "golden_check", "evaluate", "run"]
 
-
-def build_decoder(latent: int = E.N_LATENT, name: str = "decoder"):
-    """Float decoder (training only): Dense 128 -> 4x4x8 -> ConvT 8 3x3/2 -> ConvT 1 3x3 -> sigmoid."""
-    from tensorflow import keras
-
-    inp = keras.Input((latent,), name="latent_in")
-    x = keras.layers.Dense(128, activation="relu", name="dec_dense")(inp)
-    x = keras.layers.Reshape((4, 4, 8), name="dec_reshape")(x)
-    x = keras.layers.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu",
-                                     name="dec_convt1")(x)
-    x = keras.layers.Conv2DTranspose(1, 3, padding="same", activation="sigmoid", name="dec_convt2")(x)
-    return keras.Model(inp, x, name=name)
-
-
-def gather_tc(img):
-    """TF: ``(N, 8, 8, 1)`` encoding-A image -> ``(N, 48)`` TC order (dead positions dropped)."""
-    import tensorflow as tf
-
-    return tf.gather(tf.reshape(img, (-1, 64)), tf.constant(REMAP_8X8, tf.int32), axis=1)
-
-
-def build_autoencoder(latent_bits: int):
-    """(training model ``8x8x1 -> 48``, encoder, decoder)."""
-    from tensorflow import keras
-
-    enc = E.build_qkeras_encoder(latent_bits)
-    dec = build_decoder()
-    inp = keras.Input((8, 8, 1), name="aein")
-    out = keras.layers.Lambda(gather_tc, name="to_tc")(dec(enc(inp)))
-    return keras.Model(inp, out, name="autoencoder"), enc, dec
+#: arrays of a split the stage reads
+SPLIT_KEYS = ("aein", "calq", "eta", "occupancy", "sum_code", "layer")
+#: pairs with a smaller true EMD are left out of the CNN check's relative difference
+CNN_CHECK_MIN_EMD = 0.05
 
 
 # -------------------------------------------------------------------- data
-
-
 def load_split(path: Path, limit: int = 0) -> dict[str, np.ndarray]:
     with np.load(path) as z:
-        d = {k: z[k] for k in ("aein", "calq", "eta", "occupancy") if k in z.files}
-    missing = {"aein", "calq", "eta", "occupancy"} - set(d)
+        d = {k: z[k] for k in SPLIT_KEYS if k in z.files}
+    missing = set(SPLIT_KEYS) - set(d)
     if missing:
         raise StageInputError(f"{path} lacks arrays {sorted(missing)}; rerun stage 'data'")
     keep = d["aein"].sum(-1) > 0          # the data stage drops empty wafers; be safe
@@ -91,17 +75,6 @@ def load_split(path: Path, limit: int = 0) -> dict[str, np.ndarray]:
     return d
 
 
-def model_inputs(aein_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(8x8x1 AEin values for the encoder, unit-sum 48-cell targets)."""
-    v = aein_codes.astype(np.float32) * np.float32(E.INPUT_FMT.lsb)
-    x = to_8x8(v)[..., None]
-    t = v / v.sum(-1, keepdims=True)
-    return x, t.astype(np.float32)
-
-
-# ---------------------------------------------------------------- training
-
-
 def _ckpt_key(ctx) -> str:
     blob = json.dumps({"cfg": ctx.cfg.section_hash("autoencoder"),
                        "up": {k: v.manifest_sha256 for k, v in sorted(ctx.upstream.items())}},
@@ -109,47 +82,14 @@ def _ckpt_key(ctx) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def train_one(loss_name: str, ctx, train, val, emd_path: Path, log) -> tuple:
-    """Train one autoencoder; returns (encoder, decoder, history rows)."""
-    import tensorflow as tf
-
-    from .losses import get_loss
-
-    s = ctx.settings
-    seed = (ctx.seed + sum(map(ord, loss_name))) % 2 ** 31
-    tf.keras.utils.set_random_seed(seed)
-    model, enc, dec = build_autoencoder(s.latent_bits)
-    loss = get_loss(loss_name, emd_cnn_path=emd_path, sinkhorn_eps=s.sinkhorn_eps,
-                    sinkhorn_iters=s.sinkhorn_iters)
-    model.compile(optimizer=tf.keras.optimizers.Adam(s.learning_rate), loss=loss)
-    ck = ctx.checkpoint_dir / _ckpt_key(ctx) / loss_name
-    ck.mkdir(parents=True, exist_ok=True)
-    final = ck / "final.weights.h5"
-    hist_csv = ck / "history.csv"
-    if final.exists() and hist_csv.exists():
-        log(f"[autoencoder] {loss_name}: finished earlier, loading {final}")
-        model.load_weights(final)
-    else:
-        cbs = [
-            tf.keras.callbacks.BackupAndRestore(str(ck / "backup")),
-            tf.keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=s.lr_patience, min_lr=1e-5),
-            tf.keras.callbacks.EarlyStopping(patience=s.early_stopping_patience,
-                                             restore_best_weights=True),
-            tf.keras.callbacks.CSVLogger(str(hist_csv), append=True),
-        ]
-        log(f"[autoencoder] training with loss {loss_name}: {len(train[0])} wafers, "
-            f"<= {s.epochs} epochs")
-        model.fit(train[0], train[1], validation_data=val, epochs=s.epochs,
-                  batch_size=s.batch_size, callbacks=cbs, verbose=2, shuffle=True)
-        model.save_weights(final)
-    with open(hist_csv) as f:
-        rows = list(csv.DictReader(f))
-    return enc, dec, rows
+def model_specs(s) -> list[tuple[str, str, str]]:
+    """``(model name, loss, decoder)`` of every compared model, in table order."""
+    specs = [(loss, loss, "plain") for loss in s.losses]
+    specs += [(f"{loss}+cond", loss, "conditional") for loss in s.conditional_losses]
+    return specs
 
 
 # -------------------------------------------------------------- evaluation
-
-
 def golden_check(enc, aein: np.ndarray, latent_bits: int) -> tuple[dict, np.ndarray]:
     """Golden integer model vs QKeras on integer latent codes; report + golden codes."""
     w = E.EncoderWeights.from_keras(enc)
@@ -163,44 +103,57 @@ def golden_check(enc, aein: np.ndarray, latent_bits: int) -> tuple[dict, np.ndar
     return report, gold
 
 
-def binned_medians(values: np.ndarray, x: np.ndarray, edges: list[float]) -> list[dict]:
-    rows = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        sel = (x >= lo) & (x < hi) & np.isfinite(values)
-        v = values[sel]
-        rows.append({"lo": lo, "hi": hi, "n": int(sel.sum()),
-                     "median": float(np.median(v)) if len(v) else None,
-                     "q16": float(np.percentile(v, 16)) if len(v) else None,
-                     "q84": float(np.percentile(v, 84)) if len(v) else None})
-    return rows
+def reconstruct(dec, gold: np.ndarray, latent_bits: int, cond: np.ndarray | None = None) -> np.ndarray:
+    """Decoder output ``(N, 48)`` float64 (TC order) from the golden latent codes."""
+    lat = gold.astype(np.float32) * np.float32(E.latent_format(latent_bits).lsb)
+    if cond is not None:
+        lat = np.concatenate([lat, cond], axis=1)
+    recon = dec.predict(lat, batch_size=8192, verbose=0)
+    return recon.reshape(len(recon), 64)[:, REMAP_8X8].astype(np.float64)
 
 
-def evaluate(enc, dec, test: dict, latent_bits: int, use_ray: bool,
-             loss: str = "?") -> tuple[dict, np.ndarray, dict]:
+def evaluate(enc, dec, test: dict, latent_bits: int, use_ray: bool, loss: str = "?",
+             decoder: str = "plain") -> tuple[dict, np.ndarray, dict]:
+    """Golden check, reconstruction and exact EMD(CALQ input, reconstruction) per test wafer."""
+    from .autoencoder_train import conditions
     from .emd_exact import emd_pairs, label_pairs
 
     report, gold = golden_check(enc, test["aein"], latent_bits)
-    lat = gold.astype(np.float32) * np.float32(E.latent_format(latent_bits).lsb)
-    recon = dec.predict(lat, batch_size=8192, verbose=0)
-    recon48 = recon.reshape(len(recon), 64)[:, REMAP_8X8].astype(np.float64)
+    recon48 = reconstruct(dec, gold, latent_bits, conditions(test) if decoder == "conditional" else None)
     if not np.all(np.isfinite(recon48)):
-        from .errors import FlowError
-
         raise FlowError(f"training with loss {loss!r} diverged: the decoder gives non-finite "
                         f"reconstructions for {int((~np.isfinite(recon48)).any(-1).sum())} of "
                         f"{len(recon48)} test wafers; lower autoencoder.learning_rate")
     calq = test["calq"].astype(np.float64)
     if use_ray:
-        emd = label_pairs(calq, recon48, empty="nan")
+        emd = label_pairs(calq, recon48, empty="nan", progress=False)
     else:
         emd = emd_pairs(calq, recon48, empty="nan")
     return report, emd, {"recon48": recon48}
 
 
+def summarise_model(emd: np.ndarray, test: dict, s, seed: int) -> dict:
+    """Median exact EMD with bootstrap error, overall and per occupancy / |eta| bin."""
+    return {**S.median_summary(emd, s.bootstrap, seed),
+            "vs_occupancy": S.binned_summaries(emd, test["occupancy"], s.occupancy_bins, s.bootstrap, seed),
+            "vs_eta": S.binned_summaries(emd, np.abs(test["eta"]), s.eta_bins, s.bootstrap, seed)}
+
+
+def cnn_predictions(cnn, calq: np.ndarray, recon48: np.ndarray) -> np.ndarray:
+    """EMD-CNN prediction on (input, reconstruction) pairs, both normalised to unit sum."""
+    from .emd_cnn import predict
+    from .emd_exact import normalise
+
+    a = normalise(calq, what="autoencoder input", empty="nan")
+    b = normalise(recon48, what="autoencoder output", empty="nan")
+    ok = np.all(np.isfinite(a), axis=1) & np.all(np.isfinite(b), axis=1)
+    out = np.full(len(a), np.nan)
+    out[ok] = predict(cnn, a[ok], b[ok])
+    return out
+
+
 # ------------------------------------------------------------------ plots
-
-
-def _plots(out: Path, results: dict, edges_occ, edges_eta) -> list[str]:
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,35 +161,45 @@ def _plots(out: Path, results: dict, edges_occ, edges_eta) -> list[str]:
     import mplhep
 
     plt.style.use(mplhep.style.CMS)
+    return plt
+
+
+def _plots(out: Path, agg: dict, per_model: dict) -> list[str]:
+    """Median EMD vs occupancy and |eta|: median over seeds (points, bootstrap error
+    bars) with the min-max band over seeds; the EMD distribution of each model's seed 0."""
+    plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for key, xlabel, fname in (("vs_occupancy", "occupancy (TCs > 1 MIP$_T$)", "emd_vs_occupancy.png"),
                                ("vs_eta", "wafer |$\\eta$|", "emd_vs_eta.png")):
         fig, ax = plt.subplots(figsize=(9, 7))
-        for i, (loss, r) in enumerate(results.items()):
-            rows = [b for b in r[key] if b["median"] is not None]
+        for i, (name, a) in enumerate(agg.items()):
+            rows = [b for b in a[key] if b["median"] is not None]
             if not rows:
                 continue
-            xc = np.array([(b["lo"] + b["hi"]) / 2 for b in rows]) + (i - len(results) / 2) * 0.04 * (
-                rows[0]["hi"] - rows[0]["lo"])
+            w = rows[0]["hi"] - rows[0]["lo"]
+            xc = np.array([(b["lo"] + b["hi"]) / 2 for b in rows]) + (i - len(agg) / 2) * 0.04 * w
             med = np.array([b["median"] for b in rows])
-            err = np.array([[b["median"] - b["q16"] for b in rows], [b["q84"] - b["median"] for b in rows]])
-            ax.errorbar(xc, med, yerr=err, marker="o", capsize=3, label=loss)
+            err = np.array([b["boot_std"] or 0.0 for b in rows])
+            line = ax.errorbar(xc, med, yerr=err, marker="o", capsize=3,
+                               label=f"{name} ({a['n_seeds']} seed{'s' if a['n_seeds'] > 1 else ''})")
+            ax.fill_between(xc, [b["min"] for b in rows], [b["max"] for b in rows], alpha=0.25,
+                            color=line[0].get_color(), linewidth=0)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("EMD (median, 16-84 %)")
-        ax.legend()
+        ax.set_ylabel("median EMD (band: min-max over seeds)")
+        ax.legend(fontsize=14)
         fig.tight_layout()
         fig.savefig(out / fname, dpi=80)
         plt.close(fig)
         files.append(fname)
     fig, ax = plt.subplots(figsize=(9, 7))
-    for loss, r in results.items():
-        e = r["emd"][np.isfinite(r["emd"])]
-        ax.hist(e, bins=60, range=(0, max(3.0, float(np.percentile(e, 99)) if len(e) else 3.0)),
-                histtype="step", label=f"{loss} (median {np.median(e):.3f})")
-    ax.set_xlabel("EMD (input, reconstruction)")
+    hi = max([3.0] + [float(np.nanpercentile(m["emd"][0], 99)) for m in per_model.values()])
+    for name, m in per_model.items():
+        e = m["emd"][0][np.isfinite(m["emd"][0])]
+        ax.hist(e, bins=60, range=(0, hi), histtype="step", label=f"{name} (median {np.median(e):.3f})")
+    ax.set_xlabel("EMD (input, reconstruction), seed 0")
     ax.set_ylabel("wafers")
-    ax.legend()
+    ax.legend(fontsize=14)
     fig.tight_layout()
     fig.savefig(out / "emd_distribution.png", dpi=80)
     plt.close(fig)
@@ -244,7 +207,47 @@ def _plots(out: Path, results: dict, edges_occ, edges_eta) -> list[str]:
     return files
 
 
+def _cnn_plot(out: Path, name: str, pred: np.ndarray, true: np.ndarray) -> str:
+    plt = _plt()
+    ok = np.isfinite(pred) & np.isfinite(true)
+    fig, ax = plt.subplots(figsize=(8, 8))
+    ax.hist2d(true[ok], pred[ok], bins=80, cmin=1, cmap="viridis")
+    top = float(np.percentile(true[ok], 99.5)) if ok.any() else 1.0
+    ax.plot([0, top], [0, top], "r--", lw=1)
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("exact EMD (input, reconstruction)")
+    ax.set_ylabel("EMD-CNN prediction")
+    ax.set_title(f"{name}, seed 0", fontsize=16)
+    fig.tight_layout()
+    fname = f"cnn_on_reconstructions_{name}.png"
+    fig.savefig(out / fname, dpi=80)
+    plt.close(fig)
+    return fname
+
+
 # -------------------------------------------------------------------- stage
+def _check_config(s) -> None:
+    if s.export_loss not in s.losses:
+        raise ConfigError(f"autoencoder.export_loss: expected one of the trained losses {s.losses}, "
+                          f"got {s.export_loss!r}")
+    unknown = set(s.max_train_wafers_by_loss) - set(s.losses) - set(s.conditional_losses)
+    if unknown:
+        raise ConfigError(f"autoencoder.max_train_wafers_by_loss: expected keys among the trained "
+                          f"losses {s.losses}, got {sorted(unknown)}")
+
+
+def _save_model(out: Path, name: str, i: int, t) -> None:
+    mdir = out / "models" / name / f"seed{i}"
+    mdir.mkdir(parents=True, exist_ok=True)
+    t.enc.save(mdir / "encoder.h5")
+    t.dec.save(mdir / "decoder.h5")
+    (out / "history").mkdir(exist_ok=True)
+    with open(out / "history" / f"{name}_seed{i}.csv", "w", newline="") as f:
+        if t.history:
+            wr = csv.DictWriter(f, fieldnames=list(t.history[0]))
+            wr.writeheader()
+            wr.writerows(t.history)
 
 
 def run(ctx) -> None:
@@ -252,110 +255,206 @@ def run(ctx) -> None:
 
     tf.get_logger().setLevel("ERROR")   # Keras' save/retrace chatter; progress is printed per epoch
     s = ctx.settings
-    if s.export_loss not in s.losses:
-        from .errors import ConfigError
-
-        raise ConfigError(f"autoencoder.export_loss: expected one of the trained losses {s.losses}, "
-                          f"got {s.export_loss!r}")
+    _check_config(s)
     if s.threads:
         tf.config.threading.set_intra_op_parallelism_threads(s.threads)
     tf.config.experimental.enable_op_determinism()
     data = ctx.upstream["data"]
     emd_path = ctx.upstream["emd"].path("emd_cnn.keras")
-    unknown = set(s.max_train_wafers_by_loss) - set(s.losses)
-    if unknown:
-        from .errors import ConfigError
-
-        raise ConfigError(f"autoencoder.max_train_wafers_by_loss: expected keys among the trained "
-                          f"losses {s.losses}, got {sorted(unknown)}")
     train = load_split(data.path("train.npz"), s.max_train_wafers)
     val = load_split(data.path("val.npz"))
     test = load_split(data.path("test.npz"), s.eval_wafers)
-    tr, va = model_inputs(train["aein"]), model_inputs(val["aein"])
-    # validation for early stopping: a fixed subset is plenty and keeps epochs cheap
-    va = tuple(v[:50000] for v in va)
+    use_ray = len(test["aein"]) > 20000
+    ck_root = ctx.checkpoint_dir / _ckpt_key(ctx)
+    cnn = None
+    if s.cnn_check:
+        from .emd_cnn import load_emd_cnn
+
+        cnn = load_emd_cnn(emd_path)
+
+    import contextlib
+
+    from .emd_exact import ray_session
+
+    with ray_session() if use_ray else contextlib.nullcontext():
+        per_model, training, lr_rule, cnn_checks, exported = _train_all(ctx, s, train, val, test, emd_path,
+                                                                        ck_root, cnn, use_ray)
+    reports = {name: m["golden"] for name, m in per_model.items()}
+    _finish(ctx, s, train, test, per_model, reports, training, lr_rule, cnn_checks, exported)
+
+
+def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
+    """Train and evaluate every (model, seed)."""
+    from .losses import get_loss
+
     out = ctx.out
-    results, reports, exported = {}, {}, None
-    for loss in s.losses:
+    per_model, training, lr_rule, cnn_checks, exported = {}, {}, {}, {}, None
+    for name, loss, decoder in model_specs(s):
+        tr = model_inputs(train, decoder)
         cap = s.max_train_wafers_by_loss.get(loss, 0)
-        tr_l = tuple(v[:cap] for v in tr) if cap else tr
-        enc, dec, hist = train_one(loss, ctx, tr_l, va, emd_path, print)
-        report, emd, _ = evaluate(enc, dec, test, s.latent_bits, use_ray=len(test["aein"]) > 20000,
-                                  loss=loss)
-        reports[loss] = report
-        results[loss] = {
-            "emd": emd,
-            "median": float(np.nanmedian(emd)),
-            "q16": float(np.nanpercentile(emd, 16)), "q84": float(np.nanpercentile(emd, 84)),
-            "vs_occupancy": binned_medians(emd, test["occupancy"], s.occupancy_bins),
-            "vs_eta": binned_medians(emd, np.abs(test["eta"]), s.eta_bins),
-            "epochs": len(hist), "final_val_loss": float(hist[-1]["val_loss"]) if hist else None,
-        }
-        mdir = out / "models" / loss
-        mdir.mkdir(parents=True, exist_ok=True)
-        enc.save(mdir / "encoder.h5")
-        dec.save(mdir / "decoder.h5")
-        (out / "history").mkdir(exist_ok=True)
-        with open(out / "history" / f"{loss}.csv", "w", newline="") as f:
-            if hist:
-                wr = csv.DictWriter(f, fieldnames=list(hist[0]))
-                wr.writeheader()
-                wr.writerows(hist)
-        if loss == s.export_loss:
-            exported = (enc, dec)
+        if cap:
+            tr = (tr[0][:cap] if decoder == "plain" else [a[:cap] for a in tr[0]], tr[1][:cap])
+        va_x, va_t = model_inputs(val, decoder)
+        # validation for early stopping: a fixed subset is plenty and keeps epochs cheap
+        va = (va_x[:50000] if decoder == "plain" else [a[:50000] for a in va_x], va_t[:50000])
+
+        def make_loss(loss=loss):
+            return get_loss(loss, emd_cnn_path=emd_path, sinkhorn_eps=s.sinkhorn_eps,
+                            sinkhorn_iters=s.sinkhorn_iters)
+
+        rule = scan_lr(s, loss, decoder, make_loss, tr, va, model_seed(ctx.seed, loss, 0),
+                       ck_root / name, print)
+        lr_rule[name] = rule
+        models = {"emd": [], "summary": [], "info": [], "golden": []}
+        for i in range(s.seeds):
+            seed = model_seed(ctx.seed, loss, i)
+            t = train_model(s, loss, decoder, make_loss, tr, va, seed=seed, lr=rule["lr"],
+                            ck=ck_root / name / f"seed{i}", log=print)
+            report, emd, extra = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss=loss,
+                                          decoder=decoder)
+            models["emd"].append(emd)
+            models["summary"].append(summarise_model(emd, test, s, seed))
+            models["info"].append({**t.info, "seed_index": i})
+            models["golden"].append(report)
+            if cnn is not None:
+                pred = cnn_predictions(cnn, test["calq"].astype(np.float64), extra["recon48"])
+                chk = S.cnn_check(pred, emd, test["occupancy"], min_emd=CNN_CHECK_MIN_EMD)
+                cnn_checks.setdefault(name, []).append(chk)
+                if i == 0:
+                    (out / "plots").mkdir(parents=True, exist_ok=True)
+                    _cnn_plot(out / "plots", name, pred, emd)
+            _save_model(out, name, i, t)
+            if name == s.export_loss and (exported is None or
+                                          (t.info["best_val_loss"] or np.inf) < exported[2]):
+                exported = (t.enc, t.dec, t.info["best_val_loss"] or np.inf, i)
+        per_model[name] = models
+        training[name] = models["info"]
+    return per_model, training, lr_rule, cnn_checks, exported
+
+
+def _finish(ctx, s, train, test, per_model, reports, training, lr_rule, cnn_checks, exported) -> None:
+    """Golden verdict, export, aggregation, tables, plots, metrics."""
+    out = ctx.out
     atomic_write_json(out / "golden_check.json", reports)
-    bad = {k: r["n_mismatch"] for k, r in reports.items() if r["n_mismatch"]}
+    bad = {k: sum(r["n_mismatch"] for r in rs) for k, rs in reports.items()
+           if any(r["n_mismatch"] for r in rs)}
     if bad:
         raise MismatchError(f"golden model != QKeras on integer latent codes: {bad} mismatching "
                             f"wafers (see {out / 'golden_check.json'})")
 
-    enc, dec = exported
+    enc, dec, _, export_seed = exported
     enc.save(out / "encoder.h5")
     dec.save(out / "decoder.h5")
     w = E.EncoderWeights.from_keras(enc)
     atomic_write_bytes(out / "weights.bin", w.to_image())
     atomic_write_bytes(out / "weights.mem", w.to_mem().encode())
     np.savez(out / "weights.npz", conv_w=w.conv_w, conv_b=w.conv_b, dense_w=w.dense_w, dense_b=w.dense_b)
+    kr = _kr_check(s, enc, dec, test, ctx.seed)
 
-    # KR-dual (NEEMo-style) cross-check of exact EMD on the exported model's reconstructions
-    kr = None
-    if s.kr_check_pairs:
-        from .losses import kr_dual_emd
+    agg = {name: S.aggregate_seeds(m["summary"]) for name, m in per_model.items()}
+    converged = {name: all(x["converged"] for x in infos) for name, infos in training.items()}
+    ratios = {}
+    for other in ("telescope_mse", "weighted_mse"):
+        if "emd_cnn" in agg and other in agg:
+            ratios[other] = {"overall": S.ratio_with_spread(agg["emd_cnn"], agg[other]),
+                             "vs_occupancy": S.binned_ratio(agg["emd_cnn"]["vs_occupancy"],
+                                                            agg[other]["vs_occupancy"]),
+                             "vs_eta": S.binned_ratio(agg["emd_cnn"]["vs_eta"], agg[other]["vs_eta"])}
+    cnn_std = {name: max(c["rel_std"] for c in chks if c["rel_std"] is not None)
+               for name, chks in cnn_checks.items() if any(c["rel_std"] is not None for c in chks)}
 
-        n = min(s.kr_check_pairs, len(test["aein"]))
-        _, emd_x, extra = evaluate(enc, dec, {k: v[:n] for k, v in test.items()}, s.latent_bits, False)
-        est = kr_dual_emd(test["calq"][:n], extra["recon48"], steps=s.kr_steps, seed=ctx.seed)
-        ok = np.isfinite(est) & np.isfinite(emd_x) & (emd_x > 0)
-        ratio = est[ok] / emd_x[ok]
-        kr = {"n": int(ok.sum()), "median_ratio_kr_over_exact": float(np.median(ratio)),
-              "q16_ratio": float(np.percentile(ratio, 16)), "q84_ratio": float(np.percentile(ratio, 84)),
-              "max_ratio": float(ratio.max()),
-              "pearson_r": float(np.corrcoef(est[ok], emd_x[ok])[0, 1])}
+    _write_tables(out, s, agg, training, lr_rule, per_model, ratios, kr, cnn_checks, export_seed)
+    _plots(out / "plots", agg, per_model)
 
-    summary = {loss: {k: v for k, v in r.items() if k != "emd"} for loss, r in results.items()}
-    ref = results.get("telescope_mse")
-    metrics = {"median_emd": {k: r["median"] for k, r in results.items()},
-               "golden_mismatches": {k: r["n_mismatch"] for k, r in reports.items()},
-               "golden_n_total": reports[s.export_loss]["n_total"],
+    metrics = {"n_seeds": s.seeds, "models": [n for n, _, _ in model_specs(s)],
+               "converged": converged,
+               "median_emd": {k: {"median": a["median"], "min": a["min"], "max": a["max"],
+                                  "boot_std": a["boot_std"]} for k, a in agg.items()},
+               "epochs_run": {k: [x["epochs_run"] for x in v] for k, v in training.items()},
+               "epoch_cap": s.epochs,
+               "learning_rate": {k: r["lr"] for k, r in lr_rule.items()},
+               "s_per_epoch": {k: [x.get("s_per_epoch") for x in v] for k, v in training.items()},
+               "golden_mismatches": {k: sum(r["n_mismatch"] for r in rs) for k, rs in reports.items()},
+               "golden_n_total": sum(r["n_total"] for rs in reports.values() for r in rs),
                "n_train": int(len(train["aein"])), "n_test": int(len(test["aein"])),
-               "export_loss": s.export_loss, "kr_dual_check": kr}
-    if ref is not None and "emd_cnn" in results:
-        metrics["emd_cnn_over_telescope_median"] = results["emd_cnn"]["median"] / ref["median"]
-        per_bin = [(a["median"] / b["median"]) if a["median"] and b["median"] else None
-                   for a, b in zip(results["emd_cnn"]["vs_occupancy"], ref["vs_occupancy"], strict=True)]
-        metrics["emd_cnn_over_telescope_by_occupancy"] = per_bin
-    atomic_write_json(out / "eval.json", {"losses": summary, "kr_dual_check": kr})
+               "export_loss": s.export_loss, "export_seed": export_seed, "kr_dual_check": kr}
+    if cnn_std:
+        metrics["cnn_on_ae_pairs_rel_std"] = cnn_std
+    for other, key in (("telescope_mse", "emd_cnn_over_telescope"),
+                       ("weighted_mse", "emd_cnn_over_weighted_mse")):
+        if other in ratios:
+            r = ratios[other]["overall"]
+            metrics.update({f"{key}_median": r["ratio"], f"{key}_min": r["min"], f"{key}_max": r["max"]})
+    if "telescope_mse" in ratios:
+        metrics["emd_cnn_over_telescope_by_occupancy"] = [b["ratio"] for b in
+                                                          ratios["telescope_mse"]["vs_occupancy"]]
+    ctx.metrics.update(metrics)
+    _summaries(ctx, agg, training, converged, metrics, reports)
+
+
+def _kr_check(s, enc, dec, test, seed) -> dict | None:
+    """KR-dual (NEEMo-style) cross-check of exact EMD on the exported model's reconstructions."""
+    if not s.kr_check_pairs:
+        return None
+    from .losses import kr_dual_emd
+
+    n = min(s.kr_check_pairs, len(test["aein"]))
+    _, emd_x, extra = evaluate(enc, dec, {k: v[:n] for k, v in test.items()}, s.latent_bits, False)
+    est = kr_dual_emd(test["calq"][:n], extra["recon48"], steps=s.kr_steps, seed=seed)
+    ok = np.isfinite(est) & np.isfinite(emd_x) & (emd_x > 0)
+    ratio = est[ok] / emd_x[ok]
+    return {"n": int(ok.sum()), "median_ratio_kr_over_exact": float(np.median(ratio)),
+            "q16_ratio": float(np.percentile(ratio, 16)), "q84_ratio": float(np.percentile(ratio, 84)),
+            "max_ratio": float(ratio.max()), "pearson_r": float(np.corrcoef(est[ok], emd_x[ok])[0, 1])}
+
+
+def _write_tables(out, s, agg, training, lr_rule, per_model, ratios, kr, cnn_checks, export_seed) -> None:
+    evals = {"models": {name: {"aggregate": a, "seeds": per_model[name]["summary"],
+                               "training": training[name], "lr_rule": lr_rule[name]}
+                        for name, a in agg.items()},
+             "ratios_emd_cnn_over": ratios, "kr_dual_check": kr, "export": {"loss": s.export_loss,
+                                                                            "seed_index": export_seed},
+             "statistics": "per model: median over the test wafers with the bootstrap std of the median "
+                           f"({s.bootstrap} resamples); per loss: median over {s.seeds} seeds with min-max; "
+                           "ratios: ratio of the medians over seeds, spread min(A)/max(B)..max(A)/min(B)"}
+    atomic_write_json(out / "eval.json", evals)
+    if cnn_checks:
+        atomic_write_json(out / "cnn_check.json", {"min_emd": CNN_CHECK_MIN_EMD, "models": cnn_checks})
     with open(out / "comparison.csv", "w", newline="") as f:
         wr = csv.writer(f)
-        wr.writerow(["loss", "median_emd", "q16", "q84", "epochs"])
-        for loss, r in results.items():
-            wr.writerow([loss, f"{r['median']:.5f}", f"{r['q16']:.5f}", f"{r['q84']:.5f}", r["epochs"]])
-    _plots(out / "plots", results, s.occupancy_bins, s.eta_bins)
-    ctx.metrics.update(metrics)
-    for loss, r in results.items():
-        ctx.add_summary(f"median EMD [{loss}]", f"{r['median']:.4f} ({r['q16']:.3f}-{r['q84']:.3f})")
-    if "emd_cnn_over_telescope_median" in metrics:
-        ctx.add_summary("EMD-CNN / telescope median", f"{metrics['emd_cnn_over_telescope_median']:.3f}")
-    ctx.add_summary("golden vs QKeras", f"0 mismatches on {reports[s.export_loss]['n_total']} wafers")
+        wr.writerow(["model", "median_emd", "min", "max", "boot_std", "n_seeds", "converged",
+                     "epochs_run", "learning_rate"])
+        for name, a in agg.items():
+            wr.writerow([name, f"{a['median']:.5f}", f"{a['min']:.5f}", f"{a['max']:.5f}",
+                         "" if a["boot_std"] is None else f"{a['boot_std']:.5f}", a["n_seeds"],
+                         all(x["converged"] for x in training[name]),
+                         " ".join(str(x["epochs_run"]) for x in training[name]),
+                         f"{lr_rule[name]['lr']:g}"])
+    with open(out / "training.csv", "w", newline="") as f:
+        cols = ["model", "seed_index", "seed", "lr", "epochs_run", "epoch_cap", "best_epoch",
+                "stopped_early", "converged", "best_val_loss", "wall_s", "s_per_epoch", "n_train"]
+        wr = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        wr.writeheader()
+        for name, infos in training.items():
+            for x in infos:
+                wr.writerow({"model": name, **x})
+
+
+def _summaries(ctx, agg, training, converged, metrics, reports) -> None:
+    for name, a in agg.items():
+        eps = "/".join(str(x["epochs_run"]) for x in training[name])
+        ctx.add_summary(f"median EMD [{name}]",
+                        f"{a['median']:.4f} (seeds {a['min']:.4f}-{a['max']:.4f}), epochs {eps}"
+                        + ("" if converged[name] else "  NOT CONVERGED"))
+    for key, label in (("emd_cnn_over_telescope", "EMD-CNN / telescope median"),
+                       ("emd_cnn_over_weighted_mse", "EMD-CNN / weighted-MSE median")):
+        if metrics.get(f"{key}_median") is not None:
+            ctx.add_summary(label, f"{metrics[f'{key}_median']:.3f} "
+                                   f"({metrics[f'{key}_min']:.3f}-{metrics[f'{key}_max']:.3f})")
+    for name, v in (metrics.get("cnn_on_ae_pairs_rel_std") or {}).items():
+        ctx.add_summary(f"EMD CNN on reconstructions [{name}]", f"rel. std {100 * v:.2f} %")
+    n = sum(r["n_total"] for rs in reports.values() for r in rs)
+    ctx.add_summary("golden vs QKeras", f"0 mismatches on {n} wafer encodings")
+    kr = metrics.get("kr_dual_check")
     if kr:
         ctx.add_summary("KR-dual / exact EMD (median)", f"{kr['median_ratio_kr_over_exact']:.3f}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -248,20 +248,49 @@ class AutoencoderConfig(Section):
         default_factory=lambda: ["emd_cnn", "telescope_mse", "weighted_mse", "sinkhorn"],
         min_length=1)
     """Losses to train with, one autoencoder each, for the side-by-side comparison."""
+    conditional_losses: list[Literal["emd_cnn", "telescope_mse", "weighted_mse", "sinkhorn"]] = Field(
+        default_factory=list)
+    """Losses also trained with the *conditional* decoder (it sees the module sum, layer
+    and |eta| besides the latent code; the on-chip encoder is the same), compared in
+    the same table as ``<loss>+cond``; never exported."""
     export_loss: Literal["emd_cnn", "telescope_mse", "weighted_mse", "sinkhorn"] = "emd_cnn"
     """The loss whose encoder is exported to the hardware stages (must be in ``losses``)."""
     latent_bits: int = Field(9, ge=2, le=16)
     """Bits per latent value, ufixed<bits,1> (9 in the ASIC; 3/5/7 for fewer links)."""
-    epochs: int = Field(30, ge=1)
-    """Maximum epochs per loss (early stopping may end sooner)."""
+    epochs: int = Field(300, ge=1)
+    """Epoch cap per model.  Every model trains until its validation loss stops
+    improving (early stopping); one that reaches the cap instead is *not
+    converged*, a FAIL in the report.  Choose a cap the run does not reach."""
+    seeds: int = Field(1, ge=1)
+    """Independent trainings per loss (different initialisation and shuffling); the
+    comparison reports the median over seeds with the min-max spread."""
     batch_size: int = Field(512, ge=1)
     """Training batch size."""
     learning_rate: float = Field(1e-3, gt=0)
-    """Initial Adam learning rate; halved when the validation loss plateaus."""
+    """Initial Adam learning rate when ``lr_scan`` is empty; halved when the
+    validation loss plateaus."""
+    lr_scan: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)
+    """Candidate initial learning rates, the same rule for every loss: each is
+    trained ``lr_scan_epochs`` epochs on ``lr_scan_wafers`` training wafers and the
+    one with the lowest validation loss (the loss's own) is kept and recorded.
+    Empty: ``learning_rate`` for all."""
+    lr_scan_wafers: int = Field(20000, ge=1)
+    """Training wafers of each learning-rate scan trial."""
+    lr_scan_epochs: int = Field(4, ge=1)
+    """Epochs of each learning-rate scan trial."""
     lr_patience: int = Field(2, ge=1)
     """Epochs without improvement before the learning rate is halved."""
-    early_stopping_patience: int = Field(5, ge=1)
-    """Epochs without improvement before training stops (best weights are kept)."""
+    early_stopping_patience: int = Field(8, ge=1)
+    """Epochs without a relative validation improvement of ``early_stopping_min_delta``
+    before training stops; the best epoch's weights are restored."""
+    early_stopping_min_delta: float = Field(1e-3, ge=0, lt=1)
+    """Relative improvement of the validation loss that counts (the same for every
+    loss, whatever its scale)."""
+    bootstrap: int = Field(200, ge=0)
+    """Bootstrap resamples of the test set for the uncertainty of each median (0: none)."""
+    cnn_check: bool = True
+    """Compare EMD-CNN prediction and exact EMD on every model's own (input,
+    reconstruction) test pairs: the regime the EMD-CNN loss is optimised in."""
     max_train_wafers: int = Field(0, ge=0)
     """Use at most this many training wafers (0: all)."""
     max_train_wafers_by_loss: dict[str, int] = Field(default_factory=dict)

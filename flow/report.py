@@ -48,11 +48,24 @@ FIGURE_CAPTIONS = {
     ("emd", "pred_vs_true.png"): "EMD CNN vs exact EMD on the test pairs",
     ("emd", "resolution_vs_emd.png"): "Relative difference (mean, std) vs exact EMD",
     ("emd", "resolution_vs_occupancy.png"): "Relative difference (mean, std) vs pair occupancy",
-    ("autoencoder", "emd_vs_occupancy.png"): "EMD(input, reconstruction) per loss vs occupancy "
-                                              "(median, 16-84 %)",
-    ("autoencoder", "emd_vs_eta.png"): "EMD(input, reconstruction) per loss vs |eta| (median, 16-84 %)",
-    ("autoencoder", "emd_distribution.png"): "EMD(input, reconstruction) distribution per loss",
+    ("autoencoder", "emd_vs_occupancy.png"): "Median EMD(input, reconstruction) per model vs occupancy: "
+                                              "median over seeds, bootstrap error bars, min-max band over "
+                                              "seeds",
+    ("autoencoder", "emd_vs_eta.png"): "Median EMD(input, reconstruction) per model vs |eta|: median over "
+                                        "seeds, bootstrap error bars, min-max band over seeds",
+    ("autoencoder", "emd_distribution.png"): "EMD(input, reconstruction) distribution per model (seed 0)",
 }
+
+
+def _caption(stage: str, name: str) -> str:
+    """A figure's caption: the table above, or the pattern of a per-model plot."""
+    if (stage, name) in FIGURE_CAPTIONS:
+        return FIGURE_CAPTIONS[(stage, name)]
+    if stage == "autoencoder" and name.startswith("cnn_on_reconstructions_"):
+        model = name[len("cnn_on_reconstructions_"):-len(".png")]
+        return (f"EMD CNN vs exact EMD on the {model} autoencoder's own (input, reconstruction) test pairs "
+                "(seed 0)")
+    return Path(name).stem
 
 
 # ------------------------------------------------------------------ content model
@@ -223,7 +236,7 @@ class Figures:
         name = f"{stage}_{Path(rel).name}"
         shutil.copyfile(src, self.dir / name)
         fig = Figure(id=f"fig-{stage}-{Path(rel).stem}".replace("_", "-"),
-                     caption=caption or FIGURE_CAPTIONS.get((stage, Path(rel).name), Path(rel).stem),
+                     caption=caption or _caption(stage, Path(rel).name),
                      file=f"figures/{name}", source=f"{stage}/{rel}", data=(self.dir / name).read_bytes())
         self.items.append(fig)
         return fig
@@ -265,11 +278,11 @@ def _eta_figure(evals: dict, out_png: Path) -> bool:
             width = rows[0]["hi"] - rows[0]["lo"]
             x = [(b["lo"] + b["hi"]) / 2 + (i - len(series) / 2) * 0.04 * width for b in rows]
             med = [b["median"] for b in rows]
-            err = [[b["median"] - (b.get("q16") if b.get("q16") is not None else b["median"]) for b in rows],
-                   [(b.get("q84") if b.get("q84") is not None else b["median"]) - b["median"] for b in rows]]
+            err = [[b["median"] - (b.get("min") if b.get("min") is not None else b["median"]) for b in rows],
+                   [(b.get("max") if b.get("max") is not None else b["median"]) - b["median"] for b in rows]]
             ax.errorbar(x, med, yerr=err, marker="o", capsize=3, label=loss)
         ax.set_xlabel(r"wafer |$\eta$|")
-        ax.set_ylabel("EMD (median, 16-84 %)")
+        ax.set_ylabel("median EMD (min-max over seeds)")
         ax.legend()
         fig.tight_layout()
         fig.savefig(out_png, dpi=80, metadata={"Software": None})
@@ -301,14 +314,36 @@ def _checks(up: Upstream) -> tuple[Table, list[Status]]:
     golden = dig(ae, "golden_mismatches") or {}
     if isinstance(gc, dict) and gc:
         for loss, r in gc.items():
-            row(f"golden model == QKeras [{loss}]", "test wafers, integer latent codes",
-                r.get("n_total"), r.get("n_mismatch"))
+            seeds = r if isinstance(r, list) else [r]
+            tot = [x.get("n_total") for x in seeds]
+            bad = [x.get("n_mismatch") for x in seeds]
+            row(f"golden model == QKeras [{loss}]",
+                f"test wafers, integer latent codes ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})",
+                sum(tot) if all(_is_num(x) for x in tot) else None,
+                sum(bad) if all(_is_num(x) for x in bad) else None)
     elif golden:
         for loss, n_bad in golden.items():
             row(f"golden model == QKeras [{loss}]", "test wafers, integer latent codes",
                 ae.get("golden_n_total"), n_bad)
     else:
         row("golden model == QKeras", "autoencoder golden_check.json", None, None)
+
+    # every compared model trained to convergence (early stopping before the epoch cap)
+    conv, eps, cap = ae.get("converged"), ae.get("epochs_run") or {}, ae.get("epoch_cap")
+    if isinstance(conv, dict) and conv:
+        for name, ok in conv.items():
+            runs = eps.get(name) or []
+            st = Status(bool(ok), "" if ok else "not converged: reached the epoch cap "
+                        f"({cap}) before the validation loss stopped improving")
+            rows.append([f"training converged [{name}]", f"early stopping before the cap of {cap} epochs",
+                         f"{len(runs)} seed{'s' if len(runs) != 1 else ''}",
+                         "epochs run " + "/".join(str(x) for x in runs), st])
+            statuses.append(st)
+    else:
+        st = Status(False, "not available")
+        rows.append(["training converged", "autoencoder metrics.converged", NA("not recorded"),
+                     NA("not recorded"), st])
+        statuses.append(st)
 
     # hls4ml csim
     projects = dig(up.metrics("csim"), "projects") or {}
@@ -349,15 +384,62 @@ def _checks(up: Upstream) -> tuple[Table, list[Status]]:
     return t, statuses
 
 
+def _spread(d, ae: dict | None = None) -> Cell | str:
+    """``median (min-max over N seeds) +- bootstrap`` of an aggregated median; a bare
+    number (older runs) as it is."""
+    if _is_num(d):
+        return f"{d:.4f}"
+    if not isinstance(d, dict) or not _is_num(d.get("median")):
+        return NA("not recorded")
+    n = (ae or {}).get("n_seeds")
+    txt = f"{d['median']:.4f} (seeds {d['min']:.4f}-{d['max']:.4f}"
+    txt += f", {n} seeds)" if _is_num(n) else ")"
+    if _is_num(d.get("boot_std")):
+        txt += f" +- {d['boot_std']:.4f} (bootstrap)"
+    return txt
+
+
+def _ratio(ae: dict, key: str) -> Cell | str:
+    r, lo, hi = (ae.get(f"{key}_{k}") for k in ("median", "min", "max"))
+    if not _is_num(r):
+        return NA("needs both losses in autoencoder.losses")
+    return f"{r:.3f}" + (f" (seed envelope {lo:.3f}-{hi:.3f})" if _is_num(lo) and _is_num(hi) else "")
+
+
+def _verdict(ae: dict) -> Cell | str:
+    """Plain words on the measured comparison, whatever it says."""
+    parts = []
+    for key, other in (("emd_cnn_over_telescope", "telescope MSE"), ("emd_cnn_over_weighted_mse",
+                                                                      "weighted MSE")):
+        r, lo, hi = (ae.get(f"{key}_{k}") for k in ("median", "min", "max"))
+        if not _is_num(r):
+            continue
+        if _is_num(hi) and hi < 1:
+            parts.append(f"yes vs {other} (lower median EMD for every seed)")
+        elif _is_num(lo) and lo > 1:
+            parts.append(f"no: worse than {other} for every seed")
+        else:
+            parts.append(f"not resolved vs {other}: the seed spreads overlap (ratio {r:.3f})")
+    conv = ae.get("converged") or {}
+    if conv and not all(conv.values()):
+        parts.append("not every model converged, so this comparison is not final")
+    return "; ".join(parts) if parts else NA("needs emd_cnn and a baseline loss")
+
+
 def _headline(up: Upstream) -> Table:
     ae, emd, cos = up.metrics("autoencoder"), up.metrics("emd"), up.metrics("cosim")
     exp = ae.get("export_loss")
     rows = [
         ["exported encoder trained with", exp or NA("not recorded")],
-        ["median EMD(input, reconstruction), exported loss",
-         num(dig(ae, "median_emd", exp), ".4f") if exp else NA("not recorded")],
-        ["EMD-CNN / telescope-MSE median EMD", num(ae.get("emd_cnn_over_telescope_median"), ".3f",
-                                                   "needs both emd_cnn and telescope_mse")],
+        ["median EMD(input, reconstruction), exported loss", _spread(dig(ae, "median_emd", exp), ae)
+         if exp else NA("not recorded")],
+        ["EMD-CNN / telescope-MSE median EMD", _ratio(ae, "emd_cnn_over_telescope")],
+        *([["EMD-CNN / weighted-MSE median EMD", _ratio(ae, "emd_cnn_over_weighted_mse")]]
+          if "weighted_mse" in (ae.get("median_emd") or {}) else []),
+        ["is the EMD-CNN loss better?", _verdict(ae)],
+        ["EMD CNN on the EMD-CNN autoencoder's own reconstructions (std of relative difference)",
+         pct(dig(ae, "cnn_on_ae_pairs_rel_std", "emd_cnn"), signed=False,
+             reason="not checked (autoencoder.cnn_check)")],
         ["EMD CNN chosen by the grid", dig(emd, "grid", "best") or NA("not recorded")],
         ["EMD CNN test resolution (std of relative difference)", pct(emd.get("test_rel_std"), signed=False)],
     ]
@@ -521,64 +603,78 @@ def _losses(up: Upstream, figs: Figures, out: Path) -> tuple[Section, Section]:
     sec = Section("losses", "Loss comparison (autoencoder stage)")
     m = up.metrics("autoencoder")
     ev = up.json("autoencoder", "eval.json")
-    evl = dig(ev, "losses") if isinstance(ev, dict) else None
+    evm = dig(ev, "models") if isinstance(ev, dict) else None
+    agg = {name: v.get("aggregate") or {} for name, v in evm.items()} if isinstance(evm, dict) else None
     comp = up.csv("autoencoder", "comparison.csv")
     golden = m.get("golden_mismatches") or {}
     exp = m.get("export_loss")
     if isinstance(comp, list) and comp:
         rows = []
         for r in comp:
-            loss = r.get("loss", "?")
-            rows.append([loss + (" (exported)" if loss == exp else ""),
-                         num(_float(r.get("median_emd")), ".4f"), num(_float(r.get("q16")), ".4f"),
-                         num(_float(r.get("q84")), ".4f"), num(_float(r.get("epochs")), "g"),
-                         num(dig(evl, loss, "final_val_loss"), ".4g", "eval.json not written"),
-                         num(golden.get(loss), "d")])
-        sec.add(Table("loss-comparison", "Median EMD(input, reconstruction) on the test wafers per loss",
-                      ["loss", "median EMD", "q16", "q84", "epochs", "final val loss",
-                       "golden != QKeras"], rows,
+            name = r.get("model", "?")
+            conv = r.get("converged")
+            rows.append([name + (f" (exported, seed {m.get('export_seed', '?')})" if name == exp else ""),
+                         num(_float(r.get("median_emd")), ".4f"),
+                         f"{_float(r.get('min')):.4f} - {_float(r.get('max')):.4f}"
+                         if _is_num(_float(r.get("min"))) else NA("not recorded"),
+                         num(_float(r.get("boot_std")), ".4f", "no bootstrap"),
+                         num(_float(r.get("n_seeds")), "g"),
+                         Status(conv == "True", "" if conv == "True" else "reached the epoch cap"),
+                         r.get("epochs_run") or NA("not recorded"),
+                         r.get("learning_rate") or NA("not recorded"),
+                         num(golden.get(name), "d")])
+        sec.add(Table("loss-comparison", "Median EMD(input, reconstruction) on the test wafers per model",
+                      ["model", "median EMD (median over seeds)", "min - max over seeds",
+                       "bootstrap std of the median", "seeds", "converged", "epochs run per seed",
+                       "learning rate", "golden != QKeras"], rows,
                       note=f"from autoencoder/comparison.csv on {m.get('n_test', '?')} test wafers "
                            f"({m.get('n_train', '?')} training wafers); EMD in ground-distance units "
-                           "(2.0 = neighbouring cells)"))
+                           "(2.0 = neighbouring cells); every model trains until early stopping (epoch cap "
+                           f"{m.get('epoch_cap', '?')}); '+cond': conditional decoder (module sum, layer, "
+                           "|eta|); training.csv has the per-seed details"))
     else:
         sec.add(Para(str(comp if isinstance(comp, NA) else NA("comparison.csv is empty")), na=True))
-    ratio = m.get("emd_cnn_over_telescope_by_occupancy") or []
-    if evl:
-        losses = list(evl)
+    ratios = dig(ev, "ratios_emd_cnn_over") if isinstance(ev, dict) else None
+    if agg:
+        names = list(agg)
         for key, label, tid in (("vs_occupancy", "occupancy (TCs > 1 MIP_T)", "loss-vs-occupancy"),
                                 ("vs_eta", "|eta|", "loss-vs-eta")):
-            base = next((evl[loss].get(key) for loss in losses if evl[loss].get(key)), None)
+            base = next((agg[n].get(key) for n in names if agg[n].get(key)), None)
             if not base:
                 sec.add(Para(str(NA(f"eval.json has no {key} bins")), na=True))
                 continue
             rows = []
             for i, b in enumerate(base):
                 cells = [_bin(b), num(b.get("n"))]
-                for loss in losses:
-                    med = dig(evl, loss, key, i, "median")
-                    cells.append(num(med, ".4f", "empty bin"))
-                if key == "vs_occupancy":
-                    cells.append(num(dig(ratio, i), ".3f", "empty bin" if not b.get("n")
-                                     else "needs emd_cnn and telescope_mse medians"))
+                for n in names:
+                    cells.append(_spread(dig(agg, n, key, i)) if dig(agg, n, key, i, "median") is not None
+                                 else NA("empty bin"))
+                for other in ("telescope_mse", "weighted_mse"):
+                    if isinstance(ratios, dict) and other in ratios:
+                        rb = dig(ratios, other, key, i) or {}
+                        cells.append(f"{rb['ratio']:.3f} ({rb['min']:.3f}-{rb['max']:.3f})"
+                                     if _is_num(rb.get("ratio")) else NA("empty bin"))
                 rows.append(cells)
-            header = [label, "wafers"] + [f"median EMD [{loss}]" for loss in losses]
-            if key == "vs_occupancy":
-                header.append("EMD-CNN / telescope")
-            sec.add(Table(tid, f"Median EMD vs {label}", header, rows))
+            header = [label, "wafers"] + [f"median EMD [{n}]" for n in names]
+            header += [f"EMD-CNN / {o}" for o in ("telescope_mse", "weighted_mse")
+                       if isinstance(ratios, dict) and o in ratios]
+            sec.add(Table(tid, f"Median EMD vs {label}: median over seeds (min-max) +- bootstrap", header,
+                          rows))
     else:
-        sec.add(Para(str(ev if isinstance(ev, NA) else NA("eval.json has no 'losses'")), na=True))
+        sec.add(Para(str(ev if isinstance(ev, NA) else NA("eval.json has no 'models'")), na=True))
     plots = figs.stage_plots(up, "autoencoder", ["emd_vs_occupancy.png", "emd_vs_eta.png",
                                                  "emd_distribution.png"])
     if not up.has("autoencoder", "plots/emd_vs_eta.png"):
         png = out / "figures" / "autoencoder_emd_vs_eta_report.png"
-        if evl and _eta_figure(evl, png):
-            plots.append(figs.add_drawn(png, "EMD(input, reconstruction) per loss vs |eta| (median, "
-                                        "16-84 %), drawn by the report stage from autoencoder/eval.json",
-                                        "autoencoder/eval.json (vs_eta)"))
+        if agg and _eta_figure(agg, png):
+            plots.append(figs.add_drawn(png, "Median EMD(input, reconstruction) per model vs |eta| (median "
+                                        "over seeds, min-max), drawn by the report stage from "
+                                        "autoencoder/eval.json", "autoencoder/eval.json (vs_eta)"))
         else:
             plots.append(Para(str(NA("no eta plot: the autoencoder stage saved none and its eval.json "
                                      "has no vs_eta bins")), na=True))
     sec.add(plots if plots else Para(str(NA("the autoencoder stage saved no plots")), na=True))
+    sec.add(*_cnn_check(up))
 
     kr_sec = Section("kr-check", "KR-dual (NEEMo-style) cross-check of exact EMD")
     kr = m.get("kr_dual_check") or (ev.get("kr_dual_check") if isinstance(ev, dict) else None)
@@ -600,6 +696,33 @@ def _losses(up: Upstream, figs: Figures, out: Path) -> tuple[Section, Section]:
     else:
         kr_sec.add(Para(str(NA("the KR-dual check was not run (autoencoder.kr_check_pairs = 0)")), na=True))
     return sec, kr_sec
+
+
+def _cnn_check(up: Upstream) -> list:
+    """The EMD CNN on every model's own (input, reconstruction) test pairs."""
+    cc = up.json("autoencoder", "cnn_check.json")
+    if not isinstance(cc, dict) or not cc.get("models"):
+        return [Para(str(NA("the EMD CNN was not checked on reconstructions (autoencoder.cnn_check "
+                            "off or an older run)")), na=True)]
+    rows = []
+    for name, seeds in cc["models"].items():
+        means = [x.get("rel_mean") for x in seeds if _is_num(x.get("rel_mean"))]
+        stds = [x.get("rel_std") for x in seeds if _is_num(x.get("rel_std"))]
+        by = {(b["lo"], b["hi"]): b for b in seeds[0].get("by_true_emd") or []}
+        cells = [name, num(seeds[0].get("n")), pct(max(means, key=abs) if means else None),
+                 pct(max(stds) if stds else None, signed=False)]
+        cells += [pct(b.get("std"), signed=False, reason="empty bin") for b in by.values()]
+        rows.append(cells)
+    edges = [(b["lo"], b["hi"]) for b in next(iter(cc["models"].values()))[0].get("by_true_emd") or []]
+    header = ["model", "pairs (seed 0)", "rel. mean (largest |.| over seeds)",
+              "rel. std (largest over seeds)"]
+    header += [f"std, true EMD {lo:g}-{hi:g} (seed 0)" for lo, hi in edges]
+    return [Table("cnn-on-reconstructions", "EMD CNN vs exact EMD on each model's own (input, "
+                  "reconstruction) test pairs", header, rows,
+                  note="relative difference (CNN - exact) / exact over pairs with exact EMD >= "
+                       f"{cc.get('min_emd')}; this is the regime the EMD-CNN loss is optimised in (the "
+                       "random-pair resolution of the emd stage says little about it); per-occupancy bins in "
+                       "autoencoder/cnn_check.json; scatter plots with the loss comparison's figures")]
 
 
 def _quantization(up: Upstream) -> Section:

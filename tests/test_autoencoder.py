@@ -16,6 +16,7 @@ TINY = [
     "emd.ray={enabled: false}",
     "autoencoder.epochs=1", "autoencoder.max_train_wafers=400", "autoencoder.eval_wafers=200",
     "autoencoder.sinkhorn_iters=5", "autoencoder.kr_check_pairs=8", "autoencoder.kr_steps=20",
+    "autoencoder.seeds=2", "autoencoder.conditional_losses=[emd_cnn]", "autoencoder.bootstrap=20",
 ]
 
 
@@ -34,20 +35,37 @@ def test_outputs_and_metrics(run):
     cfg, man = run
     out = cfg.stage_dir("autoencoder")
     for rel in ("encoder.h5", "decoder.h5", "weights.bin", "weights.mem", "weights.npz",
-                "golden_check.json", "eval.json", "comparison.csv", "plots/emd_vs_occupancy.png",
-                "plots/emd_vs_eta.png", "plots/emd_distribution.png"):
+                "golden_check.json", "eval.json", "comparison.csv", "training.csv", "cnn_check.json",
+                "plots/emd_vs_occupancy.png", "plots/emd_vs_eta.png", "plots/emd_distribution.png",
+                "plots/cnn_on_reconstructions_emd_cnn.png"):
         assert rel in man["outputs"], rel
-    losses = cfg.autoencoder.losses
-    for loss in losses:
-        assert f"models/{loss}/encoder.h5" in man["outputs"]
-        assert f"history/{loss}.csv" in man["outputs"]
+    models = [*cfg.autoencoder.losses, "emd_cnn+cond"]
+    for name in models:
+        for i in range(2):
+            assert f"models/{name}/seed{i}/encoder.h5" in man["outputs"]
+            assert f"history/{name}_seed{i}.csv" in man["outputs"]
     m = man["metrics"]
-    assert set(m["median_emd"]) == set(losses)
-    assert all(0 < v < 13.8 for v in m["median_emd"].values())
-    assert m["golden_mismatches"] == {loss: 0 for loss in losses}
+    assert m["n_seeds"] == 2 and m["models"] == models
+    assert set(m["median_emd"]) == set(models)
+    for v in m["median_emd"].values():
+        assert 0 < v["min"] <= v["median"] <= v["max"] < 13.8
+    assert m["golden_mismatches"] == {name: 0 for name in models}
+    assert m["golden_n_total"] == 200 * 2 * len(models)
+    # one epoch under a cap of one: every model hit the cap, so none is converged
+    assert m["epoch_cap"] == 1 and m["epochs_run"] == {name: [1, 1] for name in models}
+    assert m["converged"] == {name: False for name in models}
+    r, lo, hi = (m[f"emd_cnn_over_telescope_{k}"] for k in ("median", "min", "max"))
+    assert lo <= r <= hi
+    assert r == m["median_emd"]["emd_cnn"]["median"] / m["median_emd"]["telescope_mse"]["median"]
+    assert set(m["cnn_on_ae_pairs_rel_std"]) == set(models)
     ev = json.loads((out / "eval.json").read_text())
-    for loss in losses:
-        assert len(ev["losses"][loss]["vs_occupancy"]) == len(cfg.autoencoder.occupancy_bins) - 1
+    for name in models:
+        agg = ev["models"][name]["aggregate"]
+        assert len(agg["vs_occupancy"]) == len(cfg.autoencoder.occupancy_bins) - 1
+        assert agg["n_seeds"] == 2 and len(ev["models"][name]["seeds"]) == 2
+        assert [t["stopped_early"] for t in ev["models"][name]["training"]] == [False, False]
+    rows = (out / "training.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * len(models) and "stopped_early" in rows[0]
     kr = m["kr_dual_check"]
     assert kr["n"] > 0 and kr["max_ratio"] <= 1.0 + 1e-3   # a lower bound of exact EMD
 

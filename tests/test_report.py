@@ -64,7 +64,7 @@ def _rel(mean, std, n):
 
 
 def fake_upstream(mp, *, yosys=True, eta_plot=True, kr=True, stats=True, grid=True,
-                  csim_bad=0, cosim_bad=0):
+                  csim_bad=0, cosim_bad=0, converged=True):
     """The seven upstream stages as fakes writing the real file formats (numbers from the
     default run), so the report reads exactly what the real stages leave behind."""
     png = _png("fake")
@@ -112,25 +112,59 @@ def fake_upstream(mp, *, yosys=True, eta_plot=True, kr=True, stats=True, grid=Tr
     medians = {"emd_cnn": 0.7622320659755909, "telescope_mse": 2.8190444594254678}
 
     def autoencoder(ctx):
-        names = ["emd_vs_occupancy.png", "emd_distribution.png"] + (["emd_vs_eta.png"] if eta_plot else [])
+        names = ["emd_vs_occupancy.png", "emd_distribution.png", "cnn_on_reconstructions_emd_cnn.png"]
+        names += ["emd_vs_eta.png"] if eta_plot else []
         for n in names:
             _write(ctx.out / "plots" / n, png)
         occ = [0, 2, 4, 48]
         eta = [1.6, 2.0, 2.4, 3.0]
-        losses = {k: {"epochs": 20, "final_val_loss": 0.83, "median": m, "q16": m - 0.3, "q84": m + 0.4,
-                      "vs_occupancy": _bins(occ, m), "vs_eta": _bins(eta, m)} for k, m in medians.items()}
+
+        def agg(m):
+            bins = lambda e: [dict(b, min=b["median"] and b["median"] - 0.02,  # noqa: E731
+                                   max=b["median"] and b["median"] + 0.03, n_seeds=3,
+                                   boot_std=b["median"] and 0.004) for b in _bins(e, m)]
+            return {"median": m, "min": m - 0.02, "max": m + 0.03, "n_seeds": 3, "boot_std": 0.0041,
+                    "seed_medians": [m - 0.02, m, m + 0.03], "vs_occupancy": bins(occ), "vs_eta": bins(eta)}
+
+        aggs = {k: agg(m) for k, m in medians.items()}
+        train = [{"seed_index": i, "epochs_run": 60 + i, "stopped_early": converged or k != "telescope_mse",
+                  "converged": converged or k != "telescope_mse", "lr": 0.001} for i in range(3)
+                 for k in ["_"]]
+        ratio = {"ratio": 0.2704, "min": 0.2614, "max": 0.2788}
+        rbins = lambda e: [dict(lo=b["lo"], hi=b["hi"], **(ratio if b["median"] else  # noqa: E731
+                                                          {"ratio": None, "min": None, "max": None}))
+                           for b in _bins(e, 1.0)]
+        _write(ctx.out / "eval.json", {
+            "models": {k: {"aggregate": a, "seeds": [], "training": train, "lr_rule": {"lr": 0.001}}
+                       for k, a in aggs.items()},
+            "ratios_emd_cnn_over": {"telescope_mse": {"overall": ratio, "vs_occupancy": rbins(occ),
+                                                      "vs_eta": rbins(eta)}},
+            "kr_dual_check": None})
+        conv = "True" if converged else "False"
+        _write(ctx.out / "comparison.csv",
+               "model,median_emd,min,max,boot_std,n_seeds,converged,epochs_run,learning_rate\n"
+               "emd_cnn,0.76223,0.74223,0.79223,0.00410,3,True,60 61 62,0.001\n"
+               f"telescope_mse,2.81904,2.79904,2.84904,0.00410,3,{conv},60 61 62,0.001\n")
+        _write(ctx.out / "cnn_check.json", {"min_emd": 0.05, "models": {"emd_cnn": [
+            {"n": 111591, "rel_mean": -0.0123, "rel_std": 0.0412,
+             "by_true_emd": [{"lo": 0.0, "hi": 0.5, "n": 100, "mean": 0.01, "std": 0.0611},
+                             {"lo": 0.5, "hi": 14.0, "n": 0, "mean": None, "std": None}]}]}})
+        gold = {"first_mismatches": [], "n_mismatch": 0, "n_total": 111591, "n_values": 1785456}
+        _write(ctx.out / "golden_check.json", {k: [gold] * 3 for k in medians})
+        _write(ctx.out / "weights.bin", b"\0" * 1608)
         krd = {"max_ratio": 0.9748, "median_ratio_kr_over_exact": 0.7447075, "n": 256, "pearson_r": 0.9118,
                "q16_ratio": 0.6084, "q84_ratio": 0.8828} if kr else None
-        _write(ctx.out / "eval.json", {"losses": losses, "kr_dual_check": krd})
-        _write(ctx.out / "comparison.csv", "loss,median_emd,q16,q84,epochs\n"
-               "emd_cnn,0.76223,0.47512,1.14382,20\ntelescope_mse,2.81904,2.15375,3.65818,20\n")
-        _write(ctx.out / "golden_check.json", {k: {"first_mismatches": [], "n_mismatch": 0, "n_total": 111591,
-                                                   "n_values": 1785456} for k in medians})
-        _write(ctx.out / "weights.bin", b"\0" * 1608)
-        ctx.metrics.update({"median_emd": medians, "export_loss": "emd_cnn",
-                            "emd_cnn_over_telescope_median": medians["emd_cnn"] / medians["telescope_mse"],
+        ctx.metrics.update({"median_emd": {k: {x: a[x] for x in ("median", "min", "max", "boot_std")}
+                                           for k, a in aggs.items()},
+                            "export_loss": "emd_cnn", "export_seed": 1, "n_seeds": 3,
+                            "models": list(medians), "epoch_cap": 300,
+                            "epochs_run": dict.fromkeys(medians, [60, 61, 62]),
+                            "converged": {"emd_cnn": True, "telescope_mse": converged},
+                            "emd_cnn_over_telescope_median": 0.2704, "emd_cnn_over_telescope_min": 0.2614,
+                            "emd_cnn_over_telescope_max": 0.2788,
                             "emd_cnn_over_telescope_by_occupancy": [0.28, 0.31, None],
-                            "golden_mismatches": dict.fromkeys(medians, 0), "golden_n_total": 111591,
+                            "cnn_on_ae_pairs_rel_std": {"emd_cnn": 0.0412},
+                            "golden_mismatches": dict.fromkeys(medians, 0), "golden_n_total": 6 * 111591,
                             "kr_dual_check": krd, "n_test": 111591, "n_train": 200000})
 
     def convert(ctx):
@@ -220,7 +254,7 @@ def sparse(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def failing(tmp_path_factory):
-    return build(tmp_path_factory, "failing", csim_bad=3, cosim_bad=2)
+    return build(tmp_path_factory, "failing", csim_bad=3, cosim_bad=2, converged=False)
 
 
 # ------------------------------------------------------------------ headless Chromium
@@ -262,7 +296,7 @@ def test_chromium_renders_every_figure_and_table(full, tmp_path):
     attrs = rendered_body(cfg, tmp_path)
     assert attrs["data-render-check"] == "done"
     n_img = _n_img(page)
-    assert n_img == man["metrics"]["n_figures"] == 3 + 2 + 3
+    assert n_img == man["metrics"]["n_figures"] == 3 + 2 + 4
     assert attrs["data-images-total"] == str(n_img)
     assert attrs["data-images-decoded"] == str(n_img), attrs.get("data-images-broken")
     n_tables = page.count('<table class="report-table"')
@@ -299,9 +333,9 @@ def test_outputs_and_manifest(full):
     outs = set(man["outputs"])
     assert {"report.html", "report.md"} <= outs
     figs = sorted(o for o in outs if o.startswith("figures/"))
-    assert len(figs) == man["metrics"]["n_figures"] == 8
+    assert len(figs) == man["metrics"]["n_figures"] == 9
     assert man["metrics"]["verdict"] == "PASS"
-    assert man["metrics"]["n_checks"] == 2 + 2 + 2 * 2 and man["metrics"]["n_checks_failed"] == 0
+    assert man["metrics"]["n_checks"] == 2 + 2 + 2 + 2 * 2 and man["metrics"]["n_checks_failed"] == 0
     assert set(man["upstream"]) == set(UPSTREAM)
     # every figure is embedded exactly as its upstream bytes
     import base64
@@ -332,14 +366,16 @@ def test_structure_and_key_numbers(full):
         assert f'href="#{sec}"' in page
     for tid in ("checks", "key-results", "provenance", "dataset", "splits", "emd-model", "emd-grid",
                 "emd-resolution", "emd-by-emd", "loss-comparison", "loss-vs-occupancy", "loss-vs-eta",
-                "kr-dual", "formats", "golden-qkeras", "csim", "rtl", "cosim", "cosim-phases", "resources",
-                "tools", "stages"):
+                "cnn-on-reconstructions", "kr-dual", "formats", "golden-qkeras", "csim", "rtl", "cosim",
+                "cosim-phases", "resources", "tools", "stages"):
         assert f'<table class="report-table" id="tbl-{tid}">' in page, tid
     assert '<div id="verdict" class="verdict pass">PASS</div>' in page
     assert "Test report &lt;&amp;&gt;: run full" in page       # title escaped
     assert "fake run" in page
     for number in ("1,110,698", "759,615", "534,865", "F32_k3_N4_D128", "3.08 %", "+0.38 %", "0.7622",
-                   "2.8190", "0.270", "0.745", "ap_ufixed&lt;9,1,AP_RND_CONV,AP_SAT&gt;", "177,815",
+                   "2.8190", "0.270 (seed envelope 0.261-0.279)", "0.7422-0.7922, 3 seeds", "4.12 %",
+                   "yes vs telescope MSE (lower median EMD for every seed)", "6.11 %",
+                   "0.745", "ap_ufixed&lt;9,1,AP_RND_CONV,AP_SAT&gt;", "177,815",
                    "188,633", "41,167", "336,959", "16,264", "25 ns", "fixed&lt;21,9,TRN,WRAP,0&gt;"):
         assert number in page, number
     for st in UPSTREAM:           # every stage's manifest sha256 and config hash
@@ -381,13 +417,16 @@ def test_missing_optional_content_is_not_available(sparse):
     assert 'id="fig-report-autoencoder-emd-vs-eta-report"' in page
     assert "figures/autoencoder_emd_vs_eta_report.png" in man["outputs"]
     assert "drawn by the report stage from autoencoder/eval.json" in md
-    assert _n_img(page) == man["metrics"]["n_figures"] == 3 + 2 + 3
+    assert _n_img(page) == man["metrics"]["n_figures"] == 3 + 2 + 4
 
 
 def test_mismatch_is_a_fail(failing):
     cfg, man, page, md = failing
     assert man["metrics"]["verdict"] == "FAIL"
-    assert man["metrics"]["n_checks_failed"] == 2
+    assert man["metrics"]["n_checks_failed"] == 3
+    assert "training converged [telescope_mse]" in md
+    assert "**FAIL (not converged: reached the epoch cap (300)" in md
+    assert "not every model converged, so this comparison is not final" in md
     assert '<div id="verdict" class="verdict fail">FAIL</div>' in page
     assert 'data-verdict="FAIL"' in page
     assert "**Verdict: FAIL**" in md

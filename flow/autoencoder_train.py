@@ -1,0 +1,254 @@
+"""Training of one autoencoder model of the ``autoencoder`` stage: the models, the
+convergence rule, the learning-rate rule and resumable fits.
+
+One *model* is (loss, decoder variant, seed).  Every model follows the same rules,
+whatever its loss (``docs/autoencoder.md``, "Training rule"):
+
+* **convergence**: train until the validation loss has not improved by a relative
+  ``early_stopping_min_delta`` for ``early_stopping_patience`` epochs, then restore
+  the best epoch's weights; a model that reaches the ``epochs`` cap instead is
+  recorded as not converged (``stopped_early: false``);
+* **learning rate**: ``lr_scan`` candidates, each trained ``lr_scan_epochs`` epochs
+  on the first ``lr_scan_wafers`` training wafers from the seed-0 initialisation;
+  the lowest validation loss wins (or ``learning_rate`` when the scan is empty);
+  halved after ``lr_patience`` epochs without improvement;
+* **resume**: Keras ``BackupAndRestore`` plus this module's own convergence state
+  (best value, epochs since, best weights) in the checkpoint directory, so an
+  interrupted fit continues where it stopped with the same stopping decision.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import encoder as E
+from .geometry import REMAP_8X8, to_8x8
+
+#: decoder variants: ``plain`` sees the 16 latent values; ``conditional`` also the
+#: module sum, the layer and |eta| of the wafer, which the back end knows
+DECODERS = ("plain", "conditional")
+#: conditioning inputs of the conditional decoder (all in about [0, 1])
+N_COND = 3
+
+
+# ------------------------------------------------------------------ models
+def build_decoder(latent: int = E.N_LATENT, name: str = "decoder"):
+    """Float decoder (training only): Dense 128 -> 4x4x8 -> ConvT 8 3x3/2 -> ConvT 1 3x3 -> sigmoid."""
+    from tensorflow import keras
+
+    inp = keras.Input((latent,), name="latent_in")
+    x = keras.layers.Dense(128, activation="relu", name="dec_dense")(inp)
+    x = keras.layers.Reshape((4, 4, 8), name="dec_reshape")(x)
+    x = keras.layers.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu",
+                                     name="dec_convt1")(x)
+    x = keras.layers.Conv2DTranspose(1, 3, padding="same", activation="sigmoid", name="dec_convt2")(x)
+    return keras.Model(inp, x, name=name)
+
+
+def gather_tc(img):
+    """TF: ``(N, 8, 8, 1)`` encoding-A image -> ``(N, 48)`` TC order (dead positions dropped)."""
+    import tensorflow as tf
+
+    return tf.gather(tf.reshape(img, (-1, 64)), tf.constant(REMAP_8X8, tf.int32), axis=1)
+
+
+def build_autoencoder(latent_bits: int, decoder: str = "plain"):
+    """(training model, encoder, decoder).
+
+    ``plain``: ``8x8x1 -> 48``.  ``conditional``: inputs ``[8x8x1, (N_COND,)]``; the
+    decoder's input is the 16 latent values followed by the ``N_COND`` conditions
+    (:func:`conditions`).  The encoder (the on-chip part) is the same in both.
+    """
+    from tensorflow import keras
+
+    enc = E.build_qkeras_encoder(latent_bits)
+    inp = keras.Input((8, 8, 1), name="aein")
+    if decoder == "plain":
+        dec = build_decoder()
+        out = keras.layers.Lambda(gather_tc, name="to_tc")(dec(enc(inp)))
+        return keras.Model(inp, out, name="autoencoder"), enc, dec
+    cond = keras.Input((N_COND,), name="conditions")
+    dec = build_decoder(E.N_LATENT + N_COND, name="decoder_conditional")
+    z = keras.layers.Concatenate(name="latent_and_conditions")([enc(inp), cond])
+    out = keras.layers.Lambda(gather_tc, name="to_tc")(dec(z))
+    return keras.Model([inp, cond], out, name="autoencoder_conditional"), enc, dec
+
+
+def conditions(split: dict) -> np.ndarray:
+    """The conditional decoder's extra inputs ``(N, 3)`` float32: log2(1 + module sum) / 35
+    (the module sum decoded from its 9-bit code to its bin's lower edge, as the back end
+    decodes it; the largest code decodes to about 2^35), (layer - 1) / 27 and
+    (|eta| - 1.5) / 1.5."""
+    from .frontend import decode_sum
+
+    s = decode_sum(split["sum_code"]).astype(np.float64)
+    c = np.stack([np.log2(1.0 + s) / 35.0, (split["layer"].astype(np.float64) - 1.0) / 27.0,
+                  (np.abs(split["eta"].astype(np.float64)) - 1.5) / 1.5], axis=1)
+    return c.astype(np.float32)
+
+
+def model_inputs(split: dict, decoder: str = "plain") -> tuple:
+    """(model inputs, unit-sum 48-cell targets) for a split: AEin values as 8x8x1
+    images (plus the conditions for the conditional decoder)."""
+    v = split["aein"].astype(np.float32) * np.float32(E.INPUT_FMT.lsb)
+    x = to_8x8(v)[..., None]
+    t = (v / v.sum(-1, keepdims=True)).astype(np.float32)
+    return (x if decoder == "plain" else [x, conditions(split)]), t
+
+
+def subset(inputs, n: int):
+    """The first ``n`` rows of model inputs (an array or a list of arrays)."""
+    return [a[:n] for a in inputs] if isinstance(inputs, list) else inputs[:n]
+
+
+def model_seed(base_seed: int, loss: str, seed_index: int) -> int:
+    """Seed of model ``seed_index`` of ``loss`` (index 0 keeps the single-seed runs' seed)."""
+    return (base_seed + sum(map(ord, loss)) + 1_000_003 * seed_index) % 2 ** 31
+
+
+# ------------------------------------------------------------ convergence
+def _convergence_callback(patience: int, rel_delta: float, state_path: Path, best_path: Path):
+    """Keras callback: relative-improvement early stopping with best-weight restore,
+    its state kept on disk so that a resumed fit takes the same decisions."""
+    import tensorflow as tf
+
+    class Convergence(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.state = {"best": None, "best_epoch": None, "wait": 0, "stopped_early": False,
+                          "diverged": False}
+            if state_path.exists():
+                self.state.update(json.loads(state_path.read_text()))
+
+        def _save(self):
+            tmp = state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.state))
+            tmp.replace(state_path)
+
+        def on_epoch_end(self, epoch, logs=None):
+            v = float((logs or {}).get("val_loss", float("nan")))
+            st = self.state
+            if not math.isfinite(v):
+                st["diverged"] = True
+                self.model.stop_training = True
+            elif st["best"] is None or v < st["best"] - rel_delta * abs(st["best"]):
+                st.update(best=v, best_epoch=int(epoch), wait=0)
+                self.model.save_weights(best_path)
+            else:
+                st["wait"] += 1
+                if st["wait"] >= patience:
+                    st["stopped_early"] = True
+                    self.model.stop_training = True
+            self._save()
+
+        def on_train_end(self, logs=None):
+            if best_path.exists():
+                self.model.load_weights(best_path)
+
+    return Convergence()
+
+
+# ----------------------------------------------------------------- fitting
+@dataclass
+class Trained:
+    """One trained model and how its training went."""
+
+    enc: object
+    dec: object
+    history: list[dict]
+    info: dict = field(default_factory=dict)
+
+
+def _compile(model, loss_fn, lr: float):
+    import tensorflow as tf
+
+    model.compile(optimizer=tf.keras.optimizers.Adam(lr), loss=loss_fn)
+
+
+def scan_lr(s, loss_name: str, decoder: str, make_loss, train, val, seed: int, ck: Path, log) -> dict:
+    """The learning-rate rule for one (loss, decoder): ``{"lr", "trials"}``, cached in ``ck``."""
+    cache = ck / "lr_scan.json"
+    key = {"lr_scan": list(s.lr_scan), "wafers": s.lr_scan_wafers, "epochs": s.lr_scan_epochs, "seed": seed}
+    if not s.lr_scan:
+        return {"lr": s.learning_rate, "trials": [], "rule": "fixed autoencoder.learning_rate"}
+    if cache.exists():
+        got = json.loads(cache.read_text())
+        if got.get("key") == key:
+            return got["result"]
+    import tensorflow as tf
+
+    n = min(s.lr_scan_wafers, len(train[1]))
+    xs, ts = subset(train[0], n), train[1][:n]
+    trials = []
+    for lr in s.lr_scan:
+        tf.keras.utils.set_random_seed(seed)
+        model, _, _ = build_autoencoder(s.latent_bits, decoder)
+        _compile(model, make_loss(), lr)
+        t0 = time.perf_counter()
+        h = model.fit(xs, ts, validation_data=val, epochs=s.lr_scan_epochs, batch_size=s.batch_size,
+                      verbose=0, shuffle=True)
+        vals = [v for v in h.history.get("val_loss", []) if math.isfinite(v)]
+        trials.append({"lr": lr, "best_val_loss": min(vals) if vals else None,
+                       "wall_s": round(time.perf_counter() - t0, 2)})
+        log(f"[autoencoder] {loss_name}/{decoder} lr scan: lr {lr:g} -> val loss "
+            f"{trials[-1]['best_val_loss']}")
+    ok = [t for t in trials if t["best_val_loss"] is not None]
+    if not ok:
+        from .errors import FlowError
+
+        raise FlowError(f"autoencoder lr scan for {loss_name}: every candidate in {s.lr_scan} diverged "
+                        "(non-finite validation loss); give smaller autoencoder.lr_scan values")
+    best = min(ok, key=lambda t: t["best_val_loss"])
+    result = {"lr": best["lr"], "trials": trials,
+              "rule": f"lowest validation loss after {s.lr_scan_epochs} epochs on {n} wafers"}
+    cache.write_text(json.dumps({"key": key, "result": result}))
+    return result
+
+
+def train_model(s, loss_name: str, decoder: str, make_loss, train, val, *, seed: int, lr: float,
+                ck: Path, log) -> Trained:
+    """Train (or reload, when finished earlier) one model to convergence."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    model, enc, dec = build_autoencoder(s.latent_bits, decoder)
+    _compile(model, make_loss(), lr)
+    ck.mkdir(parents=True, exist_ok=True)
+    final, hist_csv, state_path = ck / "final.weights.h5", ck / "history.csv", ck / "convergence.json"
+    done = ck / "done.json"
+    if final.exists() and hist_csv.exists() and done.exists():
+        log(f"[autoencoder] {loss_name}/{decoder} seed {seed}: finished earlier, loading {final}")
+        model.load_weights(final)
+        info = json.loads(done.read_text())
+    else:
+        conv = _convergence_callback(s.early_stopping_patience, s.early_stopping_min_delta, state_path,
+                                     ck / "best.weights.h5")
+        cbs = [tf.keras.callbacks.BackupAndRestore(str(ck / "backup")),
+               tf.keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=s.lr_patience, min_lr=1e-6),
+               conv, tf.keras.callbacks.CSVLogger(str(hist_csv), append=True)]
+        log(f"[autoencoder] training {loss_name}/{decoder} (seed {seed}, lr {lr:g}): {len(train[1])} "
+            f"wafers, until converged (cap {s.epochs} epochs)")
+        t0 = time.perf_counter()
+        model.fit(train[0], train[1], validation_data=val, epochs=s.epochs, batch_size=s.batch_size,
+                  callbacks=cbs, verbose=2, shuffle=True)
+        wall = time.perf_counter() - t0
+        model.save_weights(final)
+        st = conv.state
+        with open(hist_csv) as f:
+            n_ep = sum(1 for _ in csv.DictReader(f))
+        info = {"seed": seed, "lr": lr, "epochs_run": n_ep, "epoch_cap": s.epochs,
+                "stopped_early": bool(st["stopped_early"]), "diverged": bool(st["diverged"]),
+                "best_epoch": None if st["best_epoch"] is None else int(st["best_epoch"]) + 1,
+                "best_val_loss": st["best"], "wall_s": round(wall, 2),
+                "s_per_epoch": round(wall / max(n_ep, 1), 3), "n_train": int(len(train[1]))}
+        done.write_text(json.dumps(info))
+    with open(hist_csv) as f:
+        rows = list(csv.DictReader(f))
+    info["converged"] = bool(info["stopped_early"]) and not info.get("diverged", False)
+    return Trained(enc, dec, rows, info)

@@ -1,0 +1,117 @@
+"""The training rule of the autoencoder stage on tiny data: convergence flag, cap,
+best-weight restore, resume, learning-rate scan, conditional decoder."""
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from flow import autoencoder_train as T
+from flow import encoder as E
+
+
+def _settings(**kw):
+    base = dict(latent_bits=9, epochs=40, batch_size=64, learning_rate=1e-3, lr_scan=[], lr_scan_wafers=200,
+                lr_scan_epochs=1, lr_patience=3, early_stopping_patience=1, early_stopping_min_delta=0.5)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+@pytest.fixture(scope="module")
+def split():
+    rng = np.random.default_rng(0)
+    n = 384
+    aein = (rng.integers(0, 60, (n, 48)) * (rng.random((n, 48)) < 0.3)).astype(np.uint8)
+    aein[:, 0] += 1                                   # no empty wafer
+    return {"aein": aein, "sum_code": rng.integers(0, 511, n), "layer": rng.integers(1, 29, n),
+            "eta": rng.uniform(1.6, 2.9, n).astype(np.float32)}
+
+
+def _mse():
+    import tensorflow as tf
+
+    return tf.keras.losses.MeanSquaredError()
+
+
+def _data(split, decoder="plain"):
+    x, t = T.model_inputs(split, decoder)
+    rest = x[256:] if decoder == "plain" else [a[256:] for a in x]
+    return (T.subset(x, 256), t[:256]), (rest, t[256:])
+
+
+def test_converges_by_the_relative_rule_and_restores_the_best_epoch(split, tmp_path):
+    tr, va = _data(split)
+    s = _settings()
+    t = T.train_model(s, "weighted_mse", "plain", _mse, tr, va, seed=3, lr=1e-3, ck=tmp_path / "m",
+                      log=lambda *a: None)
+    info = t.info
+    assert info["stopped_early"] and info["converged"] and not info["diverged"]
+    assert info["epochs_run"] < s.epochs and info["epochs_run"] == len(t.history)
+    # patience 1: it stopped one epoch after its best epoch (1-based)
+    assert info["epochs_run"] == info["best_epoch"] + 1
+    vals = [float(r["val_loss"]) for r in t.history]
+    assert info["best_val_loss"] == pytest.approx(vals[info["best_epoch"] - 1], rel=1e-6)
+    # the restored weights are the best epoch's: evaluating them gives the best validation loss
+    import tensorflow as tf
+
+    model = tf.keras.Model(*_wire(t))
+    model.compile(loss=_mse())
+    got = model.evaluate(va[0], va[1], verbose=0, batch_size=s.batch_size)
+    assert got == pytest.approx(info["best_val_loss"], rel=1e-4)
+    # a second call finds the finished model and does not retrain
+    logs = []
+    t2 = T.train_model(s, "weighted_mse", "plain", _mse, tr, va, seed=3, lr=1e-3, ck=tmp_path / "m",
+                       log=logs.append)
+    assert "finished earlier" in logs[0] and t2.info["epochs_run"] == info["epochs_run"]
+    assert np.array_equal(E.EncoderWeights.from_keras(t2.enc).to_vector(),
+                          E.EncoderWeights.from_keras(t.enc).to_vector())
+
+
+def _wire(t):
+    from tensorflow import keras
+
+    from flow.autoencoder_train import gather_tc
+
+    inp = keras.Input((8, 8, 1))
+    return inp, keras.layers.Lambda(gather_tc)(t.dec(t.enc(inp)))
+
+
+def test_hitting_the_cap_is_not_converged(split, tmp_path):
+    tr, va = _data(split)
+    s = _settings(epochs=2, early_stopping_patience=5, early_stopping_min_delta=0.0)
+    t = T.train_model(s, "weighted_mse", "plain", _mse, tr, va, seed=3, lr=1e-3, ck=tmp_path / "cap",
+                      log=lambda *a: None)
+    assert t.info["epochs_run"] == 2 and t.info["epoch_cap"] == 2
+    assert not t.info["stopped_early"] and not t.info["converged"]
+    saved = json.loads((tmp_path / "cap" / "done.json").read_text())
+    assert saved["stopped_early"] is False
+
+
+def test_lr_scan_keeps_the_lowest_validation_loss_and_caches_it(split, tmp_path):
+    tr, va = _data(split)
+    s = _settings(lr_scan=[1e-6, 3e-3], lr_scan_epochs=2)
+    r = T.scan_lr(s, "weighted_mse", "plain", _mse, tr, va, 5, tmp_path, lambda *a: None)
+    assert [x["lr"] for x in r["trials"]] == [1e-6, 3e-3]
+    best = min(r["trials"], key=lambda x: x["best_val_loss"])
+    assert r["lr"] == best["lr"] == 3e-3             # 1e-6 barely moves in two epochs
+    assert json.loads((tmp_path / "lr_scan.json").read_text())["result"] == r
+    assert T.scan_lr(_settings(), "x", "plain", _mse, tr, va, 5, tmp_path / "n", None)["lr"] == 1e-3
+
+
+def test_conditional_decoder_trains_and_its_encoder_stays_golden(split, tmp_path):
+    cond = T.conditions(split)
+    assert cond.shape == (len(split["aein"]), T.N_COND) and np.all(np.isfinite(cond))
+    assert cond.min() >= -0.1 and cond.max() <= 1.1
+    tr, va = _data(split, "conditional")
+    s = _settings(epochs=2)
+    t = T.train_model(s, "weighted_mse", "conditional", _mse, tr, va, seed=3, lr=1e-3, ck=tmp_path / "c",
+                      log=lambda *a: None)
+    assert t.dec.input_shape == (None, E.N_LATENT + T.N_COND)
+    w = E.EncoderWeights.from_keras(t.enc)
+    np.testing.assert_array_equal(E.keras_latent_codes(t.enc, split["aein"]),
+                                  E.golden_encode(split["aein"], w))
+
+
+def test_model_seed_index_zero_keeps_the_single_seed_formula():
+    assert T.model_seed(12345, "emd_cnn", 0) == (12345 + sum(map(ord, "emd_cnn"))) % 2 ** 31
+    assert len({T.model_seed(1, "emd_cnn", i) for i in range(5)}) == 5
