@@ -48,7 +48,7 @@ import numpy as np
 
 from . import autoencoder_stats as S
 from . import encoder as E
-from .autoencoder_train import build_autoencoder, model_inputs, model_seed, scan_lr, train_model
+from .autoencoder_train import build_autoencoder, model_inputs, model_seed, refine_cnn, scan_lr, train_model
 from .errors import ConfigError, FlowError, MismatchError, StageInputError
 from .geometry import REMAP_8X8
 from .manifest import atomic_write_bytes, atomic_write_json
@@ -310,14 +310,23 @@ def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
             seed = model_seed(ctx.seed, loss, i)
             t = train_model(s, loss, decoder, make_loss, tr, va, seed=seed, lr=rule["lr"],
                             ck=ck_root / name / f"seed{i}", log=print)
+            cnn_i = cnn
+            if s.refine_rounds and loss == "emd_cnn" and decoder == "plain":
+                t, cnn_path, rounds = _refine(ctx, s, t, tr, va, test, emd_path, ck_root / name / f"seed{i}",
+                                              seed, rule["lr"], use_ray)
+                models.setdefault("refine", []).append(rounds)
+                if cnn is not None:
+                    from .emd_cnn import load_emd_cnn
+
+                    cnn_i = load_emd_cnn(cnn_path)
             report, emd, extra = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss=loss,
                                           decoder=decoder)
             models["emd"].append(emd)
             models["summary"].append(summarise_model(emd, test, s, seed))
             models["info"].append({**t.info, "seed_index": i})
             models["golden"].append(report)
-            if cnn is not None:
-                pred = cnn_predictions(cnn, test["calq"].astype(np.float64), extra["recon48"])
+            if cnn_i is not None:
+                pred = cnn_predictions(cnn_i, test["calq"].astype(np.float64), extra["recon48"])
                 chk = S.cnn_check(pred, emd, test["occupancy"], min_emd=CNN_CHECK_MIN_EMD)
                 cnn_checks.setdefault(name, []).append(chk)
                 if i == 0:
@@ -330,6 +339,35 @@ def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
         per_model[name] = models
         training[name] = models["info"]
     return per_model, training, lr_rule, cnn_checks, exported
+
+
+def _refine(ctx, s, t, tr, va, test, emd_path, ck, seed: int, lr: float, use_ray: bool):
+    """The closed loop for one EMD-CNN-loss model: ``refine_rounds`` rounds of (exact labels
+    of its reconstructions -> EMD CNN fine-tuned -> autoencoder trained on to convergence
+    with the new CNN); the median exact EMD on the test wafers after every round."""
+    from .emd_data import load_pairs
+    from .losses import get_loss
+
+    emd_up = ctx.upstream["emd"]
+    rnd = (load_pairs(emd_up.path("pairs_train.npz")), load_pairs(emd_up.path("pairs_val.npz")))
+    _, e0, _ = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss="emd_cnn")
+    rounds = [{"round": 0, "median_emd": float(np.nanmedian(e0)), "epochs_run": t.info["epochs_run"],
+               "converged": t.info["converged"]}]
+    cnn_path, first = emd_path, t.info
+    for r in range(1, s.refine_rounds + 1):
+        rck = ck / f"refine{r}"
+        cnn_path, rec = refine_cnn(s, t, tr, rnd, cnn_path, rck / "emd_cnn", seed=seed, log=print)
+        t = train_model(s, "emd_cnn", "plain",
+                        lambda p=cnn_path: get_loss("emd_cnn", emd_cnn_path=p), tr, va, seed=seed, lr=lr,
+                        ck=rck / "autoencoder", log=print, init_weights=t.model.get_weights())
+        _, er, _ = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss="emd_cnn")
+        rounds.append({"round": r, "median_emd": float(np.nanmedian(er)), "epochs_run": t.info["epochs_run"],
+                       "converged": t.info["converged"], **rec})
+        print(f"[autoencoder] refinement round {r}: median exact EMD {rounds[-1]['median_emd']:.4f} "
+              f"(round 0: {rounds[0]['median_emd']:.4f})")
+    t.info = {**first, "epochs_run": sum(x["epochs_run"] for x in rounds),
+              "converged": all(x["converged"] for x in rounds), "refine": rounds}
+    return t, cnn_path, rounds
 
 
 def _finish(ctx, s, train, test, per_model, reports, training, lr_rule, cnn_checks, exported) -> None:
@@ -377,7 +415,12 @@ def _finish(ctx, s, train, test, per_model, reports, training, lr_rule, cnn_chec
                "golden_mismatches": {k: sum(r["n_mismatch"] for r in rs) for k, rs in reports.items()},
                "golden_n_total": sum(r["n_total"] for rs in reports.values() for r in rs),
                "n_train": int(len(train["aein"])), "n_test": int(len(test["aein"])),
-               "export_loss": s.export_loss, "export_seed": export_seed, "kr_dual_check": kr}
+               "export_loss": s.export_loss, "export_seed": export_seed, "kr_dual_check": kr,
+               "refine_rounds": s.refine_rounds}
+    refine = {name: m["refine"] for name, m in per_model.items() if m.get("refine")}
+    if refine:
+        metrics["refine_median_emd"] = {name: [[x["median_emd"] for x in seed] for seed in rs]
+                                        for name, rs in refine.items()}
     if cnn_std:
         metrics["cnn_on_ae_pairs_rel_std"] = cnn_std
     for other, key in (("telescope_mse", "emd_cnn_over_telescope"),
@@ -410,7 +453,9 @@ def _kr_check(s, enc, dec, test, seed) -> dict | None:
 
 def _write_tables(out, s, agg, training, lr_rule, per_model, ratios, kr, cnn_checks, export_seed) -> None:
     evals = {"models": {name: {"aggregate": a, "seeds": per_model[name]["summary"],
-                               "training": training[name], "lr_rule": lr_rule[name]}
+                               "training": training[name], "lr_rule": lr_rule[name],
+                               **({"refine": per_model[name]["refine"]}
+                                  if per_model[name].get("refine") else {})}
                         for name, a in agg.items()},
              "ratios_emd_cnn_over": ratios, "kr_dual_check": kr, "export": {"loss": s.export_loss,
                                                                             "seed_index": export_seed},

@@ -163,6 +163,7 @@ class Trained:
     dec: object
     history: list[dict]
     info: dict = field(default_factory=dict)
+    model: object = None
 
 
 def _compile(model, loss_fn, lr: float):
@@ -212,12 +213,15 @@ def scan_lr(s, loss_name: str, decoder: str, make_loss, train, val, seed: int, c
 
 
 def train_model(s, loss_name: str, decoder: str, make_loss, train, val, *, seed: int, lr: float,
-                ck: Path, log) -> Trained:
-    """Train (or reload, when finished earlier) one model to convergence."""
+                ck: Path, log, init_weights: list | None = None) -> Trained:
+    """Train (or reload, when finished earlier) one model to convergence; ``init_weights``
+    continues from another model's weights (the closed loop's rounds)."""
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(seed)
     model, enc, dec = build_autoencoder(s.latent_bits, decoder)
+    if init_weights is not None:
+        model.set_weights(init_weights)
     _compile(model, make_loss(), lr)
     ck.mkdir(parents=True, exist_ok=True)
     final, hist_csv, state_path = ck / "final.weights.h5", ck / "history.csv", ck / "convergence.json"
@@ -251,4 +255,55 @@ def train_model(s, loss_name: str, decoder: str, make_loss, train, val, *, seed:
     with open(hist_csv) as f:
         rows = list(csv.DictReader(f))
     info["converged"] = bool(info["stopped_early"]) and not info.get("diverged", False)
-    return Trained(enc, dec, rows, info)
+    return Trained(enc, dec, rows, info, model)
+
+
+# ------------------------------------------------------------ closed loop
+def reconstructions(t: Trained, inputs) -> np.ndarray:
+    """The training model's output ``(N, 48)`` (what the loss sees) for model inputs."""
+    return np.asarray(t.model.predict(inputs, batch_size=8192, verbose=0), dtype=np.float64)
+
+
+def refine_cnn(s, t: Trained, train, random_pairs: tuple[dict, dict], cnn_path: Path, ck: Path, *,
+               seed: int, log) -> tuple[Path, dict]:
+    """One round of the closed loop, EMD-CNN side: exact EMD labels (POT, on Ray when it
+    is up) for the model's (input, reconstruction) pairs of the first ``refine_pairs``
+    training wafers, then the EMD CNN fine-tuned (warm start, ``refine_cnn_epochs``
+    epochs at ``refine_cnn_lr``) on the emd stage's random pairs plus these, 80/20 split.
+    Returns the new CNN (saved with its sidecar JSON) and a record of the round."""
+    from .emd_cnn import Arch, TrainParams, load_emd_cnn, save_emd_cnn, to_inputs
+    from .emd_cnn import train_model as train_cnn
+    from .emd_exact import label_pairs, normalise
+
+    meta = json.loads(cnn_path.with_suffix(".json").read_text())
+    out = ck / "emd_cnn.keras"
+    if out.exists() and (ck / "refine.json").exists():
+        log(f"[autoencoder] refinement {ck.name}: EMD CNN finished earlier, loading {out}")
+        return out, json.loads((ck / "refine.json").read_text())
+    n = min(s.refine_pairs, len(train[1]))
+    a = train[1][:n].astype(np.float64)
+    b = reconstructions(t, subset(train[0], n))
+    lab = label_pairs(a, b, empty="nan", progress=False)
+    ok = np.isfinite(lab)
+    a = normalise(a[ok], what="autoencoder input")
+    b = normalise(b[ok], what="autoencoder output")
+    lab = lab[ok].astype(np.float32)
+    n_tr = int(0.8 * len(lab))
+    rtr, rva = random_pairs
+
+    def parts(lo, hi, rnd):
+        xa, xb = to_inputs(np.concatenate([rnd["a"], a[lo:hi]]), np.concatenate([rnd["b"], b[lo:hi]]))
+        return xa, xb, np.concatenate([rnd["emd"].astype(np.float32), lab[lo:hi]])
+
+    params = TrainParams(epochs=s.refine_cnn_epochs, learning_rate=s.refine_cnn_lr, lr_schedule="constant",
+                         patience=s.refine_cnn_epochs, batch_size=256)
+    base = load_emd_cnn(cnn_path)
+    cnn, state = train_cnn(Arch(**meta["arch"]), parts(0, n_tr, rtr), parts(n_tr, len(lab), rva), ck / "cnn",
+                           seed=seed, params=params, output_scale=float(meta["output_scale"]),
+                           init_weights=base.get_weights(), log=lambda m: log(f"[autoencoder] refine {m}"))
+    rec = {"ae_pairs": int(len(lab)), "random_pairs": int(len(rtr["emd"])),
+           "cnn_epochs": len(state["history"]), "cnn_best_val_loss": state["best"], "cnn_lr": s.refine_cnn_lr}
+    save_emd_cnn(cnn, out, {"arch": meta["arch"], "output_scale": meta["output_scale"],
+                            "refined_from": str(cnn_path), "refinement": rec})
+    (ck / "refine.json").write_text(json.dumps(rec))
+    return out, rec

@@ -286,6 +286,17 @@ class AutoencoderConfig(Section):
     early_stopping_min_delta: float = Field(1e-3, ge=0, lt=1)
     """Relative improvement of the validation loss that counts (the same for every
     loss, whatever its scale)."""
+    refine_rounds: int = Field(0, ge=0)
+    """Closed-loop rounds for the ``emd_cnn`` model (plain decoder): label its (input,
+    reconstruction) pairs exactly, fine-tune the EMD CNN on random plus these pairs,
+    continue training the autoencoder with it to convergence; the median exact EMD of
+    every round is recorded (``refine`` in eval.json)."""
+    refine_pairs: int = Field(20000, ge=10)
+    """Training wafers whose (input, reconstruction) pairs are labelled per round."""
+    refine_cnn_epochs: int = Field(3, ge=1)
+    """Fine-tuning epochs of the EMD CNN per round (warm start from the current CNN)."""
+    refine_cnn_lr: float = Field(1e-4, gt=0)
+    """Learning rate of the EMD-CNN fine-tuning."""
     bootstrap: int = Field(200, ge=0)
     """Bootstrap resamples of the test set for the uncertainty of each median (0: none)."""
     cnn_check: bool = True

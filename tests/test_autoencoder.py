@@ -17,6 +17,7 @@ TINY = [
     "autoencoder.epochs=1", "autoencoder.max_train_wafers=400", "autoencoder.eval_wafers=200",
     "autoencoder.sinkhorn_iters=5", "autoencoder.kr_check_pairs=8", "autoencoder.kr_steps=20",
     "autoencoder.seeds=2", "autoencoder.conditional_losses=[emd_cnn]", "autoencoder.bootstrap=20",
+    "autoencoder.refine_rounds=1", "autoencoder.refine_pairs=100", "autoencoder.refine_cnn_epochs=1",
 ]
 
 
@@ -52,7 +53,8 @@ def test_outputs_and_metrics(run):
     assert m["golden_mismatches"] == {name: 0 for name in models}
     assert m["golden_n_total"] == 200 * 2 * len(models)
     # one epoch under a cap of one: every model hit the cap, so none is converged
-    assert m["epoch_cap"] == 1 and m["epochs_run"] == {name: [1, 1] for name in models}
+    assert m["epoch_cap"] == 1
+    assert m["epochs_run"] == {name: [2, 2] if name == "emd_cnn" else [1, 1] for name in models}
     assert m["converged"] == {name: False for name in models}
     r, lo, hi = (m[f"emd_cnn_over_telescope_{k}"] for k in ("median", "min", "max"))
     assert lo <= r <= hi
@@ -68,6 +70,24 @@ def test_outputs_and_metrics(run):
     assert len(rows) == 1 + 2 * len(models) and "stopped_early" in rows[0]
     kr = m["kr_dual_check"]
     assert kr["n"] > 0 and kr["max_ratio"] <= 1.0 + 1e-3   # a lower bound of exact EMD
+
+
+def test_closed_loop_runs_one_round(run):
+    cfg, man = run
+    m = man["metrics"]
+    assert m["refine_rounds"] == 1
+    # the emd_cnn model only (plain decoder), every seed: round 0 and round 1
+    assert list(m["refine_median_emd"]) == ["emd_cnn"]
+    assert [len(r) for r in m["refine_median_emd"]["emd_cnn"]] == [2, 2]
+    ev = json.loads((cfg.stage_dir("autoencoder") / "eval.json").read_text())
+    rounds = ev["models"]["emd_cnn"]["refine"][0]
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert rounds[1]["ae_pairs"] == 100 and rounds[1]["cnn_epochs"] == 1 and rounds[1]["random_pairs"] > 0
+    # the refined model is the one evaluated: its median is round 1's
+    seed0 = ev["models"]["emd_cnn"]["seeds"][0]["median"]
+    assert seed0 == rounds[1]["median_emd"]
+    # two training phases of one epoch each under the cap of one
+    assert m["epochs_run"]["emd_cnn"] == [2, 2]
 
 
 def test_exported_weights_are_the_encoders(run):
