@@ -186,8 +186,8 @@ def _plots(out: Path, agg: dict, per_model: dict) -> list[str]:
             ax.fill_between(xc, [b["min"] for b in rows], [b["max"] for b in rows], alpha=0.25,
                             color=line[0].get_color(), linewidth=0)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("median EMD (band: min-max over seeds)")
-        ax.legend(fontsize=14)
+        ax.set_ylabel("median EMD")
+        ax.legend(fontsize=14, title="band: min-max over seeds", title_fontsize=14)
         fig.tight_layout()
         fig.savefig(out / fname, dpi=80)
         plt.close(fig)

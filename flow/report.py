@@ -377,7 +377,7 @@ def _checks(up: Upstream) -> tuple[Table, list[Status]]:
             rows.append([f"RTL latency/II [{fl}] == rtl.json", "measured in cosimulation",
                          f"{lat} clk, II {ii}", f"documented {rtl_lat} clk, II 1", st])
             statuses.append(st)
-    t = Table("checks", "Bit-exactness chain and testbench checks",
+    t = Table("checks", "Bit-exactness chain, testbench and training-convergence checks",
               ["check", "compared on", "compared", "mismatches", "verdict"], rows,
               note="Every comparison is on integer codes against the golden model "
                    "(flow/encoder.py + flow/frontend.py); a check without a recorded count is a FAIL.")
