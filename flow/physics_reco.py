@@ -232,9 +232,10 @@ def fit_calibration(cl: Clusters, eta_edges=ETA_EDGES, *, min_per_bin: int = 20,
     take the global linear response."""
     eta_edges = np.asarray(eta_edges, np.float64)
     m = cl.matched & (cl.raw_et > 0)
-    if m.sum() < max(2 * min_per_bin, cl.layer_et.shape[1] + 2):
-        raise InputRangeError(f"calibration: expected at least {max(2 * min_per_bin, 16)} matched "
-                              f"training electrons, got {int(m.sum())}")
+    need = max(2 * min_per_bin, cl.layer_et.shape[1] + 2)
+    if m.sum() < need:
+        raise InputRangeError(f"calibration: expected at least {need} matched training "
+                              f"electrons, got {int(m.sum())}")
     c = cl.select(m)
     scale = np.median(c.gen_pt / c.raw_et)
     resp = c.raw_et * scale / c.gen_pt

@@ -55,6 +55,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("csim", ("convert",), 7, "hls4ml C simulation vs golden model"),
     Stage("rtl", ("autoencoder",), 8, "Verilog of the ECON-T block"),
     Stage("cosim", ("rtl", "convert"), 8, "cocotb/Verilator cosimulation and Yosys resources"),
+    Stage("physics", ("data", "autoencoder"), 16,
+          "electron trigger resolution per output algorithm and eLink budget"),
     Stage("report", ("data", "emd", "autoencoder", "convert", "csim", "rtl", "cosim"), 9,
           "HTML/Markdown report of the run"),
     Stage("handoff", ("autoencoder", "convert", "rtl", "cosim"), 9,

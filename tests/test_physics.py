@@ -303,3 +303,63 @@ def test_resolution_table_bins_and_efficiency():
     assert len(tab["vs_eta"]) == 14 and tab["vs_eta"][0]["lo"] == 1.6
     assert abs(tab["efficiency"]["value"] - 0.9) < 0.02
     assert sum(r["n"] for r in tab["vs_pt"]) == int(cl.matched.sum())
+
+
+# ------------------------------------------------------------------- stage
+def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
+    """data (real, tiny) -> fake emd -> fake autoencoder with untrained models of 9, 5 and
+    4 latent bits -> physics: metrics, budgets, the AE only where its width fits."""
+    from fakes import fake_stage
+
+    from flow import autoencoder as AE
+    from flow import encoder as E
+    from flow.config import load_config
+    from flow.stages import run_stage
+
+    cfg = load_config("configs/smoke.yaml", [
+        f"workdir={tmp_path}", "data.n_events=80", "data.n_files=1", "data.chunk_size=80",
+        "physics.n_boot=20", "physics.min_per_eta_bin=5", "physics.emd_wafers=300"])
+
+    def ae(ctx):
+        import tensorflow as tf
+
+        tf.keras.utils.set_random_seed(1)
+        for name, bits in (("emd_cnn", 9), ("w5", 5), ("w4", 4)):
+            d = ctx.out / "models" / name
+            d.mkdir(parents=True)
+            E.build_qkeras_encoder(bits).save(d / "encoder.h5")
+            AE.build_decoder().save(d / "decoder.h5")
+
+    quiet = lambda *a: None  # noqa: E731
+    run_stage(cfg, "data", echo=quiet)
+    fake_stage(monkeypatch, "emd", lambda ctx: (ctx.out / "e.txt").write_text("e"))
+    fake_stage(monkeypatch, "autoencoder", ae)
+    run_stage(cfg, "emd", echo=quiet)
+    run_stage(cfg, "autoencoder", echo=quiet)
+    man = run_stage(cfg, "physics", echo=quiet)
+    m = man["metrics"]
+    assert m["elinks"] == [2, 3, 4, 5] and m["n_electrons"] > 10
+    assert m["algorithms"][:5] == list(A.ALGORITHMS)
+    assert {"autoencoder_emd_cnn", "autoencoder_w5", "autoencoder_w4"} <= set(m["algorithms"])
+    for a in m["algorithms"]:
+        for e in m["elinks"]:
+            b = m["bits_per_bx"][a][str(e)]
+            assert b == 1056 if a == "uncompressed" else b <= 32 * e
+            assert len(m["resolution_vs_eta"][a][str(e)] or [None] * 14) == 14
+    avail = {a: [e for e in m["elinks"] if m["resolution"][a][str(e)] is not None]
+             for a in m["algorithms"]}
+    assert avail["autoencoder_emd_cnn"] == [5] and avail["autoencoder_w5"] == [3]
+    assert avail["autoencoder_w4"] == []
+    assert "latent_bits=3" in m["unavailable"]["autoencoder_emd_cnn"]["2"]
+    assert all(avail[a] == [2, 3, 4, 5] for a in A.ALGORITHMS)
+    # consistency: the lossless reference has EMD 0 and no algorithm resolves clearly better
+    u = m["resolution"]["uncompressed"]["5"]
+    for a in m["algorithms"]:
+        for e in avail[a]:
+            assert m["median_emd"]["uncompressed"][str(e)] == 0.0
+            assert m["median_emd"][a][str(e)] >= 0.0
+            r = m["resolution"][a][str(e)]
+            assert u["value"] <= r["value"] + 2 * (u["err"] + r["err"])
+    out = cfg.stage_dir("physics")
+    assert (out / "summary.csv").read_text().count("\n") == 1 + 4 * len(m["algorithms"])
+    assert all((out / "plots" / p).is_file() for p in m["plots"])
