@@ -9,7 +9,9 @@ generated pT >= ``min_gen_pt``, per |eta| bin of 0.1 and per pT bin, with bootst
 errors), the matching efficiency and the median exact EMD between each test wafer's
 CALQ and its decoded charges.  Every autoencoder model of the ``autoencoder`` stage is
 evaluated the same way at the budget its latent width belongs to (9 bits: 5 eLinks);
-the other budgets are reported as not available (they need a model per width).
+the other budgets are reported as not available (they need a model per width).  With
+``physics.autoencoder: false`` the stage needs only the data stage (the autoencoder
+stage is then not an input and is not recorded as one).
 
 Outputs (``build/<run>/physics/``): ``results.json`` (every number), ``calibration.json``
 (layer weights, per-|eta| response and threshold-sum thresholds), ``summary.csv`` (one
@@ -90,7 +92,12 @@ def _evaluate(name, e, dec_train, dec_test, train, test, det, s, seed, calq_emd,
 
 
 def _autoencoder_models(ctx) -> dict[str, tuple[Path, Path]]:
-    ae = ctx.upstream["autoencoder"]
+    """Trained models of the autoencoder stage, which becomes an upstream of this run (its
+    manifest is verified here and recorded in this stage's manifest like the runner's)."""
+    from .manifest import verify
+
+    ae = ctx.upstream.get("autoencoder") or verify(ctx.cfg, "autoencoder")
+    ctx.upstream["autoencoder"] = ae
     models = {}
     for rel in sorted(ae.manifest["outputs"]):
         parts = rel.split("/")

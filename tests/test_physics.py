@@ -314,6 +314,7 @@ def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
     from flow import autoencoder as AE
     from flow import encoder as E
     from flow.config import load_config
+    from flow.manifest import verify
     from flow.stages import run_stage
 
     cfg = load_config("configs/smoke.yaml", [
@@ -363,3 +364,16 @@ def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
     out = cfg.stage_dir("physics")
     assert (out / "summary.csv").read_text().count("\n") == 1 + 4 * len(m["algorithms"])
     assert all((out / "plots" / p).is_file() for p in m["plots"])
+    # the autoencoder stage is a recorded input: rebuilding it makes physics stale
+    assert set(man["upstream"]) == {"data", "autoencoder"}
+    run_stage(cfg, "autoencoder", echo=quiet)
+    with pytest.raises(StageInputError, match="stage 'physics' is stale"):
+        verify(cfg, "physics")
+    # without the autoencoder, the stage needs (and records) only the data stage
+    cfg2 = load_config("configs/smoke.yaml", [
+        f"workdir={tmp_path}", "data.n_events=80", "data.n_files=1", "data.chunk_size=80",
+        "physics.n_boot=20", "physics.min_per_eta_bin=5", "physics.emd_wafers=0",
+        "physics.autoencoder=false", "physics.elinks=[2]", "physics.algorithms=[uncompressed]"])
+    man2 = run_stage(cfg2, "physics", echo=quiet)
+    assert set(man2["upstream"]) == {"data"} and man2["metrics"]["algorithms"] == ["uncompressed"]
+    assert man2["metrics"]["median_emd"]["uncompressed"]["2"] is None      # emd_wafers = 0
