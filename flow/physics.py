@@ -294,10 +294,13 @@ def make_plots(plot_dir: Path, algorithms: list[str], elinks: list[int], results
     plot_dir.mkdir(parents=True, exist_ok=True)
     written = []
     ref = results.get("uncompressed")
+    colors = {a: f"C{i % 10}" for i, a in enumerate(algorithms)}
+    ratio_lim = (0.8, 1.8)
     for e in elinks:
         fig = Figure(figsize=(8, 8))
         FigureCanvasAgg(fig)
         ax, axr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+        off_scale = []
         for a in algorithms:
             r = results[a][str(e)]
             if r is None:
@@ -306,17 +309,25 @@ def make_plots(plot_dir: Path, algorithms: list[str], elinks: list[int], results
             x = np.asarray([(q["lo"] + q["hi"]) / 2 for q in rows])
             y = np.asarray([np.nan if q["value"] is None else q["value"] for q in rows])
             dy = np.asarray([np.nan if q["err"] is None else q["err"] for q in rows])
-            ax.errorbar(x, y, yerr=dy, marker="o", ms=4, capsize=2, label=a)
+            ax.errorbar(x, y, yerr=dy, marker="o", ms=4, capsize=2, label=a, color=colors[a])
             if ref is not None and a != "uncompressed":
                 rr = ref[str(e)]["resolution"]["vs_eta"]
                 y0 = np.asarray([np.nan if q["value"] is None else q["value"] for q in rr])
-                axr.plot(x, y / y0, marker="o", ms=4, label=a)
+                ratio = y / y0
+                if np.nanmax(ratio, initial=0) > ratio_lim[1]:
+                    off_scale.append(f"{a} (up to {np.nanmax(ratio):.1f})")
+                axr.plot(x, np.clip(ratio, *ratio_lim), marker="o", ms=4, color=colors[a])
+        ax.set_yscale("log")
         ax.set_ylabel("effective resolution (68 % half-width / mean)")
         ax.set_title(f"{e} eLinks ({A.budget_bits(e)} bits per BX)", fontsize="medium")
         ax.legend(fontsize="small", frameon=False)
         axr.axhline(1.0, color="k", lw=0.8)
+        axr.set_ylim(*ratio_lim)
         axr.set_ylabel("ratio to uncompressed")
         axr.set_xlabel(r"generated electron $|\eta|$")
+        if off_scale:
+            axr.text(0.01, 0.95, "clipped: " + ", ".join(off_scale), transform=axr.transAxes,
+                     va="top", fontsize="small")
         name = f"resolution_vs_eta_{e}elinks.png"
         fig.savefig(plot_dir / name, dpi=80, metadata={"Software": None})
         written.append(name)
@@ -334,8 +345,11 @@ def make_plots(plot_dir: Path, algorithms: list[str], elinks: list[int], results
             es.append(r["resolution"]["integrated"]["err"] or 0.0)
             ms.append(np.nan if r["median_emd"]["median"] is None else r["median_emd"]["median"])
         if xs:
-            ax1.errorbar(xs, ys, yerr=es, marker="o", capsize=2, label=a)
-            ax2.plot(xs, ms, marker="o", label=a)
+            ax1.errorbar(xs, ys, yerr=es, marker="o", capsize=2, label=a, color=colors[a])
+            ax2.plot(xs, ms, marker="o", label=a, color=colors[a])
+    ax1.set_yscale("log")
+    for ax in (ax1, ax2):
+        ax.set_xticks(elinks)
     ax1.set_xlabel("eLinks")
     ax1.set_ylabel("effective resolution")
     ax2.set_xlabel("eLinks")
