@@ -72,7 +72,7 @@ $(RUN)/cosim/manifest.json: $(call deps,cosim) $(wildcard rtl_sim/*/*.py) $(RUN)
 	$(FLOW) cosim --config $(CONFIG)
 $(RUN)/physics/manifest.json: $(call deps,physics) $(RUN)/autoencoder/manifest.json
 	$(FLOW) physics --config $(CONFIG)
-$(RUN)/report/manifest.json: $(call deps,report) $(wildcard flow/resources/report/*) $(RUN)/csim/manifest.json $(RUN)/cosim/manifest.json
+$(RUN)/report/manifest.json: $(call deps,report) $(wildcard flow/resources/report/*) $(RUN)/csim/manifest.json $(RUN)/cosim/manifest.json $(RUN)/physics/manifest.json
 	$(FLOW) report --config $(CONFIG)
 $(RUN)/handoff/manifest.json: $(call deps,handoff) $(wildcard flow/resources/handoff/* rtl_sim/*/*.py) $(RUN)/cosim/manifest.json
 	$(FLOW) handoff --config $(CONFIG)

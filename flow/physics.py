@@ -202,7 +202,7 @@ def run(ctx) -> None:
                 bits[name][str(e)] = A.ae_frame_bits(e)
                 if e != e_model:
                     unavailable[name][str(e)] = (
-                        f"not available: the {loss} model has {lbits}-bit latents; {e} eLinks need "
+                        f"the {loss} model has {lbits}-bit latents; {e} eLinks need "
                         f"a model trained with autoencoder.latent_bits={A.AE_LATENT_BITS[e]}")
                     results[name][str(e)] = None
                     continue
