@@ -83,12 +83,14 @@ def _evaluate(name, e, dec_train, dec_test, train, test, det, s, seed, calq_emd,
     tab = R.resolution_table(pt, cl_te, min_pt=s.min_gen_pt, n_boot=s.n_boot, seed=seed)
     emd = _median_emd(calq_emd, dec_test[:len(calq_emd)])
     res = tab["integrated"]
+    sel = cl_te.matched & (cl_te.gen_pt >= s.min_gen_pt)
+    ratio = np.where(sel, pt / cl_te.gen_pt, np.nan)      # per test event, aligned across runs
     log(f"physics: {name:>24s} {e} eLinks: resolution "
         f"{res['value'] if res['value'] is None else round(res['value'], 4)} "
         f"+- {res['err'] if res['err'] is None else round(res['err'], 4)}, efficiency "
         f"{tab['efficiency']['value']}, median EMD {emd['median']}")
     return {"resolution": tab, "median_emd": emd, "calibration": cal.as_dict(),
-            "skipped": {"train": skip_tr, "test": skip_te}}
+            "skipped": {"train": skip_tr, "test": skip_te}, "_ratio": ratio}
 
 
 def _autoencoder_models(ctx) -> dict[str, tuple[Path, Path]]:
@@ -225,6 +227,20 @@ def run(ctx) -> None:
                     f"{A.AE_LATENT_BITS}; reported as not available")
 
     algorithms = list(s.algorithms) + ae_names
+    over_unc = {}
+    for a in algorithms:
+        over_unc[a] = {}
+        for e in elinks:
+            r, u = results[a][str(e)], (results.get("uncompressed") or {}).get(str(e))
+            over_unc[a][str(e)] = (None if r is None or u is None else
+                                   R.paired_resolution_ratio(r["_ratio"], u["_ratio"],
+                                                             n_boot=s.n_boot, seed=seed))
+            if r is not None:
+                r["resolution_over_uncompressed"] = over_unc[a][str(e)]
+    for a in algorithms:
+        for e in elinks:
+            if results[a][str(e)] is not None:
+                results[a][str(e)].pop("_ratio", None)
     resolution = {a: {str(e): (None if results[a][str(e)] is None else
                                {k: results[a][str(e)]["resolution"]["integrated"][k]
                                 for k in ("value", "err")})
@@ -254,12 +270,14 @@ def run(ctx) -> None:
     buf = io.StringIO()
     wr = csv.writer(buf, lineterminator="\n")
     wr.writerow(["algorithm", "elinks", "bits_per_bx", "resolution", "resolution_err",
-                 "efficiency", "median_emd", "note"])
+                 "over_uncompressed", "over_uncompressed_err", "efficiency", "median_emd", "note"])
     for a in algorithms:
         for e in elinks:
             r = resolution[a][str(e)]
+            q = over_unc[a][str(e)]
             wr.writerow([a, e, bits[a][str(e)], None if r is None else r["value"],
-                         None if r is None else r["err"], eff[a][str(e)], med_emd[a][str(e)],
+                         None if r is None else r["err"], None if q is None else q["value"],
+                         None if q is None else q["err"], eff[a][str(e)], med_emd[a][str(e)],
                          unavailable.get(a, {}).get(str(e), "")])
     atomic_write_bytes(out / "summary.csv", buf.getvalue().encode())
     plots = make_plots(out / "plots", algorithms, elinks, results)
@@ -268,6 +286,7 @@ def run(ctx) -> None:
         "algorithms": algorithms, "elinks": elinks, "resolution": resolution,
         "resolution_vs_eta": vs_eta, "bits_per_bx": bits, "n_electrons": n_electrons,
         "median_emd": med_emd, "efficiency": eff, "unavailable": unavailable,
+        "resolution_over_uncompressed": over_unc,
         "threshold_sum_mipt": thresholds, "min_gen_pt": s.min_gen_pt,
         "train_events": int(np.unique(train["event"]).size),
         "test_events": int(np.unique(test["event"]).size),

@@ -309,6 +309,33 @@ def effective_resolution(ratio, *, n_boot: int = 200, seed: int = 0,
             "n": n, "mean": float(r.mean())}
 
 
+def paired_resolution_ratio(ratio_a, ratio_b, *, n_boot: int = 200, seed: int = 0,
+                            min_n: int = 10) -> dict:
+    """Resolution of ``a`` over resolution of ``b`` measured on the same electrons (aligned
+    arrays of pT(L1)/pT(gen); pairs with a non-finite member are dropped), with a paired
+    bootstrap (the same resampled electrons for both): the correlated part of the two
+    uncertainties cancels.  ``{"value", "err", "n"}``, None below ``min_n`` pairs."""
+    a = np.asarray(ratio_a, np.float64)
+    b = np.asarray(ratio_b, np.float64)
+    if a.shape != b.shape:
+        raise ShapeError(f"paired ratio: expected aligned arrays, got shapes {a.shape} and {b.shape}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    n = len(a)
+    if n < max(min_n, 2):
+        return {"value": None, "err": None, "n": n}
+    k = int(np.ceil(0.68 * n))
+    val = (effective_rms(a) / a.mean()) / (effective_rms(b) / b.mean())
+    rng = np.random.default_rng(seed)
+    boot = []
+    for lo in range(0, n_boot, 50):
+        idx = rng.integers(0, n, (min(50, n_boot - lo), n))
+        sa, sb = np.sort(a[idx], axis=1), np.sort(b[idx], axis=1)
+        boot.append((_eff_rms_rows(sa, k) / sa.mean(1)) / (_eff_rms_rows(sb, k) / sb.mean(1)))
+    boot = np.concatenate(boot)
+    return {"value": float(val), "err": float(boot.std(ddof=1)), "n": n}
+
+
 def resolution_table(pt_l1, cl: Clusters, *, eta_edges=ETA_EDGES, pt_edges=PT_EDGES,
                      min_pt: float = 10.0, n_boot: int = 200, seed: int = 0) -> dict:
     """Resolution integrated (generated pT >= ``min_pt``), per |eta| bin (same pT cut) and

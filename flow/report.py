@@ -779,15 +779,20 @@ def _physics(ctx, up: Upstream, figs: Figures) -> Section:
         for e in m.get("elinks", []):
             r = dig(m, "resolution", a, str(e))
             why = dig(unavailable, a, str(e))
+            q = dig(m, "resolution_over_uncompressed", a, str(e))
+            ratio = (f"{q['value']:.3f} +- {q['err']:.3f}"
+                     if isinstance(q, dict) and _is_num(q.get("value")) and _is_num(q.get("err"))
+                     else NA("not recorded"))
             rows.append([a, num(e, "d"), num(dig(m, "bits_per_bx", a, str(e)), "d"),
                          NA(why or "not measured") if r is None else pct(r.get("value"), signed=False),
                          "" if r is None else pct(r.get("err"), signed=False),
+                         "" if r is None else ratio,
                          "" if r is None else pct(dig(m, "efficiency", a, str(e)), 1, signed=False),
                          "" if r is None else num(dig(m, "median_emd", a, str(e)), ".3f")])
     sec.add(Table("physics-summary", "Effective pT resolution of matched L1 electron clusters per "
                   "output algorithm and eLink budget (test split)",
                   ["algorithm", "eLinks", "bits per BX", "resolution", "bootstrap err.",
-                   "efficiency", "median EMD"], rows,
+                   "/ uncompressed (paired)", "efficiency", "median EMD"], rows,
                   note=f"generated pT >= {m.get('min_gen_pt')} GeV, {m.get('n_electrons')} electrons; "
                        "bits per BX: worst-case frame (uncompressed: 48 x 22-bit CALQ, the lossless "
                        "reference, exempt from the budget); docs/physics.md"))

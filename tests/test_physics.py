@@ -290,6 +290,21 @@ def test_effective_rms_on_known_distributions():
     assert R.effective_resolution(g[:5])["value"] is None
 
 
+def test_paired_ratio_cancels_the_common_fluctuation():
+    rng = np.random.default_rng(2)
+    base = rng.normal(0, 1, 5000)
+    a = 1 + 0.05 * base
+    b = 1 + 0.05 * base + rng.normal(0, 0.01, 5000)      # almost the same electrons' errors
+    r = R.paired_resolution_ratio(b, a, n_boot=100)
+    single = R.effective_resolution(a, n_boot=100)["err"] / 0.05
+    assert abs(r["value"] - np.hypot(0.05, 0.01) / 0.05) < 0.01
+    assert r["err"] < np.sqrt(2) * single / 2               # under half the unpaired error
+    same = R.paired_resolution_ratio(a, a, n_boot=20)
+    assert same["value"] == 1.0 and same["err"] == 0.0
+    c = np.where(np.arange(5000) < 10, np.nan, a)
+    assert R.paired_resolution_ratio(c, a, n_boot=20)["n"] == 4990
+
+
 def test_resolution_table_bins_and_efficiency():
     n = 4000
     rng = np.random.default_rng(1)
@@ -306,6 +321,11 @@ def test_resolution_table_bins_and_efficiency():
 
 
 # ------------------------------------------------------------------- stage
+def u_n(m) -> int:
+    """Electrons of the uncompressed reference's integrated resolution (all matched here)."""
+    return m["n_electrons"]
+
+
 def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
     """data (real, tiny) -> fake emd -> fake autoencoder with untrained models of 9, 5 and
     4 latent bits -> physics: metrics, budgets, the AE only where its width fits."""
@@ -361,6 +381,9 @@ def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
             assert m["median_emd"][a][str(e)] >= 0.0
             r = m["resolution"][a][str(e)]
             assert u["value"] <= r["value"] + 2 * (u["err"] + r["err"])
+    paired = m["resolution_over_uncompressed"]
+    assert paired["uncompressed"]["5"] == {"value": 1.0, "err": 0.0, "n": u_n(m)}
+    assert paired["autoencoder_emd_cnn"]["2"] is None and paired["autoencoder_emd_cnn"]["5"]["n"] > 0
     out = cfg.stage_dir("physics")
     assert (out / "summary.csv").read_text().count("\n") == 1 + 4 * len(m["algorithms"])
     assert all((out / "plots" / p).is_file() for p in m["plots"])

@@ -432,6 +432,9 @@ def _fake_physics(ctx):
         "median_emd": {"uncompressed": {"2": 0.0, "5": 0.0}, "best_choice": {"2": 0.92, "5": 0.713},
                        "autoencoder_emd_cnn": {"2": None, "5": 0.66}},
         "unavailable": {"autoencoder_emd_cnn": {"2": "needs latent_bits=3"}},
+        "resolution_over_uncompressed": {a: {"2": None if a == "autoencoder_emd_cnn" else
+                                             {"value": 1.027, "err": 0.004}, "5": None}
+                                         for a in res},
         "min_gen_pt": 10.0})
 
 
@@ -453,8 +456,9 @@ def test_physics_section_when_the_physics_stage_ran(tmp_path):
         md = (cfg.stage_dir("report") / "report.md").read_text()
         assert set(man["upstream"]) == {*UPSTREAM, "physics"}
         assert 'id="tbl-physics-summary"' in page
-        assert "| best_choice | 2 | 64 | 3.39 % | 0.08 % | 100.0 % | 0.920 |" in md
-        assert "not available: needs latent_bits=3" in md and "not available: not" not in md
+        assert "| best_choice | 2 | 64 | 3.39 % | 0.08 % | 1.027 +- 0.004 | 100.0 % | 0.920 |" in md
+        assert "| best_choice | 5 | 158 | 3.27 % | 0.07 % | *not available: not recorded* |" in md
+        assert "not available: needs latent_bits=3" in md and "not available: not available" not in md
         assert "figures/physics_resolution_vs_eta_2elinks.png" in man["outputs"]
         assert _n_img(page) == man["metrics"]["n_figures"] == 3 + 2 + 3 + 2
         run_stage(cfg, "physics", **QUIET)
