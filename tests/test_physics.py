@@ -254,6 +254,28 @@ def test_single_hand_placed_electron_recovers_its_pt_after_calibration():
     assert abs(pt / 23.0 - 1) < 0.01, pt
 
 
+def test_autoencoder_decode_path_with_a_perfect_decoder_recovers_the_pt():
+    """Decoder output = the wafer's true charge fractions: the AE path (fractions x decoded
+    9-bit module sum) then loses only the module-sum quantisation."""
+    rng = np.random.default_rng(6)
+    evs = [_electron_event(i, rng.uniform(5, 40), rng.uniform(1.65, 2.85), rng.uniform(-3, 3))
+           for i in range(300)]
+    train = _concat(evs)
+    test = _electron_event(7, 23.0, 2.05, 0.4)
+
+    def via_ae(sp):
+        calq = sp["calq"]
+        sums = frontend.encode_sum(calq.sum(1))
+        lat = np.zeros((len(calq), 16), np.int64)
+        return A.decode_autoencoder(lat, sums, lambda x: calq.astype(np.float64), 5)
+
+    e_tr = via_ae(train)
+    assert np.all(np.abs(e_tr.sum(1) / train["calq"].sum(1) - 1) <= 1 / 32)  # 5E4M half-bin
+    cal = R.fit_calibration(R.cluster(train, e_tr, _DET)[0])
+    cl, _ = R.cluster(test, via_ae(test), _DET)
+    assert abs(cal.apply(cl)[0] / 23.0 - 1) < 0.02
+
+
 def test_cluster_skips_events_without_a_generated_electron_and_needs_gen_phi():
     a = _electron_event(1, 20.0, 2.2, 1.0)
     b = _electron_event(2, 20.0, 2.2, 1.0)
