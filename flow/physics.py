@@ -95,7 +95,10 @@ def _evaluate(name, e, dec_train, dec_test, train, test, det, s, seed, calq_emd,
 
 def _autoencoder_models(ctx) -> dict[str, tuple[Path, Path]]:
     """Trained models of the autoencoder stage, which becomes an upstream of this run (its
-    manifest is verified here and recorded in this stage's manifest like the runner's)."""
+    manifest is verified here and recorded in this stage's manifest like the runner's).
+
+    Layouts understood: ``models/<loss>/{encoder,decoder}.h5`` (name ``<loss>``) and
+    ``models/<model>/seed<i>/{encoder,decoder}.h5`` (name ``<model>_seed<i>``)."""
     from .manifest import verify
 
     ae = ctx.upstream.get("autoencoder") or verify(ctx.cfg, "autoencoder")
@@ -103,10 +106,21 @@ def _autoencoder_models(ctx) -> dict[str, tuple[Path, Path]]:
     models = {}
     for rel in sorted(ae.manifest["outputs"]):
         parts = rel.split("/")
-        if len(parts) == 3 and parts[0] == "models" and parts[2] == "encoder.h5":
-            dec = f"models/{parts[1]}/decoder.h5"
-            models[parts[1]] = (ae.path(rel), ae.path(dec))
+        if parts[0] != "models" or parts[-1] != "encoder.h5" or len(parts) not in (3, 4):
+            continue
+        name = parts[1] if len(parts) == 3 else f"{parts[1]}_{parts[2]}"
+        models[name] = (ae.path(rel), ae.path("/".join(parts[:-1] + ["decoder.h5"])))
     return models
+
+
+def _conditions_fn():
+    """The conditional decoder's side inputs, from the autoencoder stage's own definition
+    (``flow.autoencoder_train.conditions``) when this checkout has it; else None."""
+    try:
+        from .autoencoder_train import conditions
+    except ImportError:
+        return None
+    return conditions
 
 
 def _ae_decoder(enc_path: Path, dec_path: Path):
@@ -199,6 +213,8 @@ def run(ctx) -> None:
             ae_names.append(name)
             w, lbits, dec = _ae_decoder(enc_p, dec_p)
             e_model = inv.get(lbits)
+            n_side = int(dec.input_shape[-1]) - A.AE_N_LATENT
+            cond_fn = _conditions_fn() if n_side > 0 else None
             results[name], bits[name], unavailable[name] = {}, {}, {}
             for e in elinks:
                 bits[name][str(e)] = A.ae_frame_bits(e)
@@ -208,14 +224,22 @@ def run(ctx) -> None:
                         f"a model trained with autoencoder.latent_bits={A.AE_LATENT_BITS[e]}")
                     results[name][str(e)] = None
                     continue
+                if n_side > 0 and cond_fn is None:
+                    unavailable[name][str(e)] = (
+                        f"the {loss} decoder takes {n_side} side inputs (a conditional decoder) "
+                        "and this checkout has no flow.autoencoder_train.conditions to compute them")
+                    results[name][str(e)] = None
+                    continue
                 decoded = {}
                 for part, sp in (("train", train), ("test", test)):
-                    def fn(block, lo, sp=sp, e=e, w=w, lbits=lbits, dec=dec):
-                        aein = sp["aein"][lo:lo + len(block)]
-                        lat = E.golden_encode(aein, w, lbits)
-                        fr = A.encode_ae_frame(lat, sp["sum_code"][lo:lo + len(block)], e)
+                    def fn(block, lo, sp=sp, e=e, w=w, lbits=lbits, dec=dec, cond_fn=cond_fn):
+                        sl = slice(lo, lo + len(block))
+                        lat = E.golden_encode(sp["aein"][sl], w, lbits)
+                        fr = A.encode_ae_frame(lat, sp["sum_code"][sl], e)
                         lat2, s2 = A.decode_ae_frame(fr, e)
-                        return A.decode_autoencoder(lat2, s2, dec, e), fr.nbits
+                        cond = (None if cond_fn is None
+                                else cond_fn({k: v[sl] for k, v in sp.items()}))
+                        return A.decode_autoencoder(lat2, s2, dec, e, conditions=cond), fr.nbits
                     decoded[part], _ = _decode_blocks(fn, sp["calq"])
                 results[name][str(e)] = _evaluate(name, e, decoded["train"], decoded["test"],
                                                   train, test, det, s, seed, calq_emd, log)

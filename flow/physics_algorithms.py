@@ -520,15 +520,22 @@ def decode_ae_frame(frames: Frames, elinks: int) -> tuple[np.ndarray, np.ndarray
 
 
 def decode_autoencoder(latent_codes, sum_codes, decoder, elinks: int,
-                       batch_size: int = 8192) -> np.ndarray:
+                       batch_size: int = 8192, conditions=None) -> np.ndarray:
     """Decoded TC charges (n, 48), float CALQ counts: the decoder's output for the latent
     values ``code / 2^(b - 1)`` (ufixed<b,1>), normalised to unit sum, times the decoded
     9-bit module sum (bin midpoint).  ``decoder``: a Keras model (``predict``) or a callable
-    ``(n, 16) float32 -> (n, 8, 8[, 1])`` encoding-A image or ``(n, 48)`` TC values."""
+    ``(n, 16) float32 -> (n, 8, 8[, 1])`` encoding-A image or ``(n, 48)`` TC values.
+    ``conditions`` (n, k): side inputs of a conditional decoder (what the back end knows
+    besides the frame), appended after the 16 latent values."""
     from .geometry import REMAP_8X8
 
     b = AE_LATENT_BITS[elinks]
     lat = np.asarray(latent_codes, np.float32) / np.float32(1 << (b - 1))
+    if conditions is not None:
+        cond = np.asarray(conditions, np.float32)
+        if cond.ndim != 2 or len(cond) != len(lat):
+            raise ShapeError(f"decoder conditions: expected shape ({len(lat)}, k), got {cond.shape}")
+        lat = np.concatenate([lat, cond], axis=1)
     out = (decoder.predict(lat, batch_size=batch_size, verbose=0) if hasattr(decoder, "predict")
            else decoder(lat))
     out = np.asarray(out, np.float64)

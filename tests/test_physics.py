@@ -1,6 +1,8 @@
 """ECON-T output algorithms (bit budgets, integer frames) and the trigger reconstruction."""
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -196,6 +198,12 @@ def test_autoencoder_frame_roundtrip_and_decode(elinks):
     np.testing.assert_allclose(e[:, 0], A.decode_float(sums, 5, 4) / 48)
     with pytest.raises(InputRangeError):
         A.encode_ae_frame(lat + 2 ** b, sums, elinks)          # a code wider than b bits
+    side = rng.random((50, 3))                                  # a conditional decoder's inputs
+    got = []
+    A.decode_autoencoder(lat, sums, lambda x: got.append(x) or np.ones((len(x), 48)), elinks,
+                         conditions=side)
+    assert got[0].shape == (50, 19)
+    np.testing.assert_allclose(got[0][:, 16:], side.astype(np.float32))
 
 
 # ---------------------------------------------------------- reconstruction
@@ -367,11 +375,12 @@ def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
         import tensorflow as tf
 
         tf.keras.utils.set_random_seed(1)
-        for name, bits in (("emd_cnn", 9), ("w5", 5), ("w4", 4)):
-            d = ctx.out / "models" / name
+        for name, bits, n_in in (("emd_cnn", 9, 16), ("w5", 5, 16), ("w4", 4, 16),
+                                 ("tele/seed0", 9, 16), ("c+cond/seed0", 9, 19)):
+            d = ctx.out / "models" / name          # both layouts: <loss>/ and <model>/seed<i>/
             d.mkdir(parents=True)
             E.build_qkeras_encoder(bits).save(d / "encoder.h5")
-            AE.build_decoder().save(d / "decoder.h5")
+            AE.build_decoder(n_in).save(d / "decoder.h5")
 
     quiet = lambda *a: None  # noqa: E731
     run_stage(cfg, "data", echo=quiet)
@@ -383,7 +392,8 @@ def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
     m = man["metrics"]
     assert m["elinks"] == [2, 3, 4, 5] and m["n_electrons"] > 10
     assert m["algorithms"][:5] == list(A.ALGORITHMS)
-    assert {"autoencoder_emd_cnn", "autoencoder_w5", "autoencoder_w4"} <= set(m["algorithms"])
+    assert {"autoencoder_emd_cnn", "autoencoder_w5", "autoencoder_w4", "autoencoder_tele_seed0",
+            "autoencoder_c+cond_seed0"} <= set(m["algorithms"])
     for a in m["algorithms"]:
         for e in m["elinks"]:
             b = m["bits_per_bx"][a][str(e)]
@@ -392,7 +402,13 @@ def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
     avail = {a: [e for e in m["elinks"] if m["resolution"][a][str(e)] is not None]
              for a in m["algorithms"]}
     assert avail["autoencoder_emd_cnn"] == [5] and avail["autoencoder_w5"] == [3]
-    assert avail["autoencoder_w4"] == []
+    assert avail["autoencoder_w4"] == [] and avail["autoencoder_tele_seed0"] == [5]
+    has_conditions = importlib.util.find_spec("flow.autoencoder_train") is not None
+    if has_conditions:       # the conditional decoder's side inputs exist in this checkout
+        assert avail["autoencoder_c+cond_seed0"] == [5]
+    else:
+        assert avail["autoencoder_c+cond_seed0"] == []
+        assert "side inputs" in m["unavailable"]["autoencoder_c+cond_seed0"]["5"]
     assert "latent_bits=3" in m["unavailable"]["autoencoder_emd_cnn"]["2"]
     assert all(avail[a] == [2, 3, 4, 5] for a in A.ALGORITHMS)
     # consistency: the lossless reference has EMD 0 and no algorithm resolves clearly better
