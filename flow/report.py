@@ -52,9 +52,11 @@ FIGURE_CAPTIONS = {
                                               "(median, 16-84 %)",
     ("autoencoder", "emd_vs_eta.png"): "EMD(input, reconstruction) per loss vs |eta| (median, 16-84 %)",
     ("autoencoder", "emd_distribution.png"): "EMD(input, reconstruction) distribution per loss",
-    ("physics", "resolution_emd_vs_elinks.png"): "Electron resolution (integrated, generated pT "
-                                                  "above the cut) and median exact EMD vs eLink budget",
 }
+
+# the physics stage's plots
+FIGURE_CAPTIONS[("physics", "resolution_emd_vs_elinks.png")] = (
+    "Electron resolution (integrated, generated pT above the cut) and median exact EMD vs eLink budget")
 for _e in (2, 3, 4, 5):
     FIGURE_CAPTIONS[("physics", f"resolution_vs_eta_{_e}elinks.png")] = (
         f"Electron effective resolution vs |eta| at {_e} eLinks, and its ratio to uncompressed CALQ")
