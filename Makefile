@@ -20,14 +20,14 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export POT_BACKEND_DISABLE_TENSORFLOW ?= 1
 
-.PHONY: help install sysdeps doctor all data train emd autoencoder convert csim rtl cosim report handoff \
+.PHONY: help install sysdeps doctor all data train emd autoencoder convert csim rtl cosim physics report handoff \
         status test test-slow bench lint clean distclean
 
 help:
 	@echo "make all          install, then run every stage on CONFIG (default: $(CONFIG))"
 	@echo "make test         install, then run the default test suite (< 20 min)"
 	@echo "make test-slow    the slow tests (real-size runs)"
-	@echo "make <stage>      data | train (= emd autoencoder) | convert | csim | rtl | cosim | report | handoff"
+	@echo "make <stage>      data | train (= emd autoencoder) | convert | csim | rtl | cosim | physics | report | handoff"
 	@echo "make status       state of each stage's artifact for CONFIG"
 	@echo "make bench        benchmarks -> bench/<run>.json"
 	@echo "make sysdeps      system tools pip cannot provide (Yosys, Chromium; needs root + apt)"
@@ -54,7 +54,7 @@ doctor: $(STAMP)
 	$(PY) -m flow.doctor
 
 # ---------------------------------------------------------------- stages
-all: $(STAMP) report handoff
+all: $(STAMP) report handoff physics
 
 $(RUN)/data/manifest.json: $(call deps,data) $(wildcard flow/synth*.py flow/ntuple.py)
 	$(FLOW) data --config $(CONFIG)
@@ -70,7 +70,9 @@ $(RUN)/rtl/manifest.json: $(call deps,rtl) $(wildcard flow/resources/rtl/*.v) $(
 	$(FLOW) rtl --config $(CONFIG)
 $(RUN)/cosim/manifest.json: $(call deps,cosim) $(wildcard rtl_sim/*/*.py) $(RUN)/rtl/manifest.json $(RUN)/convert/manifest.json
 	$(FLOW) cosim --config $(CONFIG)
-$(RUN)/report/manifest.json: $(call deps,report) $(wildcard flow/resources/report/*) $(RUN)/csim/manifest.json $(RUN)/cosim/manifest.json
+$(RUN)/physics/manifest.json: $(call deps,physics) $(RUN)/autoencoder/manifest.json
+	$(FLOW) physics --config $(CONFIG)
+$(RUN)/report/manifest.json: $(call deps,report) $(wildcard flow/resources/report/*) $(RUN)/csim/manifest.json $(RUN)/cosim/manifest.json $(RUN)/physics/manifest.json
 	$(FLOW) report --config $(CONFIG)
 $(RUN)/handoff/manifest.json: $(call deps,handoff) $(wildcard flow/resources/handoff/* rtl_sim/*/*.py) $(RUN)/cosim/manifest.json
 	$(FLOW) handoff --config $(CONFIG)
@@ -83,6 +85,7 @@ convert:     $(RUN)/convert/manifest.json
 csim:        $(RUN)/csim/manifest.json
 rtl:         $(RUN)/rtl/manifest.json
 cosim:       $(RUN)/cosim/manifest.json
+physics:     $(RUN)/physics/manifest.json
 report:      $(RUN)/report/manifest.json
 handoff:     $(RUN)/handoff/manifest.json
 

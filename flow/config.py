@@ -489,6 +489,44 @@ class HandoffConfig(Section):
     """Wall-time limit of the self-check."""
 
 
+class PhysicsConfig(Section):
+    """``physics`` stage: electron trigger resolution after decoding, per ECON-T output
+    algorithm and eLink budget (``docs/physics.md``)."""
+
+    algorithms: list[Literal["uncompressed", "threshold_sum", "best_choice", "stc4", "stc16"]] = Field(
+        default_factory=lambda: ["uncompressed", "threshold_sum", "best_choice", "stc4", "stc16"],
+        min_length=1)
+    """Non-autoencoder algorithms to evaluate (``uncompressed``: the lossless CALQ reference)."""
+    elinks: list[Literal[2, 3, 4, 5]] = Field(default_factory=lambda: [2, 3, 4, 5], min_length=1)
+    """eLink budgets (32 bits per BX each)."""
+    autoencoder: bool = True
+    """Also evaluate every autoencoder model of the ``autoencoder`` stage, at the eLink
+    budget its latent width belongs to (9 bits: 5 eLinks; other budgets are reported as
+    not available)."""
+    min_gen_pt: float = Field(10.0, ge=0)
+    """Generated-pT threshold (GeV) of the integrated and per-|eta| resolution and of the
+    matching efficiency (the public study: 10 GeV)."""
+    max_train_events: int = Field(4000, ge=0)
+    """Training-split events used to fit the calibration (0: all)."""
+    max_test_events: int = Field(0, ge=0)
+    """Test-split events evaluated (0: all)."""
+    emd_wafers: int = Field(20000, ge=0)
+    """Test wafers on which the median exact EMD of every algorithm is computed (0: none)."""
+    n_boot: int = Field(200, ge=2)
+    """Bootstrap replicas of each resolution's uncertainty."""
+    ts_max_truncated: float = Field(0.01, ge=0, le=1)
+    """Threshold sum: the threshold (MIP_T) per budget is the smallest grid value whose
+    frames are truncated for at most this fraction of the training wafers."""
+    seed_cell: float = Field(0.01, gt=0)
+    """Clustering: seed histogram cell in x/|z| and y/|z|."""
+    radius: float = Field(0.03, gt=0)
+    """Clustering: TCs within this projective distance of the seed form the cluster."""
+    dr_match: float = Field(0.2, gt=0)
+    """Matching: largest Delta R between cluster and generated electron."""
+    min_per_eta_bin: int = Field(20, ge=2)
+    """Calibration: |eta| bins with fewer training electrons use the global linear response."""
+
+
 class FlowConfig(Section):
     """A whole flow run."""
 
@@ -506,6 +544,7 @@ class FlowConfig(Section):
     csim: CsimConfig = Field(default_factory=CsimConfig)
     rtl: RtlConfig = Field(default_factory=RtlConfig)
     cosim: CosimConfig = Field(default_factory=CosimConfig)
+    physics: PhysicsConfig = Field(default_factory=PhysicsConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     handoff: HandoffConfig = Field(default_factory=HandoffConfig)
 

@@ -10,7 +10,9 @@
   ``sum_code`` uint16 9-bit module sum, ``eta`` float32 |eta|, ``layer``,
   ``waferu``, ``waferv``, ``occupancy`` int16, ``zside`` int8, ``simenergy``
   float32 (GeV), ``event`` int64 (global event id), ``gen_pt``, ``gen_eta``
-  float32; split by event (an event's wafers are all in one split);
+  (signed), ``gen_phi`` float32 (the event's leading generated particle, NaN
+  when the input has none; files written before ``gen_phi`` existed lack it and
+  still load); split by event (an event's wafers are all in one split);
 * ``plots/*.png``; ``stats.json`` (counts per split, drops by reason, reader
   and generator counters; no timings, so reruns are byte-identical).
 
@@ -42,8 +44,10 @@ NPZ_DTYPES = {
     "words": np.uint8, "calq": np.int32, "aein": np.uint8, "sum_code": np.uint16,
     "eta": np.float32, "layer": np.int16, "waferu": np.int16, "waferv": np.int16,
     "occupancy": np.int16, "zside": np.int8, "simenergy": np.float32, "event": np.int64,
-    "gen_pt": np.float32, "gen_eta": np.float32,
+    "gen_pt": np.float32, "gen_eta": np.float32, "gen_phi": np.float32,
 }
+#: arrays added to the contract later: older split files may lack them (``load_split`` accepts that).
+NPZ_OPTIONAL = ("gen_phi",)
 
 
 # ---------------------------------------------------------------- splitting
@@ -91,6 +95,7 @@ def to_arrays(chunk: ntuple.WaferChunk) -> dict[str, np.ndarray]:
         "eta": chunk.eta, "layer": chunk.layer, "waferu": chunk.waferu, "waferv": chunk.waferv,
         "occupancy": chunk.occupancy, "zside": chunk.zside, "simenergy": chunk.simenergy,
         "event": chunk.event, "gen_pt": chunk.gen_pt, "gen_eta": chunk.gen_eta,
+        "gen_phi": chunk.gen_phi,
     }
     return {k: np.ascontiguousarray(v, dtype=NPZ_DTYPES[k]) for k, v in out.items()}
 
@@ -140,14 +145,15 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray], *, compress: bool) -> No
 
 
 def load_split(path: str | Path) -> dict[str, np.ndarray]:
-    """A split file as a dict of arrays (checks the contract's names and dtypes)."""
+    """A split file as a dict of arrays (checks the contract's names and dtypes; the
+    arrays of :data:`NPZ_OPTIONAL` may be absent in files written before they existed)."""
     with np.load(path, allow_pickle=False) as z:
         out = {k: z[k] for k in z.files}
-    missing = [k for k in NPZ_DTYPES if k not in out]
+    missing = [k for k in NPZ_DTYPES if k not in out and k not in NPZ_OPTIONAL]
     if missing:
         raise DataFormatError(f"{path}: missing arrays {missing}; expected {list(NPZ_DTYPES)}")
     for k, dt in NPZ_DTYPES.items():
-        if out[k].dtype != dt:
+        if k in out and out[k].dtype != dt:
             raise DataFormatError(f"{path}: array {k} has dtype {out[k].dtype}, expected "
                                   f"{np.dtype(dt)}")
     return out

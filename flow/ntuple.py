@@ -23,11 +23,12 @@ Two public layouts are understood, both with the tree at a configurable path
   per event) or flat (one entry per wafer).  No 7-bit words exist in this
   layout: ``words`` is filled with 255, which is not a valid 7-bit word.
 
-Both: ``gen_pt``/``gen_eta`` (optional, jagged or scalar; the leading-pT
-particle is taken, NaN if absent).  Event ids: for one-entry-per-event trees a
-running counter over all files in the given order (0, 1, ...); for flat
-per-wafer trees ``(file index << 40) | event`` (``event`` branch if present,
-else the entry number).
+Both: ``gen_pt``/``gen_eta`` and ``gen_phi`` (optional, jagged or scalar; the
+leading-pT particle is taken, NaN if absent; ``gen_phi`` NaN when only it is
+absent).  Event ids: for one-entry-per-event trees a running counter over
+all files in the given order (0, 1, ...); for flat per-wafer trees
+``(file index << 40) | event`` (``event`` branch if present, else the entry
+number).
 
 Files are streamed in chunks of ``chunk_size`` entries (``TTree.iterate``),
 so inputs larger than memory are fine; the result is independent of the chunk
@@ -53,7 +54,7 @@ PER_TC_OPTIONAL = ("tc_simenergy",)
 CALQ_BRANCHES = tuple(f"wafer_CALQ{i}" for i in range(N_TC))
 PER_WAFER_REQUIRED = ("wafer_layer", "wafer_eta", "wafer_waferu", "wafer_waferv") + CALQ_BRANCHES
 PER_WAFER_OPTIONAL = ("wafer_simenergy", "wafer_zside")
-GEN_OPTIONAL = ("gen_pt", "gen_eta")
+GEN_OPTIONAL = ("gen_pt", "gen_eta", "gen_phi")
 LAYOUTS = ("per_tc", "per_wafer")
 #: ``words`` value where the input has no 7-bit words (per-wafer layout).
 NO_WORD = 255
@@ -75,9 +76,10 @@ class WaferChunk:
     event: np.ndarray      # global event id
     gen_pt: np.ndarray
     gen_eta: np.ndarray
+    gen_phi: np.ndarray
 
     FIELDS = ("words", "calq", "eta", "layer", "waferu", "waferv", "zside", "occupancy",
-              "simenergy", "event", "gen_pt", "gen_eta")
+              "simenergy", "event", "gen_pt", "gen_eta", "gen_phi")
 
     def __len__(self) -> int:
         return len(self.event)
@@ -97,7 +99,7 @@ class WaferChunk:
         return cls(words=np.zeros((0, N_TC), np.uint8), calq=np.zeros((0, N_TC), np.int64),
                    eta=z.astype(float), layer=z, waferu=z, waferv=z, zside=z, occupancy=z,
                    simenergy=z.astype(float), event=z, gen_pt=z.astype(float),
-                   gen_eta=z.astype(float))
+                   gen_eta=z.astype(float), gen_phi=z.astype(float))
 
 
 @dataclass
@@ -263,22 +265,28 @@ def _jagged(arr, path, tree_path, branch):
 
 
 def _leading_gen(arrays, names, n, path, tree_path):
-    """(pt, eta) of the leading-pT generator particle per entry (NaN if none)."""
+    """(pt, eta, phi) of the leading-pT generator particle per entry (NaN if none;
+    phi NaN when the tree has no ``gen_phi``)."""
     import awkward as ak
 
+    nan = np.full(n, np.nan)
     if "gen_pt" not in names or "gen_eta" not in names:
-        return np.full(n, np.nan), np.full(n, np.nan)
+        return nan, nan.copy(), nan.copy()
+    has_phi = "gen_phi" in names
     pt, eta = arrays["gen_pt"], arrays["gen_eta"]
+    phi = arrays["gen_phi"] if has_phi else None
     if pt.ndim == 1:
         return (_numeric(ak.to_numpy(pt), path, tree_path, "gen_pt").astype(np.float64),
-                _numeric(ak.to_numpy(eta), path, tree_path, "gen_eta").astype(np.float64))
-    if not ak.all(ak.num(pt, axis=1) == ak.num(eta, axis=1)):
-        raise DataFormatError(f"{_where(path, tree_path, 'gen_eta')}: expected as many entries as "
-                              "gen_pt in every event")
+                _numeric(ak.to_numpy(eta), path, tree_path, "gen_eta").astype(np.float64),
+                _numeric(ak.to_numpy(phi), path, tree_path, "gen_phi").astype(np.float64)
+                if has_phi else nan)
+    for b, other in (("gen_eta", eta), ("gen_phi", phi)):
+        if other is not None and not ak.all(ak.num(pt, axis=1) == ak.num(other, axis=1)):
+            raise DataFormatError(f"{_where(path, tree_path, b)}: expected as many entries as "
+                                  "gen_pt in every event")
     best = ak.argmax(pt, axis=1, keepdims=True)
-    lp = ak.to_numpy(ak.fill_none(ak.firsts(pt[best]), np.nan)).astype(np.float64)
-    le = ak.to_numpy(ak.fill_none(ak.firsts(eta[best]), np.nan)).astype(np.float64)
-    return lp, le
+    lead = lambda a: ak.to_numpy(ak.fill_none(ak.firsts(a[best]), np.nan)).astype(np.float64)  # noqa: E731
+    return lead(pt), lead(eta), lead(phi) if has_phi else nan
 
 
 # ------------------------------------------------------------ front end
@@ -382,11 +390,11 @@ def _per_tc_chunk(arrays, names, path, tree_path, entry0, event0, layers, drop, 
     rest //= 256
     zz = np.where(rest % 2 == 1, 1, -1)
     ev = rest // 2
-    gpt, geta = _leading_gen(arrays, names, n, path, tree_path)
+    gpt, geta, gphi = _leading_gen(arrays, names, n, path, tree_path)
     stats.wafers += nw
     return WaferChunk(words=words, calq=calq, eta=eta, layer=ll, waferu=uu, waferv=vv, zside=zz,
                       occupancy=frontend.occupancy(calq, eta).astype(np.int64), simenergy=simw,
-                      event=event0 + ev, gen_pt=gpt[ev], gen_eta=geta[ev])
+                      event=event0 + ev, gen_pt=gpt[ev], gen_eta=geta[ev], gen_phi=gphi[ev])
 
 
 # ---------------------------------------------------------- per-wafer chunk
@@ -413,8 +421,8 @@ def _per_wafer_chunk(arrays, names, path, tree_path, entry0, event0, file_index,
         entries = entry0 + idx
         event = event0 + idx
         used_events = n
-        gpt, geta = _leading_gen(arrays, names, n, path, tree_path)
-        gpt, geta = gpt[idx], geta[idx]
+        gpt, geta, gphi = _leading_gen(arrays, names, n, path, tree_path)
+        gpt, geta, gphi = gpt[idx], geta[idx], gphi[idx]
     else:
         idx = np.arange(n, dtype=np.int64)
         entries = entry0 + idx
@@ -428,7 +436,7 @@ def _per_wafer_chunk(arrays, names, path, tree_path, entry0, event0, file_index,
                                   f"below 2^40, found {int(evb.max())}")
         event = (np.int64(file_index) << 40) | evb
         used_events = 0
-        gpt, geta = _leading_gen(arrays, names, n, path, tree_path)
+        gpt, geta, gphi = _leading_gen(arrays, names, n, path, tree_path)
     calq = np.stack([_numeric(flat[b], path, tree_path, b, integer=True, nonneg=True,
                               entries=entries) for b in CALQ_BRANCHES], axis=1).astype(np.int64)
     big = calq >= (1 << frontend.CALQ_BITS)
@@ -456,7 +464,7 @@ def _per_wafer_chunk(arrays, names, path, tree_path, entry0, event0, file_index,
     chunk = WaferChunk(words=np.full(calq.shape, NO_WORD, dtype=np.uint8), calq=calq, eta=eta,
                        layer=layer, waferu=u, waferv=v, zside=zside.astype(np.int64),
                        occupancy=frontend.occupancy(calq, eta).astype(np.int64), simenergy=sim,
-                       event=event, gen_pt=gpt, gen_eta=geta)
+                       event=event, gen_pt=gpt, gen_eta=geta, gen_phi=gphi)
     if layers:
         sel = np.isin(layer, np.asarray(sorted(layers)))
         stats.wafers_not_in_layers += int((~sel).sum())

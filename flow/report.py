@@ -56,6 +56,13 @@ FIGURE_CAPTIONS = {
     ("autoencoder", "emd_distribution.png"): "EMD(input, reconstruction) distribution per model (seed 0)",
 }
 
+# the physics stage's plots
+FIGURE_CAPTIONS[("physics", "resolution_emd_vs_elinks.png")] = (
+    "Electron resolution (integrated, generated pT above the cut) and median exact EMD vs eLink budget")
+for _e in (2, 3, 4, 5):
+    FIGURE_CAPTIONS[("physics", f"resolution_vs_eta_{_e}elinks.png")] = (
+        f"Electron effective resolution vs |eta| at {_e} eLinks, and its ratio to uncompressed CALQ")
+
 
 def _caption(stage: str, name: str) -> str:
     """A figure's caption: the table above, or the pattern of a per-model plot."""
@@ -877,6 +884,49 @@ def _rtl_cosim(up: Upstream) -> Section:
     return sec
 
 
+def _physics(ctx, up: Upstream, figs: Figures) -> Section:
+    """The physics stage's results, if its artifact exists and is fresh (an optional input:
+    it is verified here and then recorded in the report's manifest like the others)."""
+    from .errors import StageInputError
+    from .manifest import load_manifest, verify
+
+    sec = Section("physics", "Electron trigger resolution (physics stage)")
+    if load_manifest(ctx.cfg.stage_dir("physics")) is None:
+        return sec.add(Para(str(NA("the physics stage has not run (`make physics`)")), na=True))
+    try:
+        ctx.upstream["physics"] = verify(ctx.cfg, "physics")
+    except StageInputError as err:
+        return sec.add(Para(str(NA(f"the physics artifact is not usable: {err}")), na=True))
+    m = up.metrics("physics")
+    unavailable = m.get("unavailable") or {}
+    rows = []
+    for a in m.get("algorithms", []):
+        for e in m.get("elinks", []):
+            r = dig(m, "resolution", a, str(e))
+            why = dig(unavailable, a, str(e))
+            q = dig(m, "resolution_over_uncompressed", a, str(e))
+            ratio = (f"{q['value']:.3f} +- {q['err']:.3f}"
+                     if isinstance(q, dict) and _is_num(q.get("value")) and _is_num(q.get("err"))
+                     else NA("not recorded"))
+            rows.append([a, num(e, "d"), num(dig(m, "bits_per_bx", a, str(e)), "d"),
+                         NA(why or "not measured") if r is None else pct(r.get("value"), signed=False),
+                         "" if r is None else pct(r.get("err"), signed=False),
+                         "" if r is None else ratio,
+                         "" if r is None else pct(dig(m, "efficiency", a, str(e)), 1, signed=False),
+                         "" if r is None else num(dig(m, "median_emd", a, str(e)), ".3f")])
+    sec.add(Table("physics-summary", "Effective pT resolution of matched L1 electron clusters per "
+                  "output algorithm and eLink budget (test split)",
+                  ["algorithm", "eLinks", "bits per BX", "resolution", "bootstrap err.",
+                   "/ uncompressed (paired)", "efficiency", "median EMD"], rows,
+                  note=f"generated pT >= {m.get('min_gen_pt')} GeV, {m.get('n_electrons')} electrons; "
+                       "bits per BX: worst-case frame (uncompressed: 48 x 22-bit CALQ, the lossless "
+                       "reference, exempt from the budget); docs/physics.md"))
+    order = [f"resolution_vs_eta_{e}elinks.png" for e in (2, 3, 4, 5)] + ["resolution_emd_vs_elinks.png"]
+    plots = figs.stage_plots(up, "physics", order)
+    sec.add(plots if plots else Para(str(NA("the physics stage saved no plots")), na=True))
+    return sec
+
+
 def _tools(up: Upstream) -> Section:
     sec = Section("tools", "Tool versions")
     seen: dict[str, dict[str, list[str]]] = {}
@@ -897,7 +947,7 @@ def _tools(up: Upstream) -> Section:
 def _stages(up: Upstream) -> Section:
     sec = Section("stages", "Stage manifests")
     rows = []
-    for s in UPSTREAM:
+    for s in [*UPSTREAM, *(x for x in ("physics",) if x in up.v)]:   # physics: optional input
         man = up.man(s)
         rows.append([s, Code(up.v[s].manifest_sha256), Code(man.get("config_hash") or "?"),
                      Code(man.get("git") or "unknown"), num(man.get("wall_s"), ",.1f"),
@@ -1042,7 +1092,8 @@ def run(ctx) -> None:
         checks, _headline(up))
     loss_sec, kr_sec = _losses(up, figs, out)
     sections = [summary, _provenance(up, ctx, date, run_hash), _dataset(up, figs), _emd(up, figs),
-                loss_sec, kr_sec, _quantization(up), _csim(up), _rtl_cosim(up), _tools(up), _stages(up)]
+                loss_sec, kr_sec, _physics(ctx, up, figs), _quantization(up), _csim(up),
+                _rtl_cosim(up), _tools(up), _stages(up)]
 
     title = f"{s.title}: run {ctx.cfg.name}"
     lead = (f"Run '{ctx.cfg.name}', config hash {run_hash[:16]}, git {git_revision() or 'unknown'}, "

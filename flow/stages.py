@@ -55,6 +55,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("csim", ("convert",), 7, "hls4ml C simulation vs golden model"),
     Stage("rtl", ("autoencoder",), 8, "Verilog of the ECON-T block"),
     Stage("cosim", ("rtl", "convert"), 8, "cocotb/Verilator cosimulation and Yosys resources"),
+    # physics also reads "autoencoder" when physics.autoencoder is true (flow.physics.run
+    # verifies it and records it as an upstream, so staleness still propagates)
+    Stage("physics", ("data",), 16,
+          "electron trigger resolution per output algorithm and eLink budget"),
     Stage("report", ("data", "emd", "autoencoder", "convert", "csim", "rtl", "cosim"), 9,
           "HTML/Markdown report of the run"),
     Stage("handoff", ("autoencoder", "convert", "rtl", "cosim"), 9,

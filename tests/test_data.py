@@ -70,9 +70,27 @@ def test_npz_contract(built):
         assert (a["occupancy"] >= cfg.data.min_occupancy).all()
         assert set(np.unique(a["layer"])) <= set(cfg.data.layers)
         assert np.isfinite(a["gen_pt"]).all() and (a["gen_pt"] <= 35.0).all()
+        assert np.isfinite(a["gen_phi"]).all() and (np.abs(a["gen_phi"]) <= np.pi).all()
+        # the electron's endcap is the sign of gen_eta; its shower wafers are on that side
+        ev_side = np.sign(a["gen_eta"]) == a["zside"]
+        assert ev_side.any()
         seen.append(set(np.unique(a["event"]).tolist()))
     assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
     assert set().union(*seen) <= set(range(24))
+
+
+def test_split_without_gen_phi_still_loads(built, tmp_path):
+    """Files written before gen_phi joined the contract keep loading (backward compatible)."""
+    cfg, _ = built
+    a = data.load_split(cfg.stage_dir("data") / "test.npz")
+    old = {k: v for k, v in a.items() if k != "gen_phi"}
+    data.save_npz(tmp_path / "old.npz", old, compress=False)
+    b = data.load_split(tmp_path / "old.npz")
+    assert "gen_phi" not in b and set(b) == set(old)
+    bad = dict(old, gen_phi=a["gen_phi"].astype(np.float64))
+    data.save_npz(tmp_path / "bad.npz", bad, compress=False)
+    with pytest.raises(DataFormatError, match="gen_phi"):
+        data.load_split(tmp_path / "bad.npz")
 
 
 def test_rerun_is_byte_identical(built):

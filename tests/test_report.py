@@ -17,8 +17,8 @@ from flow.stages import run_stage
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 QUIET = dict(echo=lambda *a: None)
-SECTIONS = ("summary", "provenance", "dataset", "emd", "losses", "kr-check", "quantization", "csim",
-            "cosim", "tools", "stages")
+SECTIONS = ("summary", "provenance", "dataset", "emd", "losses", "kr-check", "physics", "quantization",
+            "csim", "cosim", "tools", "stages")
 UPSTREAM = ("data", "emd", "autoencoder", "convert", "csim", "rtl", "cosim")
 
 
@@ -453,3 +453,64 @@ def test_rerun_is_byte_identical(sparse):
     man2 = run_stage(cfg, "report", **QUIET)
     assert {k: v["sha256"] for k, v in man2["outputs"].items()} == \
         {k: v["sha256"] for k, v in man["outputs"].items()}
+
+
+def _fake_physics(ctx):
+    (ctx.out / "plots").mkdir()
+    for e in (2, 5):
+        (ctx.out / "plots" / f"resolution_vs_eta_{e}elinks.png").write_bytes(_png(f"res {e}"))
+    res = {"uncompressed": {"2": {"value": 0.033, "err": 0.0007}, "5": {"value": 0.033, "err": 0.0007}},
+           "best_choice": {"2": {"value": 0.0339, "err": 0.0008}, "5": {"value": 0.0327, "err": 0.0007}},
+           "autoencoder_emd_cnn": {"2": None, "5": {"value": 0.041, "err": 0.001}}}
+    ctx.metrics.update({
+        "algorithms": list(res), "elinks": [2, 5], "resolution": res, "n_electrons": 1652,
+        "resolution_vs_eta": {a: {e: [] for e in ("2", "5")} for a in res},
+        "bits_per_bx": {"uncompressed": {"2": 1056, "5": 1056}, "best_choice": {"2": 64, "5": 158},
+                        "autoencoder_emd_cnn": {"2": 61, "5": 157}},
+        "efficiency": {a: {"2": 1.0, "5": 1.0} for a in res},
+        "median_emd": {"uncompressed": {"2": 0.0, "5": 0.0}, "best_choice": {"2": 0.92, "5": 0.713},
+                       "autoencoder_emd_cnn": {"2": None, "5": 0.66}},
+        "unavailable": {"autoencoder_emd_cnn": {"2": "needs latent_bits=3"}},
+        "resolution_over_uncompressed": {a: {"2": None if a == "autoencoder_emd_cnn" else
+                                             {"value": 1.027, "err": 0.004}, "5": None}
+                                         for a in res},
+        "min_gen_pt": 10.0})
+
+
+def test_physics_section_when_the_physics_stage_ran(tmp_path):
+    """The physics artifact is an optional input: shown (and recorded, so a rebuild makes the
+    report stale) when present, an explicit 'not available' paragraph otherwise (above)."""
+    from flow.errors import StageInputError
+    from flow.manifest import verify
+
+    mp = pytest.MonkeyPatch()
+    cfg = C.parse_config({"name": "phys", "workdir": str(tmp_path), "seed": 3})
+    try:
+        fake_upstream(mp)
+        fake_stage(mp, "physics", _fake_physics)
+        for st in (*UPSTREAM, "physics"):
+            run_stage(cfg, st, **QUIET)
+        man = run_stage(cfg, "report", **QUIET)
+        page = (cfg.stage_dir("report") / "report.html").read_text()
+        md = (cfg.stage_dir("report") / "report.md").read_text()
+        assert set(man["upstream"]) == {*UPSTREAM, "physics"}
+        assert 'id="tbl-physics-summary"' in page
+        assert "| best_choice | 2 | 64 | 3.39 % | 0.08 % | 1.027 +- 0.004 | 100.0 % | 0.920 |" in md
+        assert "| best_choice | 5 | 158 | 3.27 % | 0.07 % | *not available: not recorded* |" in md
+        assert "not available: needs latent_bits=3" in md and "not available: not available" not in md
+        assert "figures/physics_resolution_vs_eta_2elinks.png" in man["outputs"]
+        assert _n_img(page) == man["metrics"]["n_figures"]
+        assert sorted(o for o in man["outputs"] if o.startswith("figures/physics_")) == [
+            "figures/physics_resolution_vs_eta_2elinks.png",
+            "figures/physics_resolution_vs_eta_5elinks.png"]
+        run_stage(cfg, "physics", **QUIET)
+        with pytest.raises(StageInputError, match="stage 'report' is stale: stage 'physics'"):
+            verify(cfg, "report")
+    finally:
+        mp.undo()
+
+
+def test_physics_section_is_not_available_without_the_stage(sparse):
+    cfg, man, page, md = sparse
+    assert "not available: the physics stage has not run" in md
+    assert "physics" not in man["upstream"]
