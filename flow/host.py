@@ -10,11 +10,12 @@ TensorFlow's float32 training results depend on the CPU beyond the seed
   different kernels sum in a different order, so the trained weights differ.
   ``ONEDNN_MAX_CPU_ISA=AVX2`` caps the dispatch at AVX2, which every x86-64
   server CPU since 2013 (Intel Haswell, AMD Zen) has.
-* **oneDNN custom ops.** TensorFlow 2.14 switches its oneDNN graph rewrite
-  (other Conv2D/MatMul/BatchNorm kernels) on by default only on CPUs with
-  AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX, so two CPUs run different
-  kernels altogether; ``TF_ENABLE_ONEDNN_OPTS=0`` makes that the same
-  everywhere.
+* **oneDNN custom ops.** TensorFlow (since 2.9, per its release notes)
+  switches its oneDNN graph rewrite (other Conv2D/MatMul/BatchNorm kernels)
+  on by default only on CPUs with features such as AVX512_VNNI, AVX512_BF16
+  or AMX (off on this project's AVX2 machine, measured), so two CPUs can run
+  different kernels altogether; ``TF_ENABLE_ONEDNN_OPTS=0`` makes that the
+  same everywhere.
 * **thread count** (intra-op threads shard contractions): recorded here; the
   stages' configs pin it (``emd.tf_threads``, ``autoencoder.threads``).
 
