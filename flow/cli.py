@@ -15,6 +15,7 @@ import sys
 
 from .config import describe, load_config
 from .errors import FlowError, StageInputError
+from .host import pin_numerics
 from .stages import ALIASES, STAGES, resolve, run_stage
 
 DEFAULT_CONFIG = "configs/default.yaml"
@@ -71,6 +72,7 @@ def _status(cfg) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    pin_numerics()  # CPU-independent TensorFlow numerics: must precede any TensorFlow import
     args = _parser().parse_args(argv)
     try:
         if args.command == "config" and args.show:

@@ -41,6 +41,7 @@ from .emd_cnn import (  # noqa: F401 - re-exported API
     TrainParams,
     build_emd_cnn,
     emd_loss,
+    enable_determinism,
     load_emd_cnn,
     predict,
     save_emd_cnn,
@@ -140,6 +141,7 @@ def _run_trial(arch_d: dict, train: tuple, val: tuple, ckpt_dir: str, seed: int,
     """One grid trial (a Ray task or a plain call); returns its metrics and best weights."""
     if threads:
         set_tf_threads(threads)
+    enable_determinism()
     arch = Arch(**arch_d)
     t0 = time.perf_counter()
     model, state = train_model(arch, train, val, ckpt_dir, seed=seed, params=TrainParams(**params_d),
@@ -241,7 +243,9 @@ def run(ctx) -> None:
     _log(f"best architecture {best['tag']} ({s.select_on} {best[key]:.4g})")
 
     # 3. final training (in this process, all allowed threads)
-    set_tf_threads(s.tf_threads or s.ray.num_cpus or os.cpu_count())
+    n_threads = s.tf_threads or s.ray.num_cpus or os.cpu_count()
+    threads_set = set_tf_threads(n_threads)
+    enable_determinism()
     t0 = time.perf_counter()
     train, val = _encode(pairs["train"]), _encode(pairs["val"])
     history: list[dict] = []
@@ -294,6 +298,8 @@ def run(ctx) -> None:
         "final": {"epochs": len(history), "wall_s": round(final_s, 2),
                   "s_per_epoch": float(np.median(fit)) if fit else None},
         "eval_s": round(eval_s, 2),
+        # the trained weights depend on the thread count (measured): recorded with the host block
+        "final_tf_threads": n_threads if threads_set else None,
         "test_rel_mean": rt.get("mean"), "test_rel_std": rt.get("std"), "test_rel_rms": rt.get("rms"),
         "val_rel_std": res["val"]["relative"].get("std"),
         "wall_s": round(time.perf_counter() - t_stage, 2),

@@ -70,6 +70,19 @@ def set_tf_threads(n: int) -> bool:
         return False
 
 
+def enable_determinism() -> None:
+    """TensorFlow op determinism for this process (as the autoencoder stage does).
+
+    Measured: it does not change the EMD CNN's training on this machine (the
+    CPU kernels used are already run-to-run deterministic), but it makes
+    TensorFlow raise instead of silently running an op without a
+    deterministic kernel.  CPU dependence is handled by :mod:`flow.host`.
+    """
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+
+
 def build_emd_cnn(arch: Arch = Arch(), *, output_scale: float = 1.0, name: str = "emd_cnn"):
     """The symmetrised EMD CNN: ``[wafer_a, wafer_b]`` (each (N, 4, 4, 3)) -> (N, 1) EMD."""
     from tensorflow import keras

@@ -51,6 +51,7 @@ import numpy as np
 
 from .errors import FlowError, ShapeError
 from .geometry import N_TC, ground_distance
+from .host import worker_env
 
 # POT imports TensorFlow as a backend unless told not to (slow, and it would
 # initialise TF's thread pools before the EMD CNN can configure them).
@@ -71,7 +72,8 @@ class SolverError(FlowError, RuntimeError):
     """POT's network simplex did not reach an optimal solution."""
 
 
-#: environment for Ray workers (local cluster or job on a remote cluster).
+#: environment for Ray workers (local cluster or job on a remote cluster); the oneDNN
+#: settings of :mod:`flow.host` are added when Ray starts (the grid trials train in workers).
 WORKER_ENV = {
     "POT_BACKEND_DISABLE_TENSORFLOW": "1",
     "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -207,7 +209,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     started = False
     if not ray.is_initialized():
         kw = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                  runtime_env={"env_vars": WORKER_ENV}, configure_logging=True)
+                  runtime_env={"env_vars": {**WORKER_ENV, **worker_env()}}, configure_logging=True)
         if address:
             # a cluster's nodes get this package's code from the driver (they need the
             # pinned stack installed: `pip install` of this project on every node)

@@ -8,7 +8,9 @@ or the new complete artifact, never a half-written one.
 
 The manifest records the stage's inputs (upstream manifests and any external
 files, with sha256), its outputs (sha256 and size), the config it ran with,
-tool versions, wall time and metrics.  :func:`verify` re-checks all of that
+tool versions, the host (CPU model, ISA flags, cores, caches and the
+TensorFlow/oneDNN settings in effect: :func:`flow.host.host_info`), wall
+time and metrics.  :func:`verify` re-checks all of that
 before a downstream stage uses an artifact and raises
 :class:`~flow.errors.StageInputError` naming the stage to rerun.
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StageInputError
+from .host import host_info
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
@@ -262,6 +265,8 @@ def finish(ctx: StageContext, started: float, started_utc: str) -> dict[str, Any
         "inputs": ctx.external_inputs,
         "outputs": hash_outputs(ctx.out),
         "tools": tool_versions(tuple(ctx.external_tools)),
+        # CPU, cores, caches, oneDNN/TF numerics settings: float training results depend on them
+        "host": host_info(),
         "git": git_revision(),
         # unique per build: downstream stages record this manifest's sha256 and call
         # themselves stale when it changes, also for a rebuild within the same second

@@ -31,6 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .host import host_summary
 from .manifest import git_revision
 
 #: the stages the report reads, in flow order
@@ -472,11 +473,18 @@ def _provenance(up: Upstream, ctx, date: str, run_hash: str) -> Section:
             ["git revision (report)", Code(git_revision() or "unknown")]]
     for g, stages in gits.items():
         rows.append([f"git revision ({', '.join(stages)})", Code(g)])
+    hosts: dict[str, list[str]] = {}  # trained weights depend on the CPU and its settings
+    for s in UPSTREAM:
+        hosts.setdefault(host_summary(up.man(s).get("host")), []).append(s)
+    for h, stages in hosts.items():
+        rows.append([f"host ({', '.join(stages)})", NA(h) if h == "not recorded" else h])
     rows.append(["last upstream stage finished (UTC)",
                  max((up.man(s).get("finished_utc") or "") for s in UPSTREAM) or NA("not recorded")])
     sec.add(Table("provenance", "Run", ["item", "value"], rows,
                   note="run config hash = sha256 of the per-stage config hashes (data ... cosim, report) "
-                       "in the table 'Stage manifests'; a '-dirty' revision had uncommitted changes."))
+                       "in the table 'Stage manifests'; a '-dirty' revision had uncommitted changes; "
+                       "host = CPU and TensorFlow/oneDNN settings of the stage's manifest (trained "
+                       "weights depend on them, docs/emd.md 'Reproducibility')."))
     return sec
 
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from .errors import NotBuiltError
+from .host import pin_numerics
 from .manifest import StageContext, finish, swap_into_place, verify
 
 
@@ -84,6 +85,7 @@ def run_stage(cfg, name: str, *, echo=print) -> dict:
         raise NotBuiltError(f"stage '{name}' ({stage.summary}) is not built yet: there is no "
                             f"module {stage.module} (tracked in issue #{stage.issue}). "
                             "Nothing was run and nothing was written.")
+    pin_numerics()  # before a stage module imports TensorFlow (the CLI has done it already)
     upstream = {up: verify(cfg, up) for up in stage.upstream}
     module = importlib.import_module(stage.module)
     final = cfg.stage_dir(name)

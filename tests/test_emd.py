@@ -300,6 +300,10 @@ def test_stage_end_to_end(tmp_path, ray_up):
     assert ev["test"]["relative"]["n"] > 0 and np.isfinite(ev["test"]["relative"]["std"])
     assert len(json.loads((out / "grid.json").read_text())["trials"]) == 2
     assert man["metrics"]["labels"]["cached"] is False
+    # issue 14 item 7: op determinism on, the thread count and the CPU recorded
+    assert man["host"]["tensorflow"]["op_determinism"] is True and man["host"]["cpu_model"]
+    assert man["metrics"]["final_tf_threads"] in (None, cfg.emd.tf_threads or cfg.emd.ray.num_cpus
+                                                  or os.cpu_count())
     model = E.load_emd_cnn(out / "emd_cnn.keras")
     assert model.predict(E.to_inputs(va["a"][:4], va["b"][:4]), verbose=0).shape == (4, 1)
     # rerun: labels and trainings come from the checkpoint directory, outputs identical
