@@ -59,9 +59,10 @@ def pyosys_version() -> str:
 def run_script(script: str, log_path: Path, *, timeout_s: float, what: str) -> dict:
     """Run a Yosys script (commands separated by ``;``) with pyosys in a child process.
 
-    The Yosys log goes to ``log_path``.  Returns ``{"wall_s", "peak_rss_mb",
-    "abc_peak_rss_mb", "yosys_version"}`` (peak resident memory of the Yosys
-    process and of its largest ABC child).  Raises :class:`SynthError` if Yosys
+    The Yosys log goes to ``log_path`` (with the wall time of each command).  Returns
+    ``{"wall_s", "peak_rss_mb", "abc_peak_rss_mb", "yosys_version", "steps"}`` (peak
+    resident memory of the Yosys process and of its largest ABC child; the commands that
+    took a second or more).  Raises :class:`SynthError` if Yosys
     fails or runs longer than ``timeout_s``.
     """
     log_path = Path(log_path)
@@ -96,10 +97,18 @@ def _child(stats_path: str, script: str) -> int:
     from pyosys import libyosys as ys
 
     d = ys.Design()
-    ys.run_pass(script, d)      # a Yosys error prints ERROR: ... and exits the process (status 1)
-    ys.log_flush()
+    steps = []
+    for cmd in script.split("; "):
+        t0 = time.perf_counter()
+        ys.run_pass(cmd, d)     # a Yosys error prints ERROR: ... and exits the process (status 1)
+        dt = time.perf_counter() - t0
+        ys.log_flush()
+        print(f"\n[pyosys] {dt:.1f} s: {cmd[:100]}", flush=True)
+        if dt >= 1.0:
+            steps.append({"cmd": cmd[:60], "s": round(dt, 1)})
     kb = 1024.0
     Path(stats_path).write_text(json.dumps({
+        "steps": steps,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kb, 1),
         "abc_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kb, 1),
         "yosys_version": ys.yosys_maybe_version(),
@@ -121,16 +130,18 @@ def _script(kind: str, files, top: str, dsp: bool, work: Path, liberty: Path | N
     if kind == "xilinx":
         return (f"{read}; synth_xilinx -flatten {'' if dsp else '-nodsp '}-top {top}; "
                 + _stat(work / "stat.json", top))
+    generic = f"{read}; synth -flatten -top {top}; "
     if kind == "generic":
-        return (f"{read}; synth -flatten -top {top}; " + _stat(work / "stat.json", top, "-tech cmos ")
-                + "; ltp -noff")
-    if kind == "sky130":
+        return generic + _stat(work / "stat.json", top, "-tech cmos ") + "; ltp -noff"
+    if kind in ("sky130", "generic+sky130"):
         from .cosim_area import ABC_SCRIPT
 
         abc = work / "abc.script"
         abc.write_text(ABC_SCRIPT + "\n")
-        return (f"{read}; synth -flatten -top {top}; " + _stat(work / "generic.json", top)
-                + f"; dfflibmap -liberty {liberty}; abc -liberty {liberty} -script {abc}; opt_clean; "
+        # generic+sky130: the generic figures of the same synth run, then the cell mapping
+        generic += (_stat(work / "generic.json", top, "-tech cmos ") + "; ltp -noff; " if kind != "sky130"
+                    else _stat(work / "generic.json", top) + "; ")
+        return (generic + f"dfflibmap -liberty {liberty}; abc -liberty {liberty} -script {abc}; opt_clean; "
                 + _stat(work / "stat.json", top, f"-liberty {liberty} "))
     raise ValueError(kind)
 
@@ -148,7 +159,8 @@ def summarize(kind: str, stat: dict, log: str = "", top_name: str | None = None,
               generic: dict | None = None) -> dict[str, float]:
     """Summary of one run from its ``stat -json`` design record (and log, for ``ltp``)."""
     cells = {k: int(v) for k, v in stat.get("num_cells_by_type", {}).items()}
-    total = int(stat["num_cells"])
+    # $scopeinfo: Yosys' record of a flattened instance's hierarchy, not a cell of the netlist
+    total = int(stat["num_cells"]) - cells.pop("$scopeinfo", 0)
     if kind == "xilinx":
         pick = lambda pre: sum(v for k, v in cells.items() if k.startswith(pre))
         return {"LUT": pick("LUT"), "FF": pick("FD"), "CARRY4": cells.get("CARRY4", 0),
@@ -187,19 +199,39 @@ def summarize(kind: str, stat: dict, log: str = "", top_name: str | None = None,
 def synth(kind: str, files, top: str, log_path: Path, *, dsp: bool = False,
           timeout_s: float = 7200, liberty: Path | None = None) -> dict:
     """Run one Yosys flow; returns the summary plus ``yosys_s``, ``peak_rss_mb``,
-    ``yosys_version``.  ``sky130`` needs ``liberty`` (:func:`flow.cosim_area.write_liberty`)."""
-    if kind not in KINDS:
+    ``yosys_version``.  ``sky130`` needs ``liberty`` (:func:`flow.cosim_area.write_liberty`).
+    ``generic+sky130`` is both from one run (one ``synth``), as ``{"generic": ..., "sky130": ...}``."""
+    if kind not in KINDS + ("generic+sky130",):
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
-    if kind == "sky130" and liberty is None:
+    if "sky130" in kind and liberty is None:
         raise ValueError("kind 'sky130' needs the area-only Liberty (liberty=...)")
     log_path = Path(log_path)
     work = log_path.with_suffix(".stat")
     work.mkdir(parents=True, exist_ok=True)
     script = _script(kind, files, top, dsp, work.resolve(), Path(liberty).resolve() if liberty else None)
     run = run_script(script, log_path, timeout_s=timeout_s, what=f"{kind} synthesis of {top}")
+    log = log_path.read_text(errors="replace")
+    extra = {"yosys_s": run["wall_s"], "peak_rss_mb": max(run["peak_rss_mb"], run["abc_peak_rss_mb"]),
+             "yosys_version": run["yosys_version"], "steps": run["steps"]}
+    if kind == "generic+sky130":
+        g = summarize("generic", _design(work / "generic.json"), log, top)
+        a = summarize("sky130", _design(work / "stat.json"), generic=_design(work / "generic.json"))
+        shared = {**extra, "run": kind}
+        return {"generic": {**g, **shared}, "sky130": {**a, **shared}}
     generic = _design(work / "generic.json") if kind == "sky130" else None
-    res = summarize(kind, _design(work / "stat.json"), log_path.read_text(errors="replace"), top, generic)
-    res["yosys_s"] = run["wall_s"]
-    res["peak_rss_mb"] = max(run["peak_rss_mb"], run["abc_peak_rss_mb"])
-    res["yosys_version"] = run["yosys_version"]
-    return res
+    return {**summarize(kind, _design(work / "stat.json"), log, top, generic), **extra}
+
+
+def synth_all(kinds, files, top: str, log_dir: Path, design: str, **kw) -> dict[str, dict]:
+    """Every kind of ``kinds`` (``cosim.yosys``) on one design; ``generic`` and ``sky130``
+    share one run (and its ``synth``) when both are asked for.  Logs:
+    ``<log_dir>/yosys_<kind>_<design>.log`` (``yosys_generic+sky130_<design>.log``)."""
+    out: dict[str, dict] = {}
+    for kind in kinds:
+        if kind in out:
+            continue
+        if kind in ("generic", "sky130") and {"generic", "sky130"} <= set(kinds):
+            kind = "generic+sky130"
+        res = synth(kind, files, top, Path(log_dir) / f"yosys_{kind}_{design}.log", **kw)
+        out.update(res if kind == "generic+sky130" else {kind: res})
+    return {k: out[k] for k in kinds}
