@@ -76,6 +76,47 @@ def simulate(flavour: str, rtl_dir: Path, out_dir: Path, build_dir: Path, logs: 
     return res
 
 
+def resources(report: dict, designs, settings, logs: Path, out: Path, echo=print) -> None:
+    """Yosys (pyosys) resource runs of ``settings.yosys`` on each ``(name, files, top)`` of
+    ``designs`` into ``report``: ``report["frontend"]`` for the design named ``frontend``,
+    ``report["flavours"][name]["yosys"]`` otherwise.  ``sky130`` writes the area-only
+    Liberty to ``out``."""
+    from .cosim_yosys import synth_all
+
+    liberty = None
+    if "sky130" in settings.yosys:
+        from .cosim_area import LIBERTY_NAME, write_liberty
+
+        liberty = write_liberty(Path(out) / f"{LIBERTY_NAME}.lib")
+    kw = dict(dsp=settings.yosys_dsp, timeout_s=settings.yosys_timeout_s, liberty=liberty)
+    for name, files, top in designs:
+        echo(f"[cosim] {name}: yosys {', '.join(settings.yosys)} ...")
+        # generic and sky130 share one run (one synth): logs/yosys_generic+sky130_<design>.log
+        res = synth_all(settings.yosys, files, top, logs, name, **kw)
+        for kind, r in res.items():
+            echo(f"[cosim] {name}: yosys {kind}: {_resource_line(kind, r)}")
+        if name == "frontend":
+            report["frontend"] = res
+        else:
+            report["flavours"][name]["yosys"] = res
+        report["yosys_version"] = next(iter(res.values()))["yosys_version"]
+    if liberty is not None:
+        report["sky130_liberty"] = liberty.name
+
+
+def resource_metrics(report: dict) -> dict:
+    """The manifest metrics of the resource runs: ``yosys_version`` and ``area_um2_sky130``
+    (flavour -> um^2, area only, no timing)."""
+    out: dict = {}
+    if report.get("yosys_version"):
+        out["yosys_version"] = report["yosys_version"]
+    areas = {fl: r["yosys"]["sky130"]["area_um2"] for fl, r in report["flavours"].items()
+             if "sky130" in r.get("yosys", {})}
+    if areas:
+        out["area_um2_sky130"] = areas
+    return out
+
+
 def _area(a: dict) -> str:
     return f"{a['area_um2']:,.0f}" if a else "-"
 
@@ -229,32 +270,12 @@ def run(ctx) -> None:
 
     # ---- resources (Yosys from the pyosys wheel, one child process per run)
     if s.yosys:
-        from .cosim_yosys import synth_all
-
-        liberty = None
-        if "sky130" in s.yosys:
-            from .cosim_area import LIBERTY_NAME, write_liberty
-
-            liberty = write_liberty(ctx.out / f"{LIBERTY_NAME}.lib")
-        # the shared front end on its own (part of both flavours' figures)
+        # the shared front end on its own (part of both flavours' figures), then each flavour
         fe_dir = rtl_dir / s.flavours[0]
-        fe_files = [fe_dir / n for n in ("econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v")]
-        kw = dict(dsp=s.yosys_dsp, timeout_s=s.yosys_timeout_s, liberty=liberty)
-        designs = [("frontend", fe_files, "econt_frontend")]
+        designs = [("frontend", [fe_dir / n for n in ("econt_tc_calq.v", "econt_adder_tree.v",
+                                                        "econt_frontend.v")], "econt_frontend")]
         designs += [(fl, _sources(rtl_dir / fl), FLAVOUR_TOPS[fl]) for fl in s.flavours]
-        for name, files, top in designs:
-            print(f"[cosim] {name}: yosys {', '.join(s.yosys)} ...", flush=True)
-            # generic and sky130 share one run (one synth): logs/yosys_generic+sky130_<design>.log
-            res = synth_all(s.yosys, files, top, logs, name, **kw)
-            for kind, r in res.items():
-                print(f"[cosim] {name}: yosys {kind}: {_resource_line(kind, r)}", flush=True)
-            if name == "frontend":
-                report["frontend"] = res
-            else:
-                report["flavours"][name]["yosys"] = res
-        report["yosys_version"] = report["frontend"][s.yosys[0]]["yosys_version"]
-        if liberty is not None:
-            report["sky130_liberty"] = liberty.name
+        resources(report, designs, s, logs, ctx.out)
     atomic_write_json(ctx.out / "report.json", report)
     (ctx.out / "report.md").write_text(_markdown(report))
 
@@ -283,12 +304,7 @@ def run(ctx) -> None:
         a = r.get("yosys", {}).get("sky130")
         if a:
             ctx.add_summary(f"{fl}: sky130 area (area only, no timing)", _resource_line("sky130", a))
-    if report.get("yosys_version"):
-        ctx.metrics["yosys_version"] = report["yosys_version"]
-    areas = {fl: r["yosys"]["sky130"]["area_um2"] for fl, r in report["flavours"].items()
-             if "sky130" in r.get("yosys", {})}
-    if areas:
-        ctx.metrics["area_um2_sky130"] = areas
+    ctx.metrics.update(resource_metrics(report))
 
 
 def bench(cfg, workdir) -> dict[str, float]:

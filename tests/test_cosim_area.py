@@ -225,3 +225,37 @@ def test_broken_cell_files_give_clear_errors(tmp_path):
         A.load_cells(cells, ("mux2",))
     with pytest.raises(A.CellLibraryError, match=r"cell nand9: expected LEF files"):
         A.load_cells(cells, ("nand9",))
+
+
+def test_cosim_resource_step_report_and_metrics(tmp_path):
+    """cosim's resource step on two small designs: generic + sky130 from one pyosys run, the
+    manifest metrics yosys_version and area_um2_sky130, the Markdown report's area column."""
+    from flow import config as C
+    from flow import cosim
+
+    small = tmp_path / "small.v"
+    small.write_text(SMALL)
+    settings = C.parse_config({"cosim": {"yosys": ["generic", "sky130"]}}).cosim
+    report = {"clock_ns": 25.0, "flavours": {"const": {
+        "top": "small", "n_total": 1, "n_mismatch": 0, "build_s": 1.0, "latency_cycles": 2, "ii_cycles": 1,
+        "phases": {}, "tests": {}}}}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    designs = [("frontend", [hand_written_dir() / "econt_tc_calq.v"], "econt_tc_calq"),
+               ("const", [small], "small")]
+    cosim.resources(report, designs, settings, logs, tmp_path, echo=lambda *a: None)
+    lib = tmp_path / f"{A.LIBERTY_NAME}.lib"
+    assert lib.read_text() == A.liberty_text(A.load_cells()) and report["sky130_liberty"] == lib.name
+    for res in (report["frontend"], report["flavours"]["const"]["yosys"]):
+        assert set(res) == {"generic", "sky130"}
+        assert res["generic"]["run"] == res["sky130"]["run"] == "generic+sky130"   # one synth for both
+        assert res["sky130"]["generic_gates"] == res["generic"]["gates"]
+    assert (logs / "yosys_generic+sky130_const.log").is_file()
+    assert (logs / "yosys_generic+sky130_frontend.log").is_file()
+    area = report["flavours"]["const"]["yosys"]["sky130"]["area_um2"]
+    m = cosim.resource_metrics(report)
+    assert m == {"yosys_version": report["yosys_version"], "area_um2_sky130": {"const": area}}
+    assert m["yosys_version"].startswith("Yosys 0.70") and area > 100
+    md = cosim._markdown(report)
+    assert "sky130 um^2 (area only, no timing)" in md and f"{area:,.0f}" in md
+    assert "area-only Liberty" in md and report["yosys_version"] in md
