@@ -135,8 +135,8 @@ def _script(kind: str, files, top: str, dsp: bool, work: Path, liberty: Path | N
     if kind == "xilinx":
         # Yosys 0.70's synth_xilinx maps LUTs with ABC9 only (0.23: plain abc).  ABC9's script ends
         # with &mfs (don't-care LUT resynthesis) and &verify (a check of its own mapping): on this
-        # machine &verify ran > 9 min on the front end and &mfs > 6 min on the const flavour, both
-        # unfinished; without them the step stays within the old budget (docs/rtl_cosim.md).
+        # machine synth_xilinx ran > 10 min on the front end (> 6 min of it in &verify) and > 9 min
+        # on the const flavour (killed in &mfs); without them const took 229 s (docs/rtl_cosim.md).
         return (f"scratchpad -set abc9.verify 0; scratchpad -set abc9.nomfs 1; {read}; "
                 f"synth_xilinx -flatten {'' if dsp else '-nodsp '}-top {top}; "
                 + _stat(work / "stat.json", top))
