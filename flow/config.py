@@ -444,9 +444,12 @@ class CosimConfig(Section):
     simulates the programmable flavour about 10x faster (worth it above ~20k wafers)."""
     build_jobs: int = Field(2, ge=1)
     """Parallel C++ compile jobs of a Verilator build."""
-    yosys: list[Literal["xilinx", "generic"]] = Field(default_factory=lambda: ["xilinx", "generic"])
-    """Yosys resource estimates: ``xilinx`` (``synth_xilinx``: LUT/FF/CARRY4) and/or
-    ``generic`` (``synth``: gate count, transistor estimate, logic depth); empty: none."""
+    yosys: list[Literal["xilinx", "generic", "sky130"]] = Field(
+        default_factory=lambda: ["xilinx", "generic"])
+    """Yosys (pyosys) resource estimates: ``xilinx`` (``synth_xilinx``: LUT/FF/CARRY4),
+    ``generic`` (``synth``: gate count, transistor estimate, logic depth) and/or ``sky130``
+    (SkyWater 130 nm ``sky130_fd_sc_hd`` cells: area in um^2, area only, no timing; not in the
+    default until its run time on the programmable flavour is measured); empty: none."""
     yosys_dsp: bool = False
     """Let ``synth_xilinx`` map multipliers to DSP48 (default ``-nodsp``: all logic in LUTs)."""
     yosys_timeout_s: int = Field(7200, ge=60)

@@ -76,6 +76,63 @@ def simulate(flavour: str, rtl_dir: Path, out_dir: Path, build_dir: Path, logs: 
     return res
 
 
+def resources(report: dict, designs, settings, logs: Path, out: Path, echo=print) -> None:
+    """Yosys (pyosys) resource runs of ``settings.yosys`` on each ``(name, files, top)`` of
+    ``designs`` into ``report``: ``report["frontend"]`` for the design named ``frontend``,
+    ``report["flavours"][name]["yosys"]`` otherwise.  ``sky130`` writes the area-only
+    Liberty to ``out``."""
+    from .cosim_yosys import synth_all
+
+    liberty = None
+    if "sky130" in settings.yosys:
+        from .cosim_area import LIBERTY_NAME, write_liberty
+
+        liberty = write_liberty(Path(out) / f"{LIBERTY_NAME}.lib")
+    kw = dict(dsp=settings.yosys_dsp, timeout_s=settings.yosys_timeout_s, liberty=liberty)
+    for name, files, top in designs:
+        echo(f"[cosim] {name}: yosys {', '.join(settings.yosys)} ...")
+        # generic and sky130 share one run (one synth): logs/yosys_generic+sky130_<design>.log
+        res = synth_all(settings.yosys, files, top, logs, name, **kw)
+        for kind, r in res.items():
+            echo(f"[cosim] {name}: yosys {kind}: {_resource_line(kind, r)}")
+        if name == "frontend":
+            report["frontend"] = res
+        else:
+            report["flavours"][name]["yosys"] = res
+        report["yosys_version"] = next(iter(res.values()))["yosys_version"]
+    if liberty is not None:
+        report["sky130_liberty"] = liberty.name
+
+
+def resource_metrics(report: dict) -> dict:
+    """The manifest metrics of the resource runs: ``yosys_version`` and ``area_um2_sky130``
+    (flavour -> um^2, area only, no timing)."""
+    out: dict = {}
+    if report.get("yosys_version"):
+        out["yosys_version"] = report["yosys_version"]
+    areas = {fl: r["yosys"]["sky130"]["area_um2"] for fl, r in report["flavours"].items()
+             if "sky130" in r.get("yosys", {})}
+    if areas:
+        out["area_um2_sky130"] = areas
+    return out
+
+
+def _area(a: dict) -> str:
+    return f"{a['area_um2']:,.0f}" if a else "-"
+
+
+def _resource_line(kind: str, r: dict) -> str:
+    if kind == "xilinx":
+        return (f"{r['LUT']} LUT, {r['FF']} FF, {r['CARRY4']} CARRY4"
+                + (f", {r['DSP48']} DSP" if r["DSP48"] else "") + f" ({r['yosys_s']:.0f} s)")
+    if kind == "generic":
+        return (f"{r['gates']} gates, {r.get('transistors', '?')} transistors, depth "
+                f"{r.get('logic_depth_gates', '?')} ({r['yosys_s']:.0f} s)")
+    return (f"{r['area_um2'] / 1e6:.4f} mm^2 = {r['area_um2']:,.0f} um^2 in {r['cells']} cells "
+            f"({r['FF']} flip-flops; {r['generic_gates']} generic gates before mapping) "
+            f"({r['yosys_s']:.0f} s, {r['peak_rss_mb']:.0f} MB)")
+
+
 def _failures(res: dict) -> list[str]:
     return [f"{name}: {t['message'].splitlines()[0] if t['message'] else 'failed'}"
             for name, t in res.get("tests", {}).items() if not t["passed"]]
@@ -85,24 +142,34 @@ def _markdown(report: dict) -> str:
     lines = ["# cosim report", "",
              f"Clock {report['clock_ns']:g} ns; latency budget 2 BX = 50 ns.", ""]
     cols = ["flavour", "wafers", "mismatches", "latency", "II", "sim wafers/s", "build s",
-            "LUT", "FF", "CARRY4", "gates", "transistors", "depth (gates)"]
+            "LUT", "FF", "CARRY4", "gates", "transistors", "depth (gates)",
+            "sky130 um^2 (area only, no timing)"]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for fl, r in report["flavours"].items():
         x, g = r.get("yosys", {}).get("xilinx", {}), r.get("yosys", {}).get("generic", {})
+        a = r.get("yosys", {}).get("sky130", {})
         lat = r.get("latency_cycles")
         row = [fl, r["n_total"], r["n_mismatch"],
                f"{lat} clk = {lat * report['clock_ns']:g} ns" if lat else "-",
                r.get("ii_cycles") or "-", r.get("stream_wafers_per_s") or "-", r["build_s"],
                x.get("LUT", "-"), x.get("FF", "-"), x.get("CARRY4", "-"), g.get("gates", "-"),
-               g.get("transistors", "-"), g.get("logic_depth_gates", "-")]
+               g.get("transistors", "-"), g.get("logic_depth_gates", "-"), _area(a)]
         lines.append("| " + " | ".join(str(v) for v in row) + " |")
     if report.get("frontend"):
         x, g = report["frontend"].get("xilinx", {}), report["frontend"].get("generic", {})
+        a = report["frontend"].get("sky130", {})
         row = ["(front end alone)", "", "", "", "", "", "", x.get("LUT", "-"), x.get("FF", "-"),
                x.get("CARRY4", "-"), g.get("gates", "-"), g.get("transistors", "-"),
-               g.get("logic_depth_gates", "-")]
+               g.get("logic_depth_gates", "-"), _area(a)]
         lines.append("| " + " | ".join(str(v) for v in row) + " |")
     lines.append("")
+    if report.get("yosys_version"):
+        lines += [f"Resources: {report['yosys_version']} (pyosys)."
+                  + (" sky130: SkyWater 130 nm sky130_fd_sc_hd cells, area-only Liberty "
+                     f"`{report['sky130_liberty']}` (cell area from LEF, no timing, one drive strength "
+                     "per cell, no buffering, clock tree or routing)."
+                     if report.get("sky130_liberty") else ""),
+                  ""]
     for fl, r in report["flavours"].items():
         lines += [f"## {fl} ({r['top']})", "", "| phase | wafers | mismatches | wafers/s |",
                   "|---|---|---|---|"]
@@ -201,27 +268,14 @@ def run(ctx) -> None:
                             + "; ".join(f"{fl}: {', '.join(f)}" for fl, f in failed.items())
                             + f"; full report: {keep / 'report.json'}")
 
-    # ---- resources
+    # ---- resources (Yosys from the pyosys wheel, one child process per run)
     if s.yosys:
-        from .cosim_yosys import synth
-
-        ctx.external_tools.append("yosys")
-        # the shared front end on its own (part of both flavours' figures)
+        # the shared front end on its own (part of both flavours' figures), then each flavour
         fe_dir = rtl_dir / s.flavours[0]
-        fe_files = [fe_dir / n for n in ("econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v")]
-        report["frontend"] = {}
-        for kind in s.yosys:
-            print(f"[cosim] front end: yosys {kind} synthesis ...", flush=True)
-            report["frontend"][kind] = synth(kind, fe_files, "econt_frontend",
-                                             logs / f"yosys_{kind}_frontend.log",
-                                             dsp=s.yosys_dsp, timeout_s=s.yosys_timeout_s)
-        for fl in s.flavours:
-            yres = report["flavours"][fl].setdefault("yosys", {})
-            for kind in s.yosys:
-                print(f"[cosim] {fl}: yosys {kind} synthesis ...", flush=True)
-                yres[kind] = synth(kind, _sources(rtl_dir / fl), FLAVOUR_TOPS[fl],
-                                   logs / f"yosys_{kind}_{fl}.log", dsp=s.yosys_dsp,
-                                   timeout_s=s.yosys_timeout_s)
+        designs = [("frontend", [fe_dir / n for n in ("econt_tc_calq.v", "econt_adder_tree.v",
+                                                        "econt_frontend.v")], "econt_frontend")]
+        designs += [(fl, _sources(rtl_dir / fl), FLAVOUR_TOPS[fl]) for fl in s.flavours]
+        resources(report, designs, s, logs, ctx.out)
     atomic_write_json(ctx.out / "report.json", report)
     (ctx.out / "report.md").write_text(_markdown(report))
 
@@ -233,7 +287,8 @@ def run(ctx) -> None:
             "latency_ns": lat * clock_ns if lat else None, "ii_cycles": r["ii_cycles"],
             "sim_wafers_per_s": r["stream_wafers_per_s"], "build_s": r["build_s"],
             "run_s": r["run_wall_s"],
-            **{f"{kind}_{k}": v for kind, d in r.get("yosys", {}).items() for k, v in d.items()},
+            **{f"{kind}_{k}": v for kind, d in r.get("yosys", {}).items() for k, v in d.items()
+               if k not in ("cells_by_type", "yosys_version", "steps", "run")},
         }
         ctx.add_summary(f"{fl}: wafers / mismatches", f"{r['n_total']} / {r['n_mismatch']}")
         ctx.add_summary(f"{fl}: latency, II", f"{lat} clk = {lat * clock_ns:g} ns, II = {r['ii_cycles']}")
@@ -246,6 +301,10 @@ def run(ctx) -> None:
         if g:
             ctx.add_summary(f"{fl}: synth (generic)", f"{g['gates']} gates, {g.get('transistors', '?')} "
                                                       f"transistors, depth {g.get('logic_depth_gates', '?')}")
+        a = r.get("yosys", {}).get("sky130")
+        if a:
+            ctx.add_summary(f"{fl}: sky130 area (area only, no timing)", _resource_line("sky130", a))
+    ctx.metrics.update(resource_metrics(report))
 
 
 def bench(cfg, workdir) -> dict[str, float]:

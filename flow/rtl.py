@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -304,21 +303,22 @@ def lint(files, top: str, log: Path | None = None) -> str:
 
 
 def yosys_check(files, top: str, log: Path | None = None) -> str:
-    """Yosys reads and elaborates the design; raises :class:`ToolError` on errors or latches."""
-    exe = shutil.which("yosys")
-    if exe is None:
-        raise ToolError("yosys not found on PATH (`make sysdeps` installs it)")
+    """Yosys (``pyosys``) reads and elaborates the design; raises :class:`ToolError` on errors or
+    latches.  Returns the Yosys log."""
+    from .cosim_yosys import SynthError, run_script
+
     script = (f"read_verilog -sv {' '.join(str(f) for f in files)}; hierarchy -check -top {top}; "
               "proc; flatten; opt_clean; "
               "select -assert-none t:$dlatch t:$adlatch t:$dlatchsr t:$sr; stat")
-    r = subprocess.run([exe, "-q", "-p", script, "-l", "/dev/stdout"], capture_output=True, text=True,
-                       timeout=3600)
-    out = r.stdout + r.stderr
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(log) if log is not None else Path(tmp) / "yosys_check.log"
+        try:
+            run_script(script, log_path, timeout_s=3600, what=f"elaboration of {top}")
+        except SynthError as err:
+            raise ToolError(f"yosys could not elaborate {top} (or found latches): {err}") from None
+        out = log_path.read_text(errors="replace")
     if log is not None:
-        log.write_text(script + "\n" + out)
-    if r.returncode != 0:
-        tail = "\n".join(out.splitlines()[-20:])
-        raise ToolError(f"yosys could not elaborate {top} (or found latches):\n{tail}")
+        log_path.write_text(script + "\n" + out)
     return out
 
 
@@ -358,8 +358,6 @@ def build_rtl(out: Path, weights: EncoderWeights, settings, *, latent_bits: int,
         info["lint"] = "clean (verilator --lint-only -Wall)"
         info["lint_s"] = round(time.perf_counter() - t1, 2)
         if settings.yosys_check:
-            if "yosys" not in tools:
-                tools.append("yosys")
             t1 = time.perf_counter()
             yosys_check(files, info["top"], logs / f"yosys_check_{fl}.log")
             info["yosys_check"] = "elaborated, no latches"

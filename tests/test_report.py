@@ -208,7 +208,8 @@ def fake_upstream(mp, *, yosys=True, eta_plot=True, kr=True, stats=True, grid=Tr
                  "ii_cycles": 1, "sim_wafers_per_s": 20360.6, "build_s": 170.0}
             if yosys:
                 m.update({"xilinx_LUT": lut, "xilinx_FF": 1126, "xilinx_CARRY4": 7192, "xilinx_DSP48": 0,
-                          "generic_gates": 184282, "generic_transistors": 1384178})
+                          "generic_gates": 184282, "generic_transistors": 1384178,
+                          "sky130_area_um2": 1.5e6 if fl == "prog" else 2.5e5})
             ctx.metrics[fl] = m
             rep["flavours"][fl] = {
                 "n_total": 188633, "n_mismatch": bad,
@@ -218,7 +219,7 @@ def fake_upstream(mp, *, yosys=True, eta_plot=True, kr=True, stats=True, grid=Tr
                            "bubbles": {"n_total": 2000, "n_mismatch": 0, "n_field_mismatch": 0}}}
         if yosys:
             rep["frontend"] = {"xilinx": {"LUT": 16264, "FF": 0, "CARRY4": 684, "DSP48": 0},
-                               "generic": {"gates": 37415}}
+                               "generic": {"gates": 37415}, "sky130": {"area_um2": 61234.5}}
         _write(ctx.out / "report.json", rep)
 
     for name, body in zip(UPSTREAM, (data, emd, autoencoder, convert, csim, rtl, cosim), strict=True):
@@ -376,7 +377,8 @@ def test_structure_and_key_numbers(full):
                    "2.8190", "0.270 (seed envelope 0.261-0.279)", "0.7422-0.7922, 3 seeds", "4.12 %",
                    "yes vs telescope MSE (lower median EMD for every seed)", "6.11 %",
                    "0.745", "ap_ufixed&lt;9,1,AP_RND_CONV,AP_SAT&gt;", "177,815",
-                   "188,633", "41,167", "336,959", "16,264", "25 ns", "fixed&lt;21,9,TRN,WRAP,0&gt;"):
+                   "188,633", "41,167", "336,959", "16,264", "25 ns", "fixed&lt;21,9,TRN,WRAP,0&gt;",
+                   "sky130 area um^2 (area only, no timing)"):
         assert number in page, number
     for st in UPSTREAM:           # every stage's manifest sha256 and config hash
         smf = cfg.stage_dir(st) / "manifest.json"

