@@ -48,7 +48,15 @@ import numpy as np
 
 from . import autoencoder_stats as S
 from . import encoder as E
-from .autoencoder_train import build_autoencoder, model_inputs, model_seed, refine_cnn, scan_lr, train_model
+from .autoencoder_train import (
+    build_autoencoder,
+    model_inputs,
+    model_seed,
+    refine_cnn,
+    scan_lr,
+    subset,
+    train_model,
+)
 from .errors import ConfigError, FlowError, MismatchError, StageInputError
 from .geometry import REMAP_8X8
 from .manifest import atomic_write_bytes, atomic_write_json
@@ -293,10 +301,10 @@ def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
         tr = model_inputs(train, decoder)
         cap = s.max_train_wafers_by_loss.get(loss, 0)
         if cap:
-            tr = (tr[0][:cap] if decoder == "plain" else [a[:cap] for a in tr[0]], tr[1][:cap])
+            tr = (subset(tr[0], cap), tr[1][:cap])
         va_x, va_t = model_inputs(val, decoder)
         # validation for early stopping: a fixed subset is plenty and keeps epochs cheap
-        va = (va_x[:50000] if decoder == "plain" else [a[:50000] for a in va_x], va_t[:50000])
+        va = (subset(va_x, 50000), va_t[:50000])
 
         def make_loss(loss=loss):
             return get_loss(loss, emd_cnn_path=emd_path, sinkhorn_eps=s.sinkhorn_eps,
@@ -312,15 +320,17 @@ def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
                             ck=ck_root / name / f"seed{i}", log=print)
             cnn_i = cnn
             if s.refine_rounds and loss == "emd_cnn" and decoder == "plain":
-                t, cnn_path, rounds = _refine(ctx, s, t, tr, va, test, emd_path, ck_root / name / f"seed{i}",
-                                              seed, rule["lr"], use_ray)
+                # the last round's evaluation is the refined model's evaluation
+                t, cnn_path, rounds, (report, emd, extra) = _refine(
+                    ctx, s, t, tr, va, test, emd_path, ck_root / name / f"seed{i}", seed, rule["lr"], use_ray)
                 models.setdefault("refine", []).append(rounds)
                 if cnn is not None:
                     from .emd_cnn import load_emd_cnn
 
                     cnn_i = load_emd_cnn(cnn_path)
-            report, emd, extra = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss=loss,
-                                          decoder=decoder)
+            else:
+                report, emd, extra = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss=loss,
+                                              decoder=decoder)
             models["emd"].append(emd)
             models["summary"].append(summarise_model(emd, test, s, seed))
             models["info"].append({**t.info, "seed_index": i})
@@ -344,14 +354,15 @@ def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
 def _refine(ctx, s, t, tr, va, test, emd_path, ck, seed: int, lr: float, use_ray: bool):
     """The closed loop for one EMD-CNN-loss model: ``refine_rounds`` rounds of (exact labels
     of its reconstructions -> EMD CNN fine-tuned -> autoencoder trained on to convergence
-    with the new CNN); the median exact EMD on the test wafers after every round."""
+    with the new CNN); the median exact EMD on the test wafers after every round.  Returns the
+    refined model, its CNN, the rounds and the last round's :func:`evaluate` result."""
     from .emd_data import load_pairs
     from .losses import get_loss
 
     emd_up = ctx.upstream["emd"]
     rnd = (load_pairs(emd_up.path("pairs_train.npz")), load_pairs(emd_up.path("pairs_val.npz")))
-    _, e0, _ = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss="emd_cnn")
-    rounds = [{"round": 0, "median_emd": float(np.nanmedian(e0)), "epochs_run": t.info["epochs_run"],
+    ev = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss="emd_cnn")
+    rounds = [{"round": 0, "median_emd": float(np.nanmedian(ev[1])), "epochs_run": t.info["epochs_run"],
                "converged": t.info["converged"]}]
     cnn_path, first = emd_path, t.info
     for r in range(1, s.refine_rounds + 1):
@@ -360,14 +371,14 @@ def _refine(ctx, s, t, tr, va, test, emd_path, ck, seed: int, lr: float, use_ray
         t = train_model(s, "emd_cnn", "plain",
                         lambda p=cnn_path: get_loss("emd_cnn", emd_cnn_path=p), tr, va, seed=seed, lr=lr,
                         ck=rck / "autoencoder", log=print, init_weights=t.model.get_weights())
-        _, er, _ = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss="emd_cnn")
-        rounds.append({"round": r, "median_emd": float(np.nanmedian(er)), "epochs_run": t.info["epochs_run"],
-                       "converged": t.info["converged"], **rec})
+        ev = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss="emd_cnn")
+        rounds.append({"round": r, "median_emd": float(np.nanmedian(ev[1])),
+                       "epochs_run": t.info["epochs_run"], "converged": t.info["converged"], **rec})
         print(f"[autoencoder] refinement round {r}: median exact EMD {rounds[-1]['median_emd']:.4f} "
               f"(round 0: {rounds[0]['median_emd']:.4f})")
     t.info = {**first, "epochs_run": sum(x["epochs_run"] for x in rounds),
               "converged": all(x["converged"] for x in rounds), "refine": rounds}
-    return t, cnn_path, rounds
+    return t, cnn_path, rounds, ev
 
 
 def _finish(ctx, s, train, test, per_model, reports, training, lr_rule, cnn_checks, exported) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from . import encoder as E
 from .convert_hls import BACKENDS, convert_backend, finish_project
 from .errors import DataFormatError, FlowError, MismatchError
-from .frontend import CAL_BITS, CAL_UNITY, CALQ_BITS, FrontEnd, calibrate, decode_words
+from .frontend import CAL_BITS, CAL_UNITY, CALQ_BITS, FrontEnd
 from .geometry import N_TC, to_8x8
 from .manifest import atomic_write_bytes, atomic_write_json, sha256_file
 
@@ -88,9 +88,8 @@ def corner_words(rng: np.random.Generator, *, n_random: int, n_sparse: int,
 def _calq_table(fe: FrontEnd) -> np.ndarray:
     """CALQ of every word value in every cell under ``fe``'s registers: ``(48, 128)``,
     non-decreasing along the word axis (decode and calibration are monotone)."""
-    words = np.arange(MAX_WORD + 1)
-    d = decode_words(words, fe.drop)
-    return calibrate(d[None, :], np.asarray(fe.calvalues, dtype=np.int64)[:, None])
+    every_word = np.repeat(np.arange(MAX_WORD + 1)[:, None], N_TC, axis=1)   # row w: all cells at w
+    return fe.calq(every_word).T
 
 
 def _greedy(table: np.ndarray, goal: int) -> tuple[np.ndarray, int]:
