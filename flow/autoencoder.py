@@ -43,6 +43,7 @@ import csv
 import hashlib
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -50,6 +51,8 @@ from . import autoencoder_stats as S
 from . import encoder as E
 from .autoencoder_train import (
     build_autoencoder,
+    fit_task,
+    from_result,
     model_inputs,
     model_seed,
     refine_cnn,
@@ -272,7 +275,9 @@ def run(ctx) -> None:
     train = load_split(data.path("train.npz"), s.max_train_wafers)
     val = load_split(data.path("val.npz"))
     test = load_split(data.path("test.npz"), s.eval_wafers)
-    use_ray = len(test["aein"]) > 20000
+    # exact EMD of the evaluation on Ray for big test sets, unless the models train on Ray:
+    # then the training tasks hold its CPUs and the driver labels serially meanwhile
+    use_ray = len(test["aein"]) > 20000 and not s.ray.enabled
     ck_root = ctx.checkpoint_dir / _ckpt_key(ctx)
     cnn = None
     if s.cnn_check:
@@ -284,19 +289,31 @@ def run(ctx) -> None:
 
     from .emd_exact import ray_session
 
-    with ray_session() if use_ray else contextlib.nullcontext():
+    session = (ray_session(s.ray.address, s.ray.num_cpus) if s.ray.enabled else
+               ray_session() if use_ray else contextlib.nullcontext())
+    with session:
         per_model, training, lr_rule, cnn_checks, exported = _train_all(ctx, s, train, val, test, emd_path,
                                                                         ck_root, cnn, use_ray)
     reports = {name: m["golden"] for name, m in per_model.items()}
     _finish(ctx, s, train, test, per_model, reports, training, lr_rule, cnn_checks, exported)
 
 
-def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
-    """Train and evaluate every (model, seed)."""
+class _Plan(NamedTuple):
+    """One compared model: its name, loss, decoder, inputs and learning-rate rule."""
+
+    name: str
+    loss: str
+    decoder: str
+    tr: tuple
+    va: tuple
+    rule: dict
+
+
+def _plan(ctx, s, train, val, emd_path, ck_root) -> list[_Plan]:
+    """Inputs and learning-rate rule of every compared model (the scan runs here)."""
     from .losses import get_loss
 
-    out = ctx.out
-    per_model, training, lr_rule, cnn_checks, exported = {}, {}, {}, {}, None
+    plan = []
     for name, loss, decoder in model_specs(s):
         tr = model_inputs(train, decoder)
         cap = s.max_train_wafers_by_loss.get(loss, 0)
@@ -312,41 +329,91 @@ def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
 
         rule = scan_lr(s, loss, decoder, make_loss, tr, va, model_seed(ctx.seed, loss, 0),
                        ck_root / name, print)
-        lr_rule[name] = rule
-        models = {"emd": [], "summary": [], "info": [], "golden": []}
-        for i in range(s.seeds):
-            seed = model_seed(ctx.seed, loss, i)
-            t = train_model(s, loss, decoder, make_loss, tr, va, seed=seed, lr=rule["lr"],
-                            ck=ck_root / name / f"seed{i}", log=print)
-            cnn_i = cnn
-            if s.refine_rounds and loss == "emd_cnn" and decoder == "plain":
-                # the last round's evaluation is the refined model's evaluation
-                t, cnn_path, rounds, (report, emd, extra) = _refine(
-                    ctx, s, t, tr, va, test, emd_path, ck_root / name / f"seed{i}", seed, rule["lr"], use_ray)
-                models.setdefault("refine", []).append(rounds)
-                if cnn is not None:
-                    from .emd_cnn import load_emd_cnn
+        plan.append(_Plan(name, loss, decoder, tr, va, rule))
+    return plan
 
-                    cnn_i = load_emd_cnn(cnn_path)
-            else:
-                report, emd, extra = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss=loss,
-                                              decoder=decoder)
-            models["emd"].append(emd)
-            models["summary"].append(summarise_model(emd, test, s, seed))
-            models["info"].append({**t.info, "seed_index": i})
-            models["golden"].append(report)
-            if cnn_i is not None:
-                pred = cnn_predictions(cnn_i, test["calq"].astype(np.float64), extra["recon48"])
-                chk = S.cnn_check(pred, emd, test["occupancy"], min_emd=CNN_CHECK_MIN_EMD)
-                cnn_checks.setdefault(name, []).append(chk)
-                if i == 0:
-                    (out / "plots").mkdir(parents=True, exist_ok=True)
-                    _cnn_plot(out / "plots", name, pred, emd)
-            _save_model(out, name, i, t)
-            if name == s.export_loss and (exported is None or
-                                          (t.info["best_val_loss"] or np.inf) < exported[2]):
-                exported = (t.enc, t.dec, t.info["best_val_loss"] or np.inf, i)
-        per_model[name] = models
+
+def _fits(ctx, s, plan: list[_Plan], emd_path, ck_root):
+    """Yield ``(plan entry, seed index, Trained)`` for every model and seed, in table
+    order.  With ``ray.enabled`` all of them are submitted at once as 1-CPU Ray tasks
+    (a cluster trains them in parallel) and collected in order; otherwise each trains
+    in this process."""
+    loss_kw = {"emd_cnn_path": emd_path, "sinkhorn_eps": s.sinkhorn_eps, "sinkhorn_iters": s.sinkhorn_iters}
+    jobs = [(p, i, {"seed": model_seed(ctx.seed, p.loss, i), "lr": p.rule["lr"],
+                    "ck": str(ck_root / p.name / f"seed{i}")}) for p in plan for i in range(s.seeds)]
+    if not s.ray.enabled:
+        for p, i, kw in jobs:
+            yield p, i, from_result(s.latent_bits, p.decoder,
+                                    fit_task(s, p.loss, p.decoder, loss_kw, p.tr, p.va, **kw))
+        return
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=0)(fit_task)
+    data = {p.name: (ray.put(p.tr), ray.put(p.va)) for p in plan}
+    refs = [task.remote(s, p.loss, p.decoder, loss_kw, *data[p.name], **kw) for p, i, kw in jobs]
+    print(f"[autoencoder] {len(refs)} models submitted as Ray tasks "
+          f"({int(ray.cluster_resources().get('CPU', 1))} CPUs)")
+    for k, ((p, i, _kw), ref) in enumerate(zip(jobs, refs, strict=True)):
+        while not ray.wait([ref], timeout=60.0)[0]:
+            print("[autoencoder] epochs so far: " + ", ".join(
+                f"{q.name}/seed{j} {_epochs_done(Path(kwj['ck']))}" for q, j, kwj in jobs[k:]), flush=True)
+        try:
+            res = ray.get(ref)
+        except ray.exceptions.RayTaskError as e:
+            raise FlowError(f"autoencoder model {p.name} seed {i} failed in its Ray task: "
+                            f"{e.cause if hasattr(e, 'cause') else e}") from e
+        info = res["info"]
+        state = "converged" if info["converged"] else "NOT converged"
+        print(f"[autoencoder] {p.name}/seed{i}: {info['epochs_run']} epochs, {state}, "
+              f"best val loss {info['best_val_loss']}")
+        yield p, i, from_result(s.latent_bits, p.decoder, res)
+
+
+def _epochs_done(ck: Path) -> int:
+    """Epochs a (possibly running) model has logged in its checkpoint directory."""
+    f = ck / "history.csv"
+    return max(0, len(f.read_text().splitlines()) - 1) if f.exists() else 0
+
+
+def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
+    """Train and evaluate every (model, seed)."""
+    out = ctx.out
+    per_model, training, cnn_checks, exported = {}, {}, {}, None
+    plan = _plan(ctx, s, train, val, emd_path, ck_root)
+    lr_rule = {p.name: p.rule for p in plan}
+    for p, i, t in _fits(ctx, s, plan, emd_path, ck_root):
+        name, loss, decoder = p.name, p.loss, p.decoder
+        models = per_model.setdefault(name, {"emd": [], "summary": [], "info": [], "golden": []})
+        seed = model_seed(ctx.seed, loss, i)
+        cnn_i = cnn
+        if s.refine_rounds and loss == "emd_cnn" and decoder == "plain":
+            # the last round's evaluation is the refined model's evaluation
+            t, cnn_path, rounds, (report, emd, extra) = _refine(
+                ctx, s, t, p.tr, p.va, test, emd_path, ck_root / name / f"seed{i}", seed, p.rule["lr"],
+                use_ray)
+            models.setdefault("refine", []).append(rounds)
+            if cnn is not None:
+                from .emd_cnn import load_emd_cnn
+
+                cnn_i = load_emd_cnn(cnn_path)
+        else:
+            report, emd, extra = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss=loss,
+                                          decoder=decoder)
+        models["emd"].append(emd)
+        models["summary"].append(summarise_model(emd, test, s, seed))
+        models["info"].append({**t.info, "seed_index": i})
+        models["golden"].append(report)
+        if cnn_i is not None:
+            pred = cnn_predictions(cnn_i, test["calq"].astype(np.float64), extra["recon48"])
+            chk = S.cnn_check(pred, emd, test["occupancy"], min_emd=CNN_CHECK_MIN_EMD)
+            cnn_checks.setdefault(name, []).append(chk)
+            if i == 0:
+                (out / "plots").mkdir(parents=True, exist_ok=True)
+                _cnn_plot(out / "plots", name, pred, emd)
+        _save_model(out, name, i, t)
+        if name == s.export_loss and (exported is None or
+                                      (t.info["best_val_loss"] or np.inf) < exported[2]):
+            exported = (t.enc, t.dec, t.info["best_val_loss"] or np.inf, i)
         training[name] = models["info"]
     return per_model, training, lr_rule, cnn_checks, exported
 

@@ -11,7 +11,8 @@ whatever its loss (``docs/autoencoder.md``, "Training rule"):
 * **learning rate**: ``lr_scan`` candidates, each trained ``lr_scan_epochs`` epochs
   on the first ``lr_scan_wafers`` training wafers from the seed-0 initialisation;
   the lowest validation loss wins (or ``learning_rate`` when the scan is empty);
-  halved after ``lr_patience`` epochs without improvement;
+  halved after every ``lr_patience`` epochs without improvement (the same relative
+  criterion as the stopping rule);
 * **resume**: Keras ``BackupAndRestore`` plus this module's own convergence state
   (best value, epochs since, best weights) in the checkpoint directory, so an
   interrupted fit continues where it stopped with the same stopping decision.
@@ -113,9 +114,20 @@ def model_seed(base_seed: int, loss: str, seed_index: int) -> int:
 
 
 # ------------------------------------------------------------ convergence
-def _convergence_callback(patience: int, rel_delta: float, state_path: Path, best_path: Path):
-    """Keras callback: relative-improvement early stopping with best-weight restore,
-    its state kept on disk so that a resumed fit takes the same decisions."""
+#: the learning rate is never halved below this
+MIN_LR = 1e-6
+
+
+def _convergence_callback(patience: int, rel_delta: float, state_path: Path, best_path: Path,
+                          lr_patience: int):
+    """Keras callback: relative-improvement early stopping with best-weight restore and
+    learning-rate halving, its state kept on disk so that a resumed fit takes the same
+    decisions.  One criterion drives both: an epoch *improves* when the validation loss
+    falls below the best so far by the relative ``rel_delta`` (the same for every loss,
+    whatever its scale).  After every ``lr_patience`` epochs without improvement the
+    learning rate is halved (not below :data:`MIN_LR`); after ``patience`` such epochs
+    training stops.  (Keras' ReduceLROnPlateau compares with an *absolute* delta, which
+    would halve a small-scale loss such as telescope MSE much earlier than EMD.)"""
     import tensorflow as tf
 
     class Convergence(tf.keras.callbacks.Callback):
@@ -134,6 +146,10 @@ def _convergence_callback(patience: int, rel_delta: float, state_path: Path, bes
         def on_epoch_end(self, epoch, logs=None):
             v = float((logs or {}).get("val_loss", float("nan")))
             st = self.state
+            lr_var = self.model.optimizer.learning_rate
+            lr = float(tf.keras.backend.get_value(lr_var))
+            if logs is not None:
+                logs["lr"] = lr          # this epoch's rate, in the history
             if not math.isfinite(v):
                 st["diverged"] = True
                 self.model.stop_training = True
@@ -145,6 +161,8 @@ def _convergence_callback(patience: int, rel_delta: float, state_path: Path, bes
                 if st["wait"] >= patience:
                     st["stopped_early"] = True
                     self.model.stop_training = True
+                elif st["wait"] % lr_patience == 0 and lr > MIN_LR:
+                    tf.keras.backend.set_value(lr_var, max(MIN_LR, 0.5 * lr))
             self._save()
 
         def on_train_end(self, logs=None):
@@ -232,9 +250,8 @@ def train_model(s, loss_name: str, decoder: str, make_loss, train, val, *, seed:
         info = json.loads(done.read_text())
     else:
         conv = _convergence_callback(s.early_stopping_patience, s.early_stopping_min_delta, state_path,
-                                     ck / "best.weights.h5")
+                                     ck / "best.weights.h5", s.lr_patience)
         cbs = [tf.keras.callbacks.BackupAndRestore(str(ck / "backup")),
-               tf.keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=s.lr_patience, min_lr=1e-6),
                conv, tf.keras.callbacks.CSVLogger(str(hist_csv), append=True)]
         log(f"[autoencoder] training {loss_name}/{decoder} (seed {seed}, lr {lr:g}): {len(train[1])} "
             f"wafers, until converged (cap {s.epochs} epochs)")
@@ -256,6 +273,28 @@ def train_model(s, loss_name: str, decoder: str, make_loss, train, val, *, seed:
         rows = list(csv.DictReader(f))
     info["converged"] = bool(info["stopped_early"]) and not info.get("diverged", False)
     return Trained(enc, dec, rows, info, model)
+
+
+def fit_task(s, loss_name: str, decoder: str, loss_kw: dict, train, val, *, seed: int, lr: float,
+             ck: str, init_weights: list | None = None) -> dict:
+    """Train one model where it runs: the body of the stage's Ray task (one model per
+    1-CPU task, TensorFlow on one thread) and of its serial path.  Returns what the
+    driver needs to rebuild the model exactly: ``{"weights", "info", "history"}``."""
+    import tensorflow as tf
+
+    from .losses import get_loss
+
+    tf.config.experimental.enable_op_determinism()
+    t = train_model(s, loss_name, decoder, lambda: get_loss(loss_name, **loss_kw), train, val, seed=seed,
+                    lr=lr, ck=Path(ck), log=print, init_weights=init_weights)
+    return {"weights": t.model.get_weights(), "info": t.info, "history": t.history}
+
+
+def from_result(latent_bits: int, decoder: str, res: dict) -> Trained:
+    """The :class:`Trained` model of a :func:`fit_task` result (weights set bit for bit)."""
+    model, enc, dec = build_autoencoder(latent_bits, decoder)
+    model.set_weights(res["weights"])
+    return Trained(enc, dec, res["history"], res["info"], model)
 
 
 # ------------------------------------------------------------ closed loop

@@ -241,6 +241,23 @@ class EmdConfig(Section):
     """Progress bars on stderr."""
 
 
+class AutoencoderRayConfig(Section):
+    """Ray scale-out of the ``autoencoder`` stage: the independent models (losses x
+    seeds) train as Ray tasks, one CPU and one TensorFlow thread each."""
+
+    enabled: bool = False
+    """Train every model in its own 1-CPU Ray task (TensorFlow on one thread, whatever
+    ``threads`` says); ``false`` trains them one after the other in the stage's process
+    with ``threads`` threads.  The thread count changes the trained weights, so the
+    two modes give different (equally valid) models; each is reproducible."""
+    address: str | None = None
+    """Ray cluster to join (``auto``, ``ray://host:10001``); unset: start a local Ray
+    with ``num_cpus`` CPUs.  On a cluster, resuming an interrupted model needs the
+    run's checkpoint directory on a filesystem every node shares."""
+    num_cpus: int | None = Field(None, ge=1)
+    """CPUs of the local Ray, i.e. models trained at once (unset: all cores)."""
+
+
 class AutoencoderConfig(Section):
     """``autoencoder`` stage (part of ``train``): the quantized encoder."""
 
@@ -279,7 +296,8 @@ class AutoencoderConfig(Section):
     lr_scan_epochs: int = Field(4, ge=1)
     """Epochs of each learning-rate scan trial."""
     lr_patience: int = Field(2, ge=1)
-    """Epochs without improvement before the learning rate is halved."""
+    """The learning rate is halved after every ``lr_patience`` epochs without a relative
+    validation improvement of ``early_stopping_min_delta`` (not below 1e-6)."""
     early_stopping_patience: int = Field(8, ge=1)
     """Epochs without a relative validation improvement of ``early_stopping_min_delta``
     before training stops; the best epoch's weights are restored."""
@@ -322,7 +340,10 @@ class AutoencoderConfig(Section):
     eta_bins: list[float] = Field(default_factory=lambda: [1.6, 1.8, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0])
     """|eta| bin edges of the median-EMD comparison."""
     threads: int = Field(0, ge=0)
-    """TensorFlow intra-op threads (0: all cores)."""
+    """TensorFlow intra-op threads (0: all cores) of the stage's process: evaluation, and
+    training when ``ray.enabled`` is false."""
+    ray: AutoencoderRayConfig = Field(default_factory=AutoencoderRayConfig)
+    """Train the models as Ray tasks (see ``docs/scale_out.md``)."""
 
 
 class ConvertConfig(Section):

@@ -115,3 +115,59 @@ def test_conditional_decoder_trains_and_its_encoder_stays_golden(split, tmp_path
 def test_model_seed_index_zero_keeps_the_single_seed_formula():
     assert T.model_seed(12345, "emd_cnn", 0) == (12345 + sum(map(ord, "emd_cnn"))) % 2 ** 31
     assert len({T.model_seed(1, "emd_cnn", i) for i in range(5)}) == 5
+
+
+def test_learning_rate_halves_on_the_same_relative_criterion(split, tmp_path):
+    """lr_patience 1, min_delta 50 %: no epoch after the first improves, so the rate halves
+    after every epoch until the patience (3) stops training; the history logs each rate."""
+    tr, va = _data(split)
+    s = _settings(lr_patience=1, early_stopping_patience=3)
+    t = T.train_model(s, "weighted_mse", "plain", _mse, tr, va, seed=3, lr=1e-3, ck=tmp_path / "m",
+                      log=lambda *a: None)
+    assert t.info["stopped_early"] and t.info["epochs_run"] == 4
+    assert [float(r["lr"]) for r in t.history] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4], rel=1e-6)
+
+
+_SERIAL = r"""
+import json, sys, hashlib, numpy as np, tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(1)      # what the stage does for threads: 1
+from flow import autoencoder_train as T
+a = np.load(sys.argv[1])
+tr, va = (a["x"][:256], a["t"][:256]), (a["x"][256:], a["t"][256:])
+s = {s}
+res = T.fit_task(s, "telescope_mse", "plain", {{}}, tr, va, seed=5, lr=1e-3, ck=sys.argv[2])
+print("SHA", hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in res["weights"])).hexdigest())
+"""
+
+
+def test_a_ray_task_trains_the_same_model_as_the_serial_stage_with_one_thread(split, tmp_path):
+    """``autoencoder.ray.enabled`` trains each model in a 1-CPU Ray task; with
+    ``threads: 1`` the serial path gives bit-identical weights (so a cluster run and a
+    laptop run of the same config agree)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    import ray
+
+    from flow.emd_exact import ray_session
+
+    x, t = T.model_inputs(split)
+    np.savez(tmp_path / "d.npz", x=x, t=t)
+    s = _settings(epochs=2, early_stopping_patience=5)
+    code = _SERIAL.format(s="__import__('types').SimpleNamespace(**" + json.dumps(vars(s)) + ")")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "d.npz"), str(tmp_path / "serial")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    serial = [ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("SHA ")][0]
+    tr, va = (x[:256], t[:256]), (x[256:], t[256:])
+    with ray_session(num_cpus=1):
+        res = ray.get(ray.remote(num_cpus=1)(T.fit_task).remote(
+            s, "telescope_mse", "plain", {}, tr, va, seed=5, lr=1e-3, ck=str(tmp_path / "ray")))
+    got = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in res["weights"])).hexdigest()
+    assert got == serial
+    assert res["info"]["epochs_run"] == 2
+    rebuilt = T.from_result(9, "plain", res)
+    assert all(np.array_equal(a, b) for a, b in zip(rebuilt.model.get_weights(), res["weights"], strict=True))
