@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from . import encoder as E
+from .atomic import atomic_write_bytes, atomic_write_json
 from .convert_hls import BACKENDS, convert_backend, finish_project
 from .errors import DataFormatError, FlowError, MismatchError
 from .frontend import CAL_BITS, CAL_UNITY, CALQ_BITS, FrontEnd
 from .geometry import N_TC, to_8x8
-from .manifest import atomic_write_bytes, atomic_write_json, sha256_file
+from .manifest import sha256_file
 
 #: kind codes of the golden vectors; ``kind_names[kind]`` is the legend
 KIND_NAMES = ("test_wafer", "all_zero", "one_hot", "all_max", "random_full", "random_sparse",

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_json
 from .errors import MismatchError, StageInputError
-from .manifest import atomic_write_json
 
 FLAVOUR_TOPS = {"const": "econt_ae_const", "prog": "econt_ae_prog"}
 

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_json
 from .convert import KIND_NAMES, load_vectors
 from .convert_hls import CXX_STD, CXX_WARN, HARNESS_SOURCES, include_flags, run_logged
 from .encoder import N_LATENT
 from .errors import FlowError, MismatchError
 from .geometry import N_TC
-from .manifest import atomic_write_json
 
 VEC_MAGIC, OUT_MAGIC = b"ECONTVEC", b"ECONTOUT"
 VEC_HEADER, OUT_HEADER = 128, 32

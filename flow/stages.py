@@ -19,9 +19,10 @@ import shutil
 import time
 from dataclasses import dataclass
 
+from .atomic import replace_dir
 from .errors import NotBuiltError
 from .host import pin_numerics
-from .manifest import StageContext, finish, swap_into_place, verify
+from .manifest import StageContext, finish, verify
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def run_stage(cfg, name: str, *, echo=print) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    swap_into_place(tmp, final)
+    replace_dir(tmp, final)
     _print_summary(name, manifest, ctx.summary, echo)
     return manifest
 
