@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -399,15 +398,8 @@ def run(ctx) -> None:
 
     main = sets["vectors.npz"]
     tb = _tb_arrays(main, s.tb_vectors, latent_bits) if s.tb_vectors else None
-    failed = ctx.cfg.run_dir / "convert.failed"
-    shutil.rmtree(failed, ignore_errors=True)
-    try:
-        projects, times = _convert_all(ctx, ae, tb, latent_bits, weights_sha)
-    except FlowError as err:
-        # the runner deletes the stage's directory on failure: keep the logs for the user
-        if (out / "logs").is_dir():
-            shutil.copytree(out / "logs", failed / "logs", dirs_exist_ok=True)
-        raise FlowError(str(err).replace(str(out / "logs"), str(failed / "logs"))) from None
+    # on failure the runner keeps logs/ in build/<run>/convert.failed/
+    projects, times = _convert_all(ctx, ae, tb, latent_bits, weights_sha)
     atomic_write_json(out / "projects.json", {"projects": projects, "weights_sha256": weights_sha})
 
     ctx.metrics.update({"n_vectors": n_vec, "counts": meta["files"]["vectors.npz"]["counts"],

@@ -17,7 +17,7 @@ against the golden model before writing them.
 Self-check (``handoff.self_check``): the archive is unpacked in a temporary
 directory outside the repository and ``tb/run.py`` runs there in a child
 process in which ``import flow`` fails; any mismatch or failed test fails
-the stage (its report is kept in ``<run>/.checkpoints/handoff/failed/``).
+the stage (the runner keeps its report in ``<run>/handoff.failed/self_check/``).
 
 Outputs::
 
@@ -798,16 +798,10 @@ def run(ctx) -> None:
         ctx.external_tools.append("verilator")
         keep = ctx.out / "self_check"
         rep = run_archive_tb(archive, jobs=s.self_check_jobs, timeout_s=s.self_check_timeout_s, keep=keep)
-        if rep["returncode"] != 0 or not rep.get("passed"):
-            failed = ctx.checkpoint_dir / "failed"
-            if failed.exists():
-                shutil.rmtree(failed)
-            if keep.is_dir():
-                shutil.copytree(keep, failed)
-            failed.mkdir(parents=True, exist_ok=True)
-            if not (failed / "report.json").is_file():
-                atomic_write_json(failed / "report.json", rep)
-            raise _self_check_error(rep, failed / "report.json")
+        if rep["returncode"] != 0 or not rep.get("passed"):  # the runner keeps ctx.out (handoff.failed/)
+            if not (keep / "report.json").is_file():
+                atomic_write_json(keep / "report.json", rep)
+            raise _self_check_error(rep, keep / "report.json")
         sc = {"passed": True, "n_total": rep["n_total"], "n_mismatch": rep["n_mismatch"],
               "wall_s": rep["wall_s"], "warnings": rep.get("warnings", []),
               "flavours": {fl: {k: r.get(k) for k in ("n_total", "n_mismatch", "build_s", "sim_s")}
