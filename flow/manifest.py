@@ -8,7 +8,8 @@ or the new complete artifact, never a half-written one.
 
 The manifest records the stage's inputs (upstream manifests and any external
 files, with sha256), its outputs (sha256 and size), the config it ran with,
-tool versions, the host (CPU model, ISA flags, cores, caches and the
+the flow code it ran (``code_sha256`` and ``code_files``:
+:mod:`flow.codehash`), tool versions, the host (CPU model, ISA flags, cores, caches and the
 TensorFlow/oneDNN settings in effect: :func:`flow.host.host_info`), wall
 time and metrics.  :func:`verify` re-checks all of that
 before a downstream stage uses an artifact and raises
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_json
+from .codehash import StageCode, describe_change, stage_code
 from .errors import StageInputError
 from .host import host_info
 from .tools import version as tool_version
@@ -148,6 +150,14 @@ def verify(cfg, stage: str, *, check_hashes: bool = True, _seen: set | None = No
                               f"'{STAGES[stage].config_section}' config or seed than "
                               f"the current one (config_hash {str(man.get('config_hash'))[:12]} "
                               f"!= {want[:12]}); {rerun}")
+    code = stage_code(stage)
+    if man.get("code_sha256") != code.sha256:
+        why = ("its manifest records no code hash: it was built by an older flow"
+               if "code_sha256" not in man else
+               f"{describe_change(man.get('code_files'), code.files)}, code_sha256 "
+               f"{str(man.get('code_sha256'))[:12]} != {code.sha256[:12]}")
+        raise StageInputError(f"stage '{stage}' is stale: the flow code it runs changed since it "
+                              f"was built ({why}); {rerun}")
     if check_hashes:
         for rel, info in man["outputs"].items():
             p = sdir / rel
@@ -181,6 +191,8 @@ class StageContext:
     summary: list[tuple[str, str]] = field(default_factory=list)
     external_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     external_tools: list[str] = field(default_factory=list)
+    #: the flow code the stage runs, taken by the runner before the stage starts
+    code: StageCode | None = None
 
     @property
     def seed(self) -> int:
@@ -209,6 +221,7 @@ def finish(ctx: StageContext, started: float, started_utc: str) -> dict[str, Any
     from .stages import STAGES
 
     section = STAGES[ctx.stage].config_section
+    code = ctx.code if ctx.code is not None else stage_code(ctx.stage)
     man = {
         "schema": SCHEMA,
         "stage": ctx.stage,
@@ -220,6 +233,10 @@ def finish(ctx: StageContext, started: float, started_utc: str) -> dict[str, Any
                          "path": str(v.dir / MANIFEST)} for s, v in ctx.upstream.items()},
         "inputs": ctx.external_inputs,
         "outputs": hash_outputs(ctx.out),
+        # the flow code the stage ran (its module, the cores it imports, their resource
+        # files): a change makes the artifact stale (flow.codehash)
+        "code_sha256": code.sha256,
+        "code_files": code.files,
         "tools": tool_versions(tuple(ctx.external_tools)),
         # CPU, cores, caches, oneDNN/TF numerics settings: float training results depend on them
         "host": host_info(),

@@ -3,8 +3,9 @@
 A stage is a module ``flow.<name>`` with a function ``run(ctx) -> None``
 (FINN style: it reads its inputs through ``ctx.upstream``, writes its
 artifact into ``ctx.out`` and fills ``ctx.metrics`` / ``ctx.summary``).  The
-runner verifies the inputs, gives the stage a fresh temporary directory,
-writes the manifest last and swaps the directory into place atomically.
+runner verifies the inputs, takes the hash of the stage's code
+(:mod:`flow.codehash`), gives the stage a fresh temporary directory, writes
+the manifest last and swaps the directory into place atomically.
 
 The runner also owns what happens when a stage fails: the stage's directory
 (its logs, reports and partial outputs) is kept as ``build/<run>/<stage>.failed/``
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import replace_dir
+from .codehash import stage_code
 from .errors import FlowError, NotBuiltError
 from .host import pin_numerics
 from .manifest import StageContext, finish, verify
@@ -96,6 +98,7 @@ def run_stage(cfg, name: str, *, echo=print) -> dict:
                             "Nothing was run and nothing was written.")
     pin_numerics()  # before a stage module imports TensorFlow (the CLI has done it already)
     upstream = {up: verify(cfg, up) for up in stage.upstream}
+    code = stage_code(name)  # the code as the stage imports it (before it can change under us)
     module = importlib.import_module(stage.module)
     final = cfg.stage_dir(name)
     tmp = final.with_name(f".{name}.tmp")
@@ -106,7 +109,7 @@ def run_stage(cfg, name: str, *, echo=print) -> dict:
     tmp.mkdir(parents=True)
     ckpt = cfg.run_dir / ".checkpoints" / name
     ckpt.mkdir(parents=True, exist_ok=True)
-    ctx = StageContext(cfg=cfg, stage=name, out=tmp, upstream=upstream, checkpoint_dir=ckpt)
+    ctx = StageContext(cfg=cfg, stage=name, out=tmp, upstream=upstream, checkpoint_dir=ckpt, code=code)
     started = time.time()
     started_utc = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     try:
