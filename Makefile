@@ -1,8 +1,10 @@
 # ECON-T autoencoder co-design flow.  `make help` lists the targets.
 #
 # Each stage target's file target is the stage's manifest, so make reruns a
-# stage only when its config, the flow's code or an upstream artifact changed
-# (the flow itself re-verifies hashes and refuses stale inputs).
+# stage only when its config, its code (the flow modules it imports and the
+# resource files they read, listed by `python -m flow deps <stage>`) or an
+# upstream artifact changed (the flow itself re-verifies hashes, including
+# each manifest's code_sha256, and refuses stale inputs).
 
 SHELL      := /bin/bash
 PYTHON     ?= python3.11
@@ -14,8 +16,20 @@ STAMP      := $(VENV)/.installed
 # workdir/name of the run, read from the config without importing the flow
 RUN        := $(shell $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -c "import yaml,sys; d=yaml.safe_load(open('$(CONFIG)')) or {}; print(d.get('workdir','build')+'/'+d.get('name','default'))" 2>/dev/null || echo build/default)
 FLOW       := $(PY) -m flow
-# a stage reruns when the config, the installed stack, its own module(s) or an upstream manifest change
-deps = $(STAMP) $(CONFIG) $(wildcard flow/$(1).py flow/$(1)_*.py flow/$(1)/*.py)
+# a stage reruns when the config, the installed stack, its code (CODE_<stage>) or an upstream manifest change
+deps = $(STAMP) $(CONFIG) $(CODE_$(1))
+# CODE_<stage>: the files of each stage's code, from the flow's static import graph
+# (flow/codehash.py, standard library only: works before `make install`); regenerated
+# when a file of the package or the testbench is added, removed or edited
+CODE_MK    := build/.code_deps.mk
+CODE_SRC   := $(shell find flow rtl_sim -name __pycache__ -prune -o -print 2>/dev/null)
+NO_CODE_GOALS := help install sysdeps doctor lint test test-slow clean distclean
+ifneq ($(filter-out $(NO_CODE_GOALS),$(MAKECMDGOALS)),)
+include $(CODE_MK)
+endif
+$(CODE_MK): $(CODE_SRC)
+	@mkdir -p $(@D)
+	@$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m flow.codehash --make > $@.tmp && mv $@.tmp $@
 PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export POT_BACKEND_DISABLE_TENSORFLOW ?= 1
@@ -59,25 +73,25 @@ doctor: $(STAMP)
 # ---------------------------------------------------------------- stages
 all: $(STAMP) report handoff physics
 
-$(RUN)/data/manifest.json: $(call deps,data) $(wildcard flow/synth*.py flow/ntuple.py)
+$(RUN)/data/manifest.json: $(call deps,data)
 	$(FLOW) data --config $(CONFIG)
 $(RUN)/emd/manifest.json: $(call deps,emd) $(RUN)/data/manifest.json
 	$(FLOW) emd --config $(CONFIG)
-$(RUN)/autoencoder/manifest.json: $(call deps,autoencoder) flow/encoder.py flow/losses.py $(RUN)/emd/manifest.json
+$(RUN)/autoencoder/manifest.json: $(call deps,autoencoder) $(RUN)/emd/manifest.json
 	$(FLOW) autoencoder --config $(CONFIG)
-$(RUN)/convert/manifest.json: $(call deps,convert) $(wildcard flow/resources/hls/*) $(RUN)/autoencoder/manifest.json
+$(RUN)/convert/manifest.json: $(call deps,convert) $(RUN)/autoencoder/manifest.json
 	$(FLOW) convert --config $(CONFIG)
-$(RUN)/csim/manifest.json: $(call deps,csim) $(wildcard flow/resources/hls/*) $(RUN)/convert/manifest.json
+$(RUN)/csim/manifest.json: $(call deps,csim) $(RUN)/convert/manifest.json
 	$(FLOW) csim --config $(CONFIG)
-$(RUN)/rtl/manifest.json: $(call deps,rtl) $(wildcard flow/resources/rtl/*.v) $(RUN)/autoencoder/manifest.json
+$(RUN)/rtl/manifest.json: $(call deps,rtl) $(RUN)/autoencoder/manifest.json
 	$(FLOW) rtl --config $(CONFIG)
-$(RUN)/cosim/manifest.json: $(call deps,cosim) $(wildcard rtl_sim/*/*.py) $(RUN)/rtl/manifest.json $(RUN)/convert/manifest.json
+$(RUN)/cosim/manifest.json: $(call deps,cosim) $(RUN)/rtl/manifest.json $(RUN)/convert/manifest.json
 	$(FLOW) cosim --config $(CONFIG)
 $(RUN)/physics/manifest.json: $(call deps,physics) $(RUN)/autoencoder/manifest.json
 	$(FLOW) physics --config $(CONFIG)
-$(RUN)/report/manifest.json: $(call deps,report) $(wildcard flow/resources/report/*) $(RUN)/csim/manifest.json $(RUN)/cosim/manifest.json $(RUN)/physics/manifest.json
+$(RUN)/report/manifest.json: $(call deps,report) $(RUN)/csim/manifest.json $(RUN)/cosim/manifest.json $(RUN)/physics/manifest.json
 	$(FLOW) report --config $(CONFIG)
-$(RUN)/handoff/manifest.json: $(call deps,handoff) $(wildcard flow/resources/handoff/* rtl_sim/*/*.py) $(RUN)/cosim/manifest.json
+$(RUN)/handoff/manifest.json: $(call deps,handoff) $(RUN)/cosim/manifest.json
 	$(FLOW) handoff --config $(CONFIG)
 
 data:        $(RUN)/data/manifest.json

@@ -49,6 +49,7 @@ import numpy as np
 
 from . import autoencoder_stats as S
 from . import encoder as E
+from .atomic import atomic_write_bytes, atomic_write_json
 from .autoencoder_train import (
     build_autoencoder,
     fit_task,
@@ -62,7 +63,6 @@ from .autoencoder_train import (
 )
 from .errors import ConfigError, FlowError, MismatchError, StageInputError
 from .geometry import REMAP_8X8
-from .manifest import atomic_write_bytes, atomic_write_json
 
 __all__ = ["build_autoencoder", "load_split", "golden_check", "evaluate", "run"]
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import encoder as E
+from .atomic import atomic_write_json
 from .geometry import REMAP_8X8, to_8x8
 
 #: decoder variants: ``plain`` sees the 16 latent values; ``conditional`` also the
@@ -139,9 +140,7 @@ def _convergence_callback(patience: int, rel_delta: float, state_path: Path, bes
                 self.state.update(json.loads(state_path.read_text()))
 
         def _save(self):
-            tmp = state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.state))
-            tmp.replace(state_path)
+            atomic_write_json(state_path, self.state)
 
         def on_epoch_end(self, epoch, logs=None):
             v = float((logs or {}).get("val_loss", float("nan")))
@@ -226,7 +225,7 @@ def scan_lr(s, loss_name: str, decoder: str, make_loss, train, val, seed: int, c
     best = min(ok, key=lambda t: t["best_val_loss"])
     result = {"lr": best["lr"], "trials": trials,
               "rule": f"lowest validation loss after {s.lr_scan_epochs} epochs on {n} wafers"}
-    cache.write_text(json.dumps({"key": key, "result": result}))
+    atomic_write_json(cache, {"key": key, "result": result})
     return result
 
 
@@ -268,7 +267,7 @@ def train_model(s, loss_name: str, decoder: str, make_loss, train, val, *, seed:
                 "best_epoch": None if st["best_epoch"] is None else int(st["best_epoch"]) + 1,
                 "best_val_loss": st["best"], "wall_s": round(wall, 2),
                 "s_per_epoch": round(wall / max(n_ep, 1), 3), "n_train": int(len(train[1]))}
-        done.write_text(json.dumps(info))
+        atomic_write_json(done, info)
     with open(hist_csv) as f:
         rows = list(csv.DictReader(f))
     info["converged"] = bool(info["stopped_early"]) and not info.get("diverged", False)
@@ -344,5 +343,5 @@ def refine_cnn(s, t: Trained, train, random_pairs: tuple[dict, dict], cnn_path: 
            "cnn_epochs": len(state["history"]), "cnn_best_val_loss": state["best"], "cnn_lr": s.refine_cnn_lr}
     save_emd_cnn(cnn, out, {"arch": meta["arch"], "output_scale": meta["output_scale"],
                             "refined_from": str(cnn_path), "refinement": rec})
-    (ck / "refine.json").write_text(json.dumps(rec))
+    atomic_write_json(ck / "refine.json", rec)
     return out, rec

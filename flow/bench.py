@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .manifest import atomic_write_json, git_revision
+from .atomic import atomic_write_json
+from .manifest import git_revision
 from .stages import STAGES, run_stage
 
 #: end-to-end wall-time targets of `make all` (seconds), by run name

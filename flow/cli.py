@@ -2,8 +2,9 @@
 
 Subcommands: one per stage (see ``flow status``), ``train`` (= ``emd`` then
 ``autoencoder``), ``config`` (show the documented keys or the resolved
-config), ``status`` (which artifacts of a run are present, fresh or stale)
-and ``bench``.  A user error (bad config, missing or stale input, bad data,
+config), ``status`` (which artifacts of a run are present, fresh or stale),
+``deps`` (the code files each stage runs, see :mod:`flow.codehash`) and
+``bench``.  A user error (bad config, missing or stale input, bad data,
 a stage not built yet, a bit-exactness mismatch) prints one clear message and
 exits with code 2; a bug keeps its traceback.
 """
@@ -41,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", parents=[common], help="run the benchmarks, write a results file")
     b.add_argument("--output", default=None, help="results JSON (default: bench/<run>.json)")
     b.add_argument("--fresh", action="store_true", help="rerun every stage, even fresh ones")
+    d = sub.add_parser("deps", help="the flow code files each stage runs (its code_sha256 covers them)")
+    d.add_argument("stages", nargs="*", metavar="STAGE", help="stages (default: all)")
+    d.add_argument("--hash", action="store_true", help="print each stage's code_sha256 instead")
+    d.add_argument("--make", action="store_true", help="print make variables CODE_<stage>")
     return p
 
 
@@ -74,6 +79,10 @@ def _status(cfg) -> int:
 def main(argv: list[str] | None = None) -> int:
     pin_numerics()  # CPU-independent TensorFlow numerics: must precede any TensorFlow import
     args = _parser().parse_args(argv)
+    if args.command == "deps":  # needs no config
+        from .codehash import main as deps
+
+        return deps([*args.stages, *(["--hash"] if args.hash else []), *(["--make"] if args.make else [])])
     try:
         if args.command == "config" and args.show:
             print("\n".join(describe()))

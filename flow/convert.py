@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -32,11 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from . import encoder as E
+from .atomic import atomic_write_bytes, atomic_write_json
 from .convert_hls import BACKENDS, convert_backend, finish_project
 from .errors import DataFormatError, FlowError, MismatchError
 from .frontend import CAL_BITS, CAL_UNITY, CALQ_BITS, FrontEnd
 from .geometry import N_TC, to_8x8
-from .manifest import atomic_write_bytes, atomic_write_json, sha256_file
+from .manifest import sha256_file
 
 #: kind codes of the golden vectors; ``kind_names[kind]`` is the legend
 KIND_NAMES = ("test_wafer", "all_zero", "one_hot", "all_max", "random_full", "random_sparse",
@@ -398,15 +398,8 @@ def run(ctx) -> None:
 
     main = sets["vectors.npz"]
     tb = _tb_arrays(main, s.tb_vectors, latent_bits) if s.tb_vectors else None
-    failed = ctx.cfg.run_dir / "convert.failed"
-    shutil.rmtree(failed, ignore_errors=True)
-    try:
-        projects, times = _convert_all(ctx, ae, tb, latent_bits, weights_sha)
-    except FlowError as err:
-        # the runner deletes the stage's directory on failure: keep the logs for the user
-        if (out / "logs").is_dir():
-            shutil.copytree(out / "logs", failed / "logs", dirs_exist_ok=True)
-        raise FlowError(str(err).replace(str(out / "logs"), str(failed / "logs"))) from None
+    # on failure the runner keeps logs/ in build/<run>/convert.failed/
+    projects, times = _convert_all(ctx, ae, tb, latent_bits, weights_sha)
     atomic_write_json(out / "projects.json", {"projects": projects, "weights_sha256": weights_sha})
 
     ctx.metrics.update({"n_vectors": n_vec, "counts": meta["files"]["vectors.npz"]["counts"],

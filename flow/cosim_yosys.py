@@ -31,34 +31,19 @@ import re
 import resource
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .errors import FlowError
+from .errors import ArgumentError, SynthError
+from .tools import yosys_python
 
 KINDS = ("xilinx", "generic", "sky130")
 #: ABC script of the generic gate mapping (after ``synth -noabc``), see :func:`_script`
 GENERIC_ABC_SCRIPT = "strash; dc2; &get -n; &nf; &put"
 
 
-class SynthError(FlowError):
-    """Yosys failed on the generated RTL."""
-
-
 # ------------------------------------------------------------------ running pyosys
-def pyosys_version() -> str:
-    """``Yosys 0.70 (git sha1 ...)`` of the installed ``pyosys`` (imported in a child process)."""
-    r = subprocess.run([sys.executable, "-c",
-                        "from pyosys import libyosys as ys; print(ys.yosys_maybe_version())"],
-                       capture_output=True, text=True, timeout=120)
-    if r.returncode != 0 or not r.stdout.startswith("Yosys"):
-        raise SynthError("expected the Python package 'pyosys' (Yosys) to import and report its version, "
-                         f"got: {(r.stderr or r.stdout).strip()[-300:]} (`make install` installs it)")
-    return r.stdout.strip()
-
-
 def run_script(script: str, log_path: Path, *, timeout_s: float, what: str) -> dict:
     """Run a Yosys script (commands separated by ``;``) with pyosys in a child process.
 
@@ -73,7 +58,7 @@ def run_script(script: str, log_path: Path, *, timeout_s: float, what: str) -> d
         stats = Path(tmp) / "stats.json"
         t0 = time.perf_counter()
         with open(log_path, "w") as log:
-            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(stats), script], stdout=log,
+            proc = subprocess.Popen([yosys_python(), "-c", _CHILD, str(stats), script], stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 rc = proc.wait(timeout=timeout_s)
@@ -161,7 +146,7 @@ def _script(kind: str, files, top: str, dsp: bool, work: Path, liberty: Path | N
                     else _stat(work / "generic.json", top) + "; ")
         return (generic + f"dfflibmap -liberty {liberty}; abc -liberty {liberty} -script {abc}; opt_clean; "
                 + _stat(work / "stat.json", top, f"-liberty {liberty} "))
-    raise ValueError(kind)
+    raise ArgumentError(f"kind: expected one of {KINDS} or 'generic+sky130', got {kind!r}")
 
 
 def _design(path: Path) -> dict:
@@ -224,9 +209,9 @@ def synth(kind: str, files, top: str, log_path: Path, *, dsp: bool = False,
     ``yosys_version``.  ``sky130`` needs ``liberty`` (:func:`flow.cosim_area.write_liberty`).
     ``generic+sky130`` is both from one run (one ``synth``), as ``{"generic": ..., "sky130": ...}``."""
     if kind not in KINDS + ("generic+sky130",):
-        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+        raise ArgumentError(f"kind: expected one of {KINDS} or 'generic+sky130', got {kind!r}")
     if "sky130" in kind and liberty is None:
-        raise ValueError("kind 'sky130' needs the area-only Liberty (liberty=...)")
+        raise ArgumentError(f"kind {kind!r}: expected the area-only Liberty (liberty=...), got none")
     log_path = Path(log_path)
     work = log_path.with_suffix(".stat")
     work.mkdir(parents=True, exist_ok=True)

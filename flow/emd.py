@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_dir, atomic_write_json
 from .emd_cnn import (  # noqa: F401 - re-exported API
     Arch,
     TrainParams,
@@ -59,7 +60,7 @@ from .emd_data import (  # noqa: F401 - make_ae_pairs re-exported
 )
 from .emd_eval import evaluate, plot, rel_metrics
 from .emd_exact import EmptyWaferError, emd, emd_pairs, label_pairs, normalise, ray_session, throughput  # noqa: F401
-from .manifest import atomic_write_json
+from .errors import GeneratorError
 
 #: bump when the pair sampling or labelling changes (invalidates the label cache)
 LABELS_VERSION = 1
@@ -122,14 +123,10 @@ def _make_pairs(ctx, s, use_ray: bool) -> tuple[dict[str, dict], dict[str, Any]]
         "empty_wafers_skipped": int(w_tr["n_empty"] + w_te["n_empty"]),
     })
     if s.cache_labels:
-        tmp = cache.with_name(cache.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for sp in SPLITS:
-            save_pairs(tmp / f"pairs_{sp}.npz", pairs[sp])
-        atomic_write_json(tmp / "info.json", {k: v for k, v in info.items() if k != "cached"})
-        shutil.rmtree(cache, ignore_errors=True)
-        os.replace(tmp, cache)
+        with atomic_dir(cache) as tmp:
+            for sp in SPLITS:
+                save_pairs(tmp / f"pairs_{sp}.npz", pairs[sp])
+            atomic_write_json(tmp / "info.json", {k: v for k, v in info.items() if k != "cached"})
     return pairs, info
 
 
@@ -284,7 +281,8 @@ def run(ctx) -> None:
     check = load_emd_cnn(out / "emd_cnn.keras")
     xa, xb = to_inputs(pairs["test"]["a"][:512], pairs["test"]["b"][:512])
     if not np.array_equal(model.predict([xa, xb], verbose=0), check.predict([xa, xb], verbose=0)):
-        raise RuntimeError("emd_cnn.keras does not reproduce the trained model's outputs")
+        raise GeneratorError("emd_cnn.keras: expected the saved model to reproduce the trained model's "
+                             "outputs on 512 test pairs bit for bit, got different outputs")
     fit = [h["fit_s"] for h in history]
     atomic_write_json(out / "history.json", {"arch": asdict(arch), "history": history})
     atomic_write_json(out / "eval.json", {"model": arch.tag, "test": res["test"], "val": res["val"]})

@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_path, atomic_write_json
+from .errors import ArgumentError, TrainingInterrupted
 from .geometry import N_TC, REMAP_8X8, to_4x4x3
-from .manifest import atomic_write_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -192,7 +193,7 @@ def emd_loss(model, *, layout: str = "tc48") -> Callable:
     import tensorflow as tf
 
     if layout not in ("tc48", "8x8"):
-        raise ValueError(f"emd_loss: layout must be 'tc48' or '8x8', got {layout!r}")
+        raise ArgumentError(f"emd_loss: layout: expected 'tc48' or '8x8', got {layout!r}")
     model.trainable = False
     remap = tf.constant(REMAP_8X8, dtype=tf.int32)
 
@@ -244,10 +245,6 @@ def _cosine_lr(p: TrainParams, epoch: int) -> float:
     """Cosine decay from ``learning_rate`` (epoch 0) to ``min_lr`` (last epoch)."""
     frac = epoch / max(1, p.epochs - 1)
     return float(p.min_lr + (p.learning_rate - p.min_lr) * 0.5 * (1 + np.cos(np.pi * frac)))
-
-
-class TrainingInterrupted(RuntimeError):
-    """Raised by ``train_model(..., stop_after=k)`` (tests: simulate a killed run)."""
 
 
 def _compile(model, p: TrainParams, lr: float):
@@ -331,13 +328,11 @@ def train_model(arch: Arch, train: tuple, val: tuple, ckpt_dir: str | Path, *, s
         state["epoch"] = ep + 1
         log(f"{arch.tag}: epoch {ep + 1}/{params.epochs} loss {loss:.4g} val {vloss:.4g} "
             f"({t_fit:.1f} s){' *' if improved else ''}")
-        tmp = ckpt / "last.tmp.keras"
-        model.save(tmp)
-        os.replace(tmp, last_path)
+        with atomic_path(last_path) as tmp:
+            model.save(tmp)
         opt = {f"v{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)}
-        tmp_opt = ckpt / "last_opt.tmp.npz"
-        np.savez(tmp_opt, **opt)
-        os.replace(tmp_opt, ckpt / "last_opt.npz")
+        with atomic_path(ckpt / "last_opt.npz") as tmp:
+            np.savez(tmp, **opt)
         atomic_write_json(state_path, state)
         if stop_after is not None and state["epoch"] >= stop_after and \
                 state["epoch"] < params.epochs:

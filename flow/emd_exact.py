@@ -49,7 +49,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import FlowError, ShapeError
+from .errors import ArgumentError, EmptyWaferError, InputRangeError, ShapeError, SolverError
 from .geometry import N_TC, ground_distance
 from .host import worker_env
 
@@ -62,14 +62,6 @@ Solver = Literal["core", "emd2"]
 
 #: iteration limit of the network simplex (ot.emd2's default).
 MAX_ITER = 100_000
-
-
-class EmptyWaferError(FlowError, ValueError):
-    """An all-zero wafer was given to the EMD (which is undefined for it)."""
-
-
-class SolverError(FlowError, RuntimeError):
-    """POT's network simplex did not reach an optimal solution."""
 
 
 #: environment for Ray workers (local cluster or job on a remote cluster); the oneDNN
@@ -106,11 +98,12 @@ def normalise(x, *, what: str = "wafer", empty: EmptyPolicy = "raise") -> np.nda
     b = _as_batch(arr, what).astype(np.float64)
     if not np.all(np.isfinite(b)):
         bad = np.flatnonzero(~np.isfinite(b).all(1))
-        raise ValueError(f"{what}: non-finite values in wafer(s) {bad[:5].tolist()}")
+        raise InputRangeError(f"{what}: expected finite charges, got non-finite values in wafer(s) "
+                              f"{bad[:5].tolist()}")
     if np.any(b < 0):
         bad = np.flatnonzero((b < 0).any(1))
-        raise ValueError(f"{what}: negative values in wafer(s) {bad[:5].tolist()} "
-                         "(the EMD compares non-negative charge distributions)")
+        raise InputRangeError(f"{what}: expected non-negative charges (the EMD compares charge "
+                              f"distributions), got negative values in wafer(s) {bad[:5].tolist()}")
     s = b.sum(1, keepdims=True)
     zero = s[:, 0] == 0
     if zero.any():
@@ -121,7 +114,7 @@ def normalise(x, *, what: str = "wafer", empty: EmptyPolicy = "raise") -> np.nda
             raise EmptyWaferError(f"{what}{where} is all-zero: the EMD of an empty wafer is "
                                   "undefined (use empty='nan' to get NaN for such pairs)")
         if empty != "nan":
-            raise ValueError(f"empty must be 'raise' or 'nan', got {empty!r}")
+            raise ArgumentError(f"empty: expected 'raise' or 'nan', got {empty!r}")
     with np.errstate(invalid="ignore", divide="ignore"):
         out = b / s
     return out[0] if single else out

@@ -1,8 +1,10 @@
 """Error types of the flow.
 
-Every error says what was expected and what arrived.  The CLI turns a
-:class:`FlowError` into a one-paragraph message and exit code 2 (no
-traceback); anything else is a bug and keeps its traceback.
+Every error class of the flow lives here.  Every error says what was
+expected and what arrived.  The CLI turns a :class:`FlowError` into a
+one-paragraph message and exit code 2 (no traceback); anything else is a bug
+and keeps its traceback.  Classes that also derive from ``ValueError`` or
+``RuntimeError`` keep working with code that catches those.
 """
 from __future__ import annotations
 
@@ -37,6 +39,48 @@ class DataFormatError(FlowError, ValueError):
 
 class MismatchError(FlowError):
     """A bit-exactness comparison found mismatches."""
+
+
+class ArgumentError(FlowError, ValueError):
+    """A function got an argument outside its documented choices."""
+
+
+class GeneratorError(FlowError, RuntimeError):
+    """A generator (RTL, HLS, models) produced something other than its contract says:
+    a bug or an unsupported input of the generator, never a user's data problem."""
+
+
+class ToolError(FlowError):
+    """An external tool (Verilator, Yosys, Chromium) is missing or rejected its input."""
+
+
+class SimError(FlowError):
+    """The simulator could not be built or the testbench crashed."""
+
+
+class SynthError(FlowError):
+    """Yosys failed on the generated RTL."""
+
+
+class CellLibraryError(FlowError):
+    """The sky130 standard-cell files are missing or not what the area model expects."""
+
+
+class SelfCheckError(FlowError):
+    """The handoff archive's own testbench could not run (not a DUT mismatch)."""
+
+
+class EmptyWaferError(FlowError, ValueError):
+    """An all-zero wafer was given to the EMD (which is undefined for it)."""
+
+
+class SolverError(FlowError, RuntimeError):
+    """POT's network simplex did not reach an optimal solution."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by ``emd_cnn.train_cnn(..., stop_after=k)`` (tests: simulate a killed run).
+    Not a :class:`FlowError`: it is a test hook, not a user-facing failure."""
 
 
 def describe_values(a, limit: int = 5) -> str:

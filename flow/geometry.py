@@ -23,7 +23,7 @@ from importlib import resources
 
 import numpy as np
 
-from .errors import ShapeError
+from .errors import InputRangeError, ShapeError
 
 N_TC = 48
 N_ROC = 3
@@ -86,8 +86,9 @@ def from_8x8(img: np.ndarray, *, strict: bool = True) -> np.ndarray:
     img = _check_last(img, (8, 8), "from_8x8")
     flat = img.reshape(img.shape[:-2] + (64,))
     if strict and np.any(flat[..., DEAD_8X8] != 0):
-        raise ValueError("from_8x8: non-zero value at a dead 8x8 position "
-                         f"(dead positions {DEAD_8X8.tolist()} must be 0)")
+        hit = (flat[..., DEAD_8X8] != 0).reshape(-1, len(DEAD_8X8)).any(0)
+        raise InputRangeError(f"from_8x8: expected 0 at the dead 8x8 positions {DEAD_8X8.tolist()}, "
+                              f"got non-zero values at {np.asarray(DEAD_8X8)[hit].tolist()}")
     return flat[..., REMAP_8X8]
 
 

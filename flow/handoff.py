@@ -17,7 +17,7 @@ against the golden model before writing them.
 Self-check (``handoff.self_check``): the archive is unpacked in a temporary
 directory outside the repository and ``tb/run.py`` runs there in a child
 process in which ``import flow`` fails; any mismatch or failed test fails
-the stage (its report is kept in ``<run>/.checkpoints/handoff/failed/``).
+the stage (the runner keeps its report in ``<run>/handoff.failed/self_check/``).
 
 Outputs::
 
@@ -46,11 +46,12 @@ from string import Template
 
 import numpy as np
 
+from .atomic import atomic_write_json
 from .encoder import IMAGE_BITS, N_LATENT, EncoderWeights, golden_encode
-from .errors import FlowError, MismatchError, StageInputError
+from .errors import FlowError, InputRangeError, MismatchError, SelfCheckError, StageInputError
 from .frontend import AEIN_BITS, CAL_BITS, SUM_BITS, TC_WORD_BITS, FrontEnd
 from .geometry import N_TC
-from .manifest import atomic_write_json, git_revision, sha256_file
+from .manifest import git_revision, sha256_file
 
 FORMAT = "econt-ae-handoff/1"
 #: fixed member mtime (2000-01-01 00:00 UTC): the archive bytes depend on content only
@@ -61,10 +62,6 @@ EXECUTABLE = ("tb/run.py",)
 CFG_DATA_BITS = 32
 #: settings that shape the archive (the self-check ones do not)
 ARCHIVE_SETTINGS = ("max_vectors", "alt_max_vectors", "alt_vectors", "reprogram_vectors")
-
-
-class SelfCheckError(FlowError):
-    """The archive's own testbench could not run (not a DUT mismatch)."""
 
 
 def archive_name(run: str) -> str:
@@ -102,7 +99,8 @@ def _pack_rows(fields: np.ndarray, bits: int) -> list[int]:
     v = np.asarray(fields, dtype=np.uint64)
     n, k = v.shape
     if np.any(v >> np.uint64(bits)):
-        raise ValueError(f"a field does not fit in {bits} bits")
+        raise InputRangeError(f"expected fields that fit in {bits} bits (< {1 << bits}), got up to "
+                              f"{int(v.max())}")
     bitmat = ((v[:, :, None] >> np.arange(bits, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
     by = np.packbits(bitmat.reshape(n, k * bits), axis=1, bitorder="little")
     return [int.from_bytes(row.tobytes(), "little") for row in by]
@@ -714,9 +712,9 @@ def blocked_env(block_dir: Path) -> dict[str, str]:
     env["PYTHONPATH"] = str(block_dir)
     env["PYTHONNOUSERSITE"] = "1"
     try:
-        from .cosim_sim import _verilator_dir
+        from .tools import verilator_bin_dir
 
-        env["PATH"] = f"{_verilator_dir()}{os.pathsep}{env.get('PATH', '')}"
+        env["PATH"] = f"{verilator_bin_dir()}{os.pathsep}{env.get('PATH', '')}"
     except FlowError:
         pass                    # run.py looks for it itself (and says so if it cannot)
     return env
@@ -800,16 +798,10 @@ def run(ctx) -> None:
         ctx.external_tools.append("verilator")
         keep = ctx.out / "self_check"
         rep = run_archive_tb(archive, jobs=s.self_check_jobs, timeout_s=s.self_check_timeout_s, keep=keep)
-        if rep["returncode"] != 0 or not rep.get("passed"):
-            failed = ctx.checkpoint_dir / "failed"
-            if failed.exists():
-                shutil.rmtree(failed)
-            if keep.is_dir():
-                shutil.copytree(keep, failed)
-            failed.mkdir(parents=True, exist_ok=True)
-            if not (failed / "report.json").is_file():
-                atomic_write_json(failed / "report.json", rep)
-            raise _self_check_error(rep, failed / "report.json")
+        if rep["returncode"] != 0 or not rep.get("passed"):  # the runner keeps ctx.out (handoff.failed/)
+            if not (keep / "report.json").is_file():
+                atomic_write_json(keep / "report.json", rep)
+            raise _self_check_error(rep, keep / "report.json")
         sc = {"passed": True, "n_total": rep["n_total"], "n_mismatch": rep["n_mismatch"],
               "wall_s": rep["wall_s"], "warnings": rep.get("warnings", []),
               "flavours": {fl: {k: r.get(k) for k in ("n_total", "n_mismatch", "build_s", "sim_s")}

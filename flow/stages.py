@@ -3,8 +3,15 @@
 A stage is a module ``flow.<name>`` with a function ``run(ctx) -> None``
 (FINN style: it reads its inputs through ``ctx.upstream``, writes its
 artifact into ``ctx.out`` and fills ``ctx.metrics`` / ``ctx.summary``).  The
-runner verifies the inputs, gives the stage a fresh temporary directory,
-writes the manifest last and swaps the directory into place atomically.
+runner verifies the inputs, takes the hash of the stage's code
+(:mod:`flow.codehash`), gives the stage a fresh temporary directory, writes
+the manifest last and swaps the directory into place atomically.
+
+The runner also owns what happens when a stage fails: the stage's directory
+(its logs, reports and partial outputs) is kept as ``build/<run>/<stage>.failed/``
+(:func:`keep_failed`), the paths in the error message are rewritten to point
+there, and the previous artifact stays untouched.  A stage therefore just
+writes its logs and reports into ``ctx.out`` and raises.
 
 One name per stage everywhere: make target, CLI subcommand, module and output
 directory (``train`` is the make/CLI name for ``emd`` followed by
@@ -15,13 +22,17 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import importlib.util
+import os
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from .errors import NotBuiltError
+from .atomic import replace_dir
+from .codehash import stage_code
+from .errors import FlowError, NotBuiltError
 from .host import pin_numerics
-from .manifest import StageContext, finish, swap_into_place, verify
+from .manifest import StageContext, finish, verify
 
 
 @dataclass(frozen=True)
@@ -87,26 +98,55 @@ def run_stage(cfg, name: str, *, echo=print) -> dict:
                             "Nothing was run and nothing was written.")
     pin_numerics()  # before a stage module imports TensorFlow (the CLI has done it already)
     upstream = {up: verify(cfg, up) for up in stage.upstream}
+    code = stage_code(name)  # the code as the stage imports it (before it can change under us)
     module = importlib.import_module(stage.module)
     final = cfg.stage_dir(name)
     tmp = final.with_name(f".{name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    failed = failed_dir(cfg, name)
+    for d in (tmp, failed):  # a rerun replaces the previous failure's directory
+        if d.exists():
+            shutil.rmtree(d)
     tmp.mkdir(parents=True)
     ckpt = cfg.run_dir / ".checkpoints" / name
     ckpt.mkdir(parents=True, exist_ok=True)
-    ctx = StageContext(cfg=cfg, stage=name, out=tmp, upstream=upstream, checkpoint_dir=ckpt)
+    ctx = StageContext(cfg=cfg, stage=name, out=tmp, upstream=upstream, checkpoint_dir=ckpt, code=code)
     started = time.time()
     started_utc = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     try:
         module.run(ctx)
         manifest = finish(ctx, started, started_utc)
-    except BaseException:
+    except Exception as err:
+        keep_failed(tmp, failed, err)
+        raise
+    except BaseException:  # interrupted (Ctrl-C): nothing worth keeping
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    swap_into_place(tmp, final)
+    replace_dir(tmp, final)
     _print_summary(name, manifest, ctx.summary, echo)
     return manifest
+
+
+def failed_dir(cfg, name: str) -> Path:
+    """Where the runner keeps the directory of a failed run of stage ``name``."""
+    return cfg.run_dir / f"{name}.failed"
+
+
+def keep_failed(tmp: Path, failed: Path, err: BaseException) -> None:
+    """Keep the directory of a failed stage run (logs, reports, partial outputs) as
+    ``failed`` -- the one place every stage's failure evidence goes -- and make the
+    error's message point there instead of at the temporary directory, which is gone.
+    An empty directory is not kept."""
+    if not tmp.is_dir() or not any(p.is_file() for p in tmp.rglob("*")):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    os.replace(tmp, failed)
+    if isinstance(err, FlowError) and len(err.args) == 1 and isinstance(err.args[0], str):
+        msg = err.args[0].replace(str(tmp), str(failed))
+        if str(failed) not in msg:
+            msg += f" (the failed run's files are kept in {failed})"
+        err.args = (msg,)
+    else:
+        err.add_note(f"the failed run's files are kept in {failed}")
 
 
 def _print_summary(name: str, manifest: dict, rows: list[tuple[str, str]], echo) -> None:

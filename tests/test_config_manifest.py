@@ -1,5 +1,6 @@
 """Config validation, manifests, staleness and the stage runner."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from fakes import fake_stage
 from pydantic import ValidationError
 
 from flow import config as C
-from flow.errors import ConfigError, NotBuiltError, StageInputError
+from flow.errors import ConfigError, FlowError, NotBuiltError, StageInputError
 from flow.manifest import MANIFEST, verify
 from flow.stages import STAGES, run_stage
 
@@ -157,6 +158,60 @@ def test_failing_stage_leaves_previous_artifact_intact(tmp_path, monkeypatch):
     assert (tmp_path / "t" / "data" / MANIFEST).read_bytes() == before
     verify(cfg, "data")
     assert not (tmp_path / "t" / ".data.tmp").exists()
+
+
+def test_the_runner_keeps_a_failed_run_in_one_place(tmp_path, monkeypatch):
+    """Any stage's failure: its directory (logs, reports) is kept as <run>/<stage>.failed/ and
+    the error names the kept files, not the temporary directory that is gone."""
+    cfg = C.parse_config({"name": "t", "workdir": str(tmp_path)})
+    failed = tmp_path / "t" / "data.failed"
+
+    def tool_fails(ctx):
+        (ctx.out / "logs").mkdir()
+        (ctx.out / "logs" / "tool.log").write_text("the tool said no\n")
+        raise FlowError(f"the tool failed; log: {ctx.out / 'logs' / 'tool.log'}")
+
+    fake_stage(monkeypatch, "data", tool_fails)
+    with pytest.raises(FlowError) as err:
+        run_stage(cfg, "data", echo=lambda *a: None)
+    assert str(failed / "logs" / "tool.log") in str(err.value) and ".data.tmp" not in str(err.value)
+    assert (failed / "logs" / "tool.log").read_text() == "the tool said no\n"
+    assert not cfg.stage_dir("data").exists() and not (tmp_path / "t" / ".data.tmp").exists()
+
+    # a bug keeps its type and traceback; a note says where the files are
+    def bug(ctx):
+        (ctx.out / "partial.json").write_text("{")
+        raise KeyError("oops")
+
+    fake_stage(monkeypatch, "data", bug)
+    with pytest.raises(KeyError) as err:
+        run_stage(cfg, "data", echo=lambda *a: None)
+    assert any(str(failed) in n for n in err.value.__notes__)
+    assert sorted(p.name for p in failed.iterdir()) == ["partial.json"]   # the previous failure is gone
+
+    # a failure that wrote nothing keeps nothing; a flow error without a path gets the location
+    def empty(ctx):
+        (ctx.out / "logs").mkdir()
+        raise FlowError("bad input")
+
+    fake_stage(monkeypatch, "data", empty)
+    with pytest.raises(FlowError, match=r"^bad input$"):
+        run_stage(cfg, "data", echo=lambda *a: None)
+    assert not failed.exists()
+
+    def no_path(ctx):
+        (ctx.out / "x.log").write_text("x")
+        raise FlowError("bad input")
+
+    fake_stage(monkeypatch, "data", no_path)
+    kept_note = rf"^bad input \(the failed run's files are kept in {re.escape(str(failed))}\)$"
+    with pytest.raises(FlowError, match=kept_note):
+        run_stage(cfg, "data", echo=lambda *a: None)
+
+    # a successful run removes the last failure's directory
+    fake_stage(monkeypatch, "data", _write_a)
+    run_stage(cfg, "data", echo=lambda *a: None)
+    assert not failed.exists()
 
 
 def test_upstream_path_of_unknown_output_is_clear(tmp_path, monkeypatch):

@@ -167,7 +167,8 @@ def test_cosim_catches_a_flipped_weight_bit(tmp_path, monkeypatch):
         run_stage(cfg, "cosim", **QUIET)
     assert "expected" in str(err.value) and "got" in str(err.value)
     assert not cfg.stage_dir("cosim").exists()              # no artifact from a failed run
-    kept = cfg.run_dir / ".checkpoints" / "cosim" / "failed" / "report.json"
+    kept = cfg.run_dir / "cosim.failed" / "report.json"                 # kept by the runner
+    assert str(kept) in str(err.value)
     rep = json.loads(kept.read_text())
     st = rep["flavours"]["const"]["phases"]["stream"]
     assert st["n_mismatch"] > 0 and st["first_mismatches"]

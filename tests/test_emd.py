@@ -16,11 +16,12 @@ import pytest  # noqa: E402
 
 from flow import config as C  # noqa: E402
 from flow import emd as E  # noqa: E402
+from flow.atomic import replace_dir  # noqa: E402
 from flow.emd_cnn import Arch, TrainingInterrupted, TrainParams, tc_to_b_tf  # noqa: E402
 from flow.emd_data import make_ae_pairs, sample_pairs, split_wafers  # noqa: E402
 from flow.emd_exact import EmptyWaferError, emd, emd_pairs, label_pairs, normalise, ray_session  # noqa: E402
 from flow.geometry import TC_ROC, ground_distance, to_4x4x3, to_8x8  # noqa: E402
-from flow.manifest import StageContext, finish, swap_into_place, verify  # noqa: E402
+from flow.manifest import StageContext, finish, verify  # noqa: E402
 from flow.stages import run_stage  # noqa: E402
 
 M = ground_distance()
@@ -76,7 +77,7 @@ def make_data_artifact(cfg, n_wafers: int = 1500, seed: int = 0) -> None:
     ctx = StageContext(cfg=cfg, stage="data", out=tmp, upstream={},
                        checkpoint_dir=cfg.run_dir / ".checkpoints" / "data")
     finish(ctx, time.time(), _dt.datetime.now(_dt.UTC).isoformat())
-    swap_into_place(tmp, final)
+    replace_dir(tmp, final)
 
 
 @pytest.fixture(scope="module")

@@ -272,7 +272,7 @@ def test_failing_self_check_fails_the_stage(handoff_run, monkeypatch):
     with pytest.raises(MismatchError, match=r"1 of 10 wafers mismatching.*const/nominal #3 latent\[0\]"):
         run_stage(cfg, "handoff", **QUIET)
     assert archive.read_bytes() == before                     # the previous artifact is untouched
-    kept = cfg.run_dir / ".checkpoints" / "handoff" / "failed" / "report.json"
+    kept = cfg.run_dir / "handoff.failed" / "self_check" / "report.json"    # kept by the runner
     assert json.loads(kept.read_text())["n_mismatch"] == 1
 
 

@@ -4,7 +4,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from fakes import fake_stage
 
 from flow import config as C
+from flow import tools
 from flow.manifest import sha256_file
 from flow.stages import run_stage
 
@@ -260,7 +260,7 @@ def failing(tmp_path_factory):
 
 # ------------------------------------------------------------------ headless Chromium
 def chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    exe = tools.tool_exe("chromium")
     if exe is None:
         if CI:
             pytest.fail("Chromium is required in CI to check the rendered report (make sysdeps installs it)")

