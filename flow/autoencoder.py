@@ -581,3 +581,51 @@ def _summaries(ctx, agg, training, converged, metrics, reports) -> None:
     kr = metrics.get("kr_dual_check")
     if kr:
         ctx.add_summary("KR-dual / exact EMD (median)", f"{kr['median_ratio_kr_over_exact']:.3f}")
+
+
+# ------------------------------------------------------------------- bench
+def bench(cfg, workdir: Path, steps: int = 60) -> dict[str, float]:
+    """Training cost per loss at the stage's batch size and thread count (``make bench``).
+
+    For each loss of the config (plain decoder, the run's EMD CNN for ``emd_cnn``): one
+    warm-up epoch of ``steps`` batches, then ``steps`` timed batches; keys
+    ``<loss>_s_per_step`` and ``<loss>_s_per_epoch`` (the step time times the batches of
+    one epoch over the stage's training wafers, validation not included), plus
+    ``tf_intra_threads`` in effect and ``n_train``.  The stage's own measured
+    ``s_per_epoch`` (with validation, every model) is in its manifest's metrics."""
+    import math
+    import time
+
+    import tensorflow as tf
+
+    from .losses import get_loss
+
+    s = cfg.autoencoder
+    data = cfg.stage_dir("data")
+    emd_path = cfg.stage_dir("emd") / "emd_cnn.keras"
+    n_tr = len(np.load(data / "train.npz")["aein"]) if (data / "train.npz").exists() else 0
+    if s.max_train_wafers:
+        n_tr = min(n_tr, s.max_train_wafers)
+    n = steps * s.batch_size
+    split = load_split(data / "train.npz", n)
+    x, t = model_inputs(split)
+    if len(t) < n:
+        raise StageInputError(f"bench needs {n} training wafers, got {len(t)} in {data / 'train.npz'}")
+    threads = tf.config.threading.get_intra_op_parallelism_threads()
+    out: dict[str, float] = {"n_train": float(n_tr), "batch_size": float(s.batch_size),
+                             "tf_intra_threads": float(threads)}
+    for loss in s.losses:
+        if loss == "emd_cnn" and not emd_path.exists():
+            continue
+        tf.keras.utils.set_random_seed(0)
+        model, _, _ = build_autoencoder(s.latent_bits)
+        model.compile(optimizer=tf.keras.optimizers.Adam(s.learning_rate),
+                      loss=get_loss(loss, emd_cnn_path=emd_path, sinkhorn_eps=s.sinkhorn_eps,
+                                    sinkhorn_iters=s.sinkhorn_iters))
+        model.fit(x, t, epochs=1, batch_size=s.batch_size, verbose=0, shuffle=False)     # warm-up
+        t0 = time.perf_counter()
+        model.fit(x, t, epochs=1, batch_size=s.batch_size, verbose=0, shuffle=False)
+        per_step = (time.perf_counter() - t0) / steps
+        out[f"{loss}_s_per_step"] = per_step
+        out[f"{loss}_s_per_epoch"] = per_step * math.ceil(max(n_tr, 1) / s.batch_size)
+    return out

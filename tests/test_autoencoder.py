@@ -123,3 +123,15 @@ def test_export_loss_must_be_trained(run, tmp_path):
         update={"losses": ["telescope_mse"], "export_loss": "emd_cnn"})})
     with pytest.raises(ConfigError, match="export_loss"):
         run_stage(bad, "autoencoder", echo=lambda *a: None)
+
+
+def test_bench_times_every_loss(run, tmp_path):
+    """``make bench``'s autoencoder hook: a step time and an epoch estimate per loss."""
+    from flow.autoencoder import bench
+
+    cfg, _ = run
+    got = bench(cfg, tmp_path, steps=2)
+    for loss in cfg.autoencoder.losses:
+        assert got[f"{loss}_s_per_step"] > 0
+        n_batches = -(-int(got["n_train"]) // cfg.autoencoder.batch_size)
+        assert got[f"{loss}_s_per_epoch"] == pytest.approx(got[f"{loss}_s_per_step"] * n_batches)
