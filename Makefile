@@ -16,6 +16,10 @@ RUN        := $(shell $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -c "import yaml,sy
 FLOW       := $(PY) -m flow
 # a stage reruns when the config, the installed stack, its own module(s) or an upstream manifest change
 deps = $(STAMP) $(CONFIG) $(wildcard flow/$(1).py flow/$(1)_*.py flow/$(1)/*.py)
+# the files stages exchange (flow/dataset.py, vectors.py, encoder_file.py) and their readers/writers
+DATASET    := flow/dataset.py flow/npzfile.py
+VECTORS    := flow/vectors.py flow/npzfile.py
+ENCODER    := flow/encoder_file.py
 PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export POT_BACKEND_DISABLE_TENSORFLOW ?= 1
@@ -59,25 +63,28 @@ doctor: $(STAMP)
 # ---------------------------------------------------------------- stages
 all: $(STAMP) report handoff physics
 
-$(RUN)/data/manifest.json: $(call deps,data) $(wildcard flow/synth*.py flow/ntuple.py)
+$(RUN)/data/manifest.json: $(call deps,data) $(DATASET) $(wildcard flow/synth*.py flow/ntuple.py)
 	$(FLOW) data --config $(CONFIG)
-$(RUN)/emd/manifest.json: $(call deps,emd) $(RUN)/data/manifest.json
+$(RUN)/emd/manifest.json: $(call deps,emd) $(DATASET) $(RUN)/data/manifest.json
 	$(FLOW) emd --config $(CONFIG)
-$(RUN)/autoencoder/manifest.json: $(call deps,autoencoder) flow/encoder.py flow/losses.py $(RUN)/emd/manifest.json
+$(RUN)/autoencoder/manifest.json: $(call deps,autoencoder) $(DATASET) $(ENCODER) flow/encoder.py flow/losses.py $(RUN)/emd/manifest.json
 	$(FLOW) autoencoder --config $(CONFIG)
-$(RUN)/convert/manifest.json: $(call deps,convert) $(wildcard flow/resources/hls/*) $(RUN)/autoencoder/manifest.json
+$(RUN)/convert/manifest.json: $(call deps,convert) $(DATASET) $(VECTORS) $(ENCODER) flow/hls_harness.py $(wildcard flow/resources/hls/*) $(RUN)/autoencoder/manifest.json
 	$(FLOW) convert --config $(CONFIG)
-$(RUN)/csim/manifest.json: $(call deps,csim) $(wildcard flow/resources/hls/*) $(RUN)/convert/manifest.json
+	@# convenience links hls_projects/<run>_<backend> -> the built projects (made here: a stage writes only its own directory)
+	@if [ -d hls_projects ]; then for p in $(RUN)/convert/hls_projects/*/; do \
+	  ln -sfn "$$(realpath --relative-to=hls_projects "$$p")" "hls_projects/$(notdir $(RUN))_$$(basename "$$p")"; done; fi
+$(RUN)/csim/manifest.json: $(call deps,csim) $(VECTORS) flow/hls_harness.py $(wildcard flow/resources/hls/*) $(RUN)/convert/manifest.json
 	$(FLOW) csim --config $(CONFIG)
-$(RUN)/rtl/manifest.json: $(call deps,rtl) $(wildcard flow/resources/rtl/*.v) $(RUN)/autoencoder/manifest.json
+$(RUN)/rtl/manifest.json: $(call deps,rtl) $(ENCODER) $(wildcard flow/resources/rtl/*.v) $(RUN)/autoencoder/manifest.json
 	$(FLOW) rtl --config $(CONFIG)
-$(RUN)/cosim/manifest.json: $(call deps,cosim) $(wildcard rtl_sim/*/*.py) $(RUN)/rtl/manifest.json $(RUN)/convert/manifest.json
+$(RUN)/cosim/manifest.json: $(call deps,cosim) $(VECTORS) $(ENCODER) $(wildcard rtl_sim/*/*.py) $(RUN)/rtl/manifest.json $(RUN)/convert/manifest.json
 	$(FLOW) cosim --config $(CONFIG)
-$(RUN)/physics/manifest.json: $(call deps,physics) $(RUN)/autoencoder/manifest.json
+$(RUN)/physics/manifest.json: $(call deps,physics) $(DATASET) $(RUN)/autoencoder/manifest.json
 	$(FLOW) physics --config $(CONFIG)
 $(RUN)/report/manifest.json: $(call deps,report) $(wildcard flow/resources/report/*) $(RUN)/csim/manifest.json $(RUN)/cosim/manifest.json $(RUN)/physics/manifest.json
 	$(FLOW) report --config $(CONFIG)
-$(RUN)/handoff/manifest.json: $(call deps,handoff) $(wildcard flow/resources/handoff/* rtl_sim/*/*.py) $(RUN)/cosim/manifest.json
+$(RUN)/handoff/manifest.json: $(call deps,handoff) $(VECTORS) $(ENCODER) $(wildcard flow/resources/handoff/* rtl_sim/*/*.py) $(RUN)/cosim/manifest.json
 	$(FLOW) handoff --config $(CONFIG)
 
 data:        $(RUN)/data/manifest.json

@@ -23,7 +23,9 @@ Outputs (``build/<run>/autoencoder/``):
   ``models/<model>/seed<i>/{encoder,decoder}.h5`` for every model (``<model>`` is
   the loss, or ``<loss>+cond`` with the conditional decoder).
 * ``weights.bin`` (12864-bit register image, see :class:`flow.encoder.EncoderWeights`),
-  ``weights.mem`` ($readmemh), ``weights.npz`` (codes per layer).
+  ``weights.mem`` ($readmemh), ``weights.npz`` (codes per layer);
+* ``encoder.json`` (:mod:`flow.encoder_file`): latent width, number formats and the
+  sha256 of ``weights.bin``, what every later stage reads about the encoder.
 * ``golden_check.json``: golden integer model vs QKeras on every test wafer, per
   model and seed (``n_total``, ``n_mismatch``, first mismatches); any mismatch
   fails the stage.
@@ -57,11 +59,13 @@ from .autoencoder_train import (
     subset,
     train_model,
 )
-from .errors import ConfigError, FlowError, MismatchError, StageInputError
+from .dataset import read_split, split_file
+from .encoder_file import write_encoder
+from .errors import ConfigError, FlowError, MismatchError
 from .geometry import REMAP_8X8
 from .manifest import atomic_write_bytes, atomic_write_json
 
-__all__ = ["build_autoencoder", "load_split", "golden_check", "evaluate", "run"]
+__all__ = ["build_autoencoder", "nonempty_wafers", "golden_check", "evaluate", "run"]
 
 #: arrays of a split the stage reads
 SPLIT_KEYS = ("aein", "calq", "eta", "occupancy", "sum_code", "layer")
@@ -70,12 +74,10 @@ CNN_CHECK_MIN_EMD = 0.05
 
 
 # -------------------------------------------------------------------- data
-def load_split(path: Path, limit: int = 0) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        d = {k: z[k] for k in SPLIT_KEYS if k in z.files}
-    missing = set(SPLIT_KEYS) - set(d)
-    if missing:
-        raise StageInputError(f"{path} lacks arrays {sorted(missing)}; rerun stage 'data'")
+def nonempty_wafers(path: Path, limit: int = 0) -> dict[str, np.ndarray]:
+    """The arrays :data:`SPLIT_KEYS` of a dataset split (:func:`flow.dataset.read_split`),
+    empty wafers left out, at most ``limit`` wafers (0: all)."""
+    d = read_split(path, keys=SPLIT_KEYS)
     keep = d["aein"].sum(-1) > 0          # the data stage drops empty wafers; be safe
     d = {k: v[keep] for k, v in d.items()}
     if limit:
@@ -269,9 +271,9 @@ def run(ctx) -> None:
     tf.config.experimental.enable_op_determinism()
     data = ctx.upstream["data"]
     emd_path = ctx.upstream["emd"].path("emd_cnn.keras")
-    train = load_split(data.path("train.npz"), s.max_train_wafers)
-    val = load_split(data.path("val.npz"))
-    test = load_split(data.path("test.npz"), s.eval_wafers)
+    train = nonempty_wafers(data.path(split_file("train")), s.max_train_wafers)
+    val = nonempty_wafers(data.path(split_file("val")))
+    test = nonempty_wafers(data.path(split_file("test")), s.eval_wafers)
     use_ray = len(test["aein"]) > 20000
     ck_root = ctx.checkpoint_dir / _ckpt_key(ctx)
     cnn = None
@@ -395,7 +397,7 @@ def _finish(ctx, s, train, test, per_model, reports, training, lr_rule, cnn_chec
     enc.save(out / "encoder.h5")
     dec.save(out / "decoder.h5")
     w = E.EncoderWeights.from_keras(enc)
-    atomic_write_bytes(out / "weights.bin", w.to_image())
+    write_encoder(out, w, s.latent_bits)        # weights.bin + encoder.json, read by every later stage
     atomic_write_bytes(out / "weights.mem", w.to_mem().encode())
     np.savez(out / "weights.npz", conv_w=w.conv_w, conv_b=w.conv_b, dense_w=w.dense_w, dense_b=w.dense_b)
     kr = _kr_check(s, enc, dec, test, ctx.seed)

@@ -46,11 +46,13 @@ from string import Template
 
 import numpy as np
 
-from .encoder import IMAGE_BITS, N_LATENT, EncoderWeights, golden_encode
+from .encoder import IMAGE_BITS, N_LATENT, EncoderWeights
+from .encoder_file import load_encoder
 from .errors import FlowError, MismatchError, StageInputError
-from .frontend import AEIN_BITS, CAL_BITS, SUM_BITS, TC_WORD_BITS, FrontEnd
+from .frontend import AEIN_BITS, CAL_BITS, SUM_BITS, TC_WORD_BITS
 from .geometry import N_TC
 from .manifest import atomic_write_json, git_revision, sha256_file
+from .vectors import golden, read_vectors
 
 FORMAT = "econt-ae-handoff/1"
 #: fixed member mtime (2000-01-01 00:00 UTC): the archive bytes depend on content only
@@ -227,21 +229,17 @@ def config_writes(cfg_port: dict, weights: EncoderWeights, calvalues, drop: int)
 
 # ========================================================== vector sets
 def _golden(words, calvalues, drop, weights: EncoderWeights, latent_bits: int):
-    aein, sums = FrontEnd(drop=int(drop), calvalues=tuple(int(c) for c in calvalues))(
-        np.asarray(words, dtype=np.int64))
-    return aein, golden_encode(aein, weights, latent_bits), sums
+    return golden(words, drop=drop, calvalues=calvalues, weights=weights, latent_bits=latent_bits)
 
 
 def _read_vectors(path: Path, sel_budget: int) -> dict:
-    with np.load(path, allow_pickle=False) as v:
-        kind = v["kind"].astype(np.int64) if "kind" in v else np.zeros(len(v["words"]), np.int64)
-        idx = select(kind, sel_budget)
-        names = [str(x) for x in v["kind_names"]] if "kind_names" in v else [path.stem]
-        return {"words": v["words"][idx].astype(np.int64), "aein": v["aein"][idx].astype(np.int64),
-                "latent": v["latent"][idx].astype(np.int64), "sum_code": v["sum_code"][idx].astype(np.int64),
-                "kind": kind[idx], "kind_names": names, "index": idx,
-                "calvalues": np.asarray(v["calvalues"], dtype=np.int64).ravel(),
-                "drop": int(np.asarray(v["drop"])), "n_source": len(kind)}
+    v = read_vectors(path)
+    kind = v["kind"].astype(np.int64)
+    idx = select(kind, sel_budget)
+    return {"words": v["words"][idx].astype(np.int64), "aein": v["aein"][idx].astype(np.int64),
+            "latent": v["latent"][idx].astype(np.int64), "sum_code": v["sum_code"][idx].astype(np.int64),
+            "kind": kind[idx], "kind_names": [str(x) for x in v["kind_names"]], "index": idx,
+            "calvalues": v["calvalues"].astype(np.int64), "drop": int(v["drop"]), "n_source": len(kind)}
 
 
 def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[str],
@@ -589,11 +587,12 @@ def build_archive(ctx) -> tuple[str, bytes, dict]:
     ae, conv, rtl, cos = (ctx.upstream[k] for k in ("autoencoder", "convert", "rtl", "cosim"))
     meta = json.loads(rtl.path("rtl.json").read_text())
     itf = meta["interface"]
-    latent_bits = int(meta["latent_bits"])
+    enc = load_encoder(ae)                      # encoder.json + weights.bin
+    latent_bits, weights, wsha = enc.latent_bits, enc.weights, enc.weights_sha256
+    if int(meta["latent_bits"]) != latent_bits:
+        raise StageInputError(f"the rtl stage was generated for latent_bits {meta['latent_bits']}, but "
+                              f"autoencoder/encoder.json says {latent_bits}; rerun `make rtl`")
     cosim = _verified_flavours(meta, json.loads(cos.path("report.json").read_text()))
-    image = ae.path("weights.bin").read_bytes()
-    weights = EncoderWeights.from_image(image)
-    wsha = _sha(image)
     if meta["defaults"]["weights_sha256"] != wsha or sha256_file(rtl.path("weights.bin")) != wsha:
         raise StageInputError("the rtl stage was generated from other weights than autoencoder/weights.bin; "
                               "rerun `make rtl`")
@@ -713,12 +712,11 @@ def blocked_env(block_dir: Path) -> dict[str, str]:
            and not k.startswith("COCOTB")}
     env["PYTHONPATH"] = str(block_dir)
     env["PYTHONNOUSERSITE"] = "1"
-    try:
-        from .cosim_sim import _verilator_dir
+    from .doctor import verilator_path
 
-        env["PATH"] = f"{_verilator_dir()}{os.pathsep}{env.get('PATH', '')}"
-    except FlowError:
-        pass                    # run.py looks for it itself (and says so if it cannot)
+    exe = verilator_path()
+    if exe is not None:         # else run.py looks for it itself (and says so if it cannot)
+        env["PATH"] = f"{exe.parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 

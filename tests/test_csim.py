@@ -7,11 +7,11 @@ import pytest
 from test_convert import converted  # noqa: F401  (session fixture shared with test_convert)
 
 from flow import encoder as E
-from flow.convert import KIND_NAMES, golden_vectors
 from flow.csim import RESULT_DTYPE, compare, read_result_bin, write_vector_bin
 from flow.errors import FlowError, MismatchError, StageInputError
 from flow.manifest import MANIFEST, atomic_write_json, hash_outputs
 from flow.stages import run_stage
+from flow.vectors import KIND_NAMES, golden_vectors
 
 
 @pytest.fixture(scope="session")
