@@ -34,17 +34,21 @@ def split_file(name: str) -> str:
 
 
 def write_split(path: str | Path, arrays: dict[str, np.ndarray], *, compress: bool) -> None:
-    """Write one split file: the arrays of :data:`NPZ_DTYPES` in contract order, each
-    cast to its contract dtype; fixed zip timestamps, so the same wafers always give
-    the same bytes."""
+    """Write one split file: the arrays of :data:`NPZ_DTYPES` in contract order, each of
+    its contract dtype (anything else is refused, not cast); fixed zip timestamps, so the
+    same wafers always give the same bytes."""
     missing = [k for k in NPZ_DTYPES if k not in arrays and k not in NPZ_OPTIONAL]
     extra = [k for k in arrays if k not in NPZ_DTYPES]
     if missing or extra:
         raise DataFormatError(f"{path}: a split file holds the arrays {list(NPZ_DTYPES)}; got "
                               f"{list(arrays)}" + (f" (missing {missing})" if missing else "")
                               + (f" (unexpected {extra})" if extra else ""))
-    write_npz(path, {k: np.asarray(arrays[k], dtype=dt) for k, dt in NPZ_DTYPES.items()
-                     if k in arrays}, compress=compress)
+    wrong = {k: str(np.asarray(arrays[k]).dtype) for k, dt in NPZ_DTYPES.items()
+             if k in arrays and np.asarray(arrays[k]).dtype != dt}
+    if wrong:
+        raise DataFormatError(f"{path}: split-file arrays of the wrong dtype: expected "
+                              f"{ {k: np.dtype(NPZ_DTYPES[k]).name for k in wrong} }, got {wrong}")
+    write_npz(path, {k: arrays[k] for k in NPZ_DTYPES if k in arrays}, compress=compress)
 
 
 def read_split(path: str | Path, keys=None) -> dict[str, np.ndarray]:

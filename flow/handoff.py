@@ -228,10 +228,6 @@ def config_writes(cfg_port: dict, weights: EncoderWeights, calvalues, drop: int)
 
 
 # ========================================================== vector sets
-def _golden(words, calvalues, drop, weights: EncoderWeights, latent_bits: int):
-    return golden(words, drop=drop, calvalues=calvalues, weights=weights, latent_bits=latent_bits)
-
-
 def _read_vectors(path: Path, sel_budget: int) -> dict:
     v = read_vectors(path)
     kind = v["kind"].astype(np.int64)
@@ -263,7 +259,8 @@ def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[st
                 sets.append(alt)
     # every shipped expectation is re-derived with the golden model from the trained weights
     for vs in sets:
-        aein, lat, sums = _golden(vs["words"], vs["calvalues"], vs["drop"], weights, latent_bits)
+        aein, lat, sums = golden(vs["words"], drop=vs["drop"], calvalues=vs["calvalues"], weights=weights,
+                                 latent_bits=latent_bits)
         for key, got in (("aein", aein), ("latent", lat), ("sum_code", sums)):
             bad = np.flatnonzero(np.any((got != vs[key]).reshape(len(got), -1), axis=1))
             if len(bad):
@@ -274,7 +271,8 @@ def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[st
         w2 = EncoderWeights.random(ctx.seed)
         sub = select(nominal["kind"], s.reprogram_vectors)
         words = nominal["words"][sub]
-        aein, lat, sums = _golden(words, nominal["calvalues"], nominal["drop"], w2, latent_bits)
+        aein, lat, sums = golden(words, drop=nominal["drop"], calvalues=nominal["calvalues"], weights=w2,
+                                 latent_bits=latent_bits)
         differ = int(np.any(lat != nominal["latent"][sub], axis=1).sum())
         if differ == 0:
             raise FlowError("the random reprogramming weight set gives the trained outputs on every "

@@ -189,6 +189,10 @@ def test_split_reader_names_file_expected_and_got(tmp_path):
     # the writer refuses what the reader would refuse
     with pytest.raises(DataFormatError, match=r"unexpected \['energy'\]"):
         dataset.write_split(tmp_path / "x.npz", {**a, "energy": np.zeros(50)}, compress=False)
+    with pytest.raises(DataFormatError, match=r"x\.npz: .*wrong dtype: expected \{'eta': 'float32'\}, "
+                                              r"got \{'eta': 'float64'\}"):
+        dataset.write_split(tmp_path / "x.npz", {**a, "eta": a["eta"].astype(np.float64)}, compress=False)
+    assert not (tmp_path / "x.npz").exists()
 
 
 # ============================================================ golden vectors
@@ -257,7 +261,7 @@ def _fake_data(ctx):
     words = (rng.integers(0, 128, (N_TEST, 48)) * (rng.random((N_TEST, 48)) < 0.3)).astype(np.uint8)
     a = _split(N_TEST)
     aein, s = FrontEnd(ctx.cfg.data.drop, (ctx.cfg.data.calvalue,) * 48)(words)
-    a.update(words=words, aein=aein, sum_code=s)
+    a.update(words=words, aein=aein.astype(np.uint8), sum_code=s.astype(np.uint16))
     dataset.write_split(ctx.out / dataset.split_file("test"), a, compress=False)
 
 
