@@ -81,6 +81,9 @@ $(RUN)/autoencoder/manifest.json: $(call deps,autoencoder) $(RUN)/emd/manifest.j
 	$(FLOW) autoencoder --config $(CONFIG)
 $(RUN)/convert/manifest.json: $(call deps,convert) $(RUN)/autoencoder/manifest.json
 	$(FLOW) convert --config $(CONFIG)
+	@# convenience links hls_projects/<run>_<backend> -> the built projects (made here: a stage writes only its own directory)
+	@if [ -d hls_projects ]; then for p in $(RUN)/convert/hls_projects/*/; do \
+	  ln -sfn "$$(realpath --relative-to=hls_projects "$$p")" "hls_projects/$(notdir $(RUN))_$$(basename "$$p")"; done; fi
 $(RUN)/csim/manifest.json: $(call deps,csim) $(RUN)/convert/manifest.json
 	$(FLOW) csim --config $(CONFIG)
 $(RUN)/rtl/manifest.json: $(call deps,rtl) $(RUN)/autoencoder/manifest.json

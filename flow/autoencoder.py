@@ -23,7 +23,9 @@ Outputs (``build/<run>/autoencoder/``):
   ``models/<model>/seed<i>/{encoder,decoder}.h5`` for every model (``<model>`` is
   the loss, or ``<loss>+cond`` with the conditional decoder).
 * ``weights.bin`` (12864-bit register image, see :class:`flow.encoder.EncoderWeights`),
-  ``weights.mem`` ($readmemh), ``weights.npz`` (codes per layer).
+  ``weights.mem`` ($readmemh), ``weights.npz`` (codes per layer);
+* ``encoder.json`` (:mod:`flow.encoder_file`): latent width, number formats and the
+  sha256 of ``weights.bin``, what every later stage reads about the encoder.
 * ``golden_check.json``: golden integer model vs QKeras on every test wafer, per
   model and seed (``n_total``, ``n_mismatch``, first mismatches); any mismatch
   fails the stage.
@@ -61,10 +63,12 @@ from .autoencoder_train import (
     subset,
     train_model,
 )
+from .dataset import read_split, split_file
+from .encoder_file import write_encoder
 from .errors import ConfigError, FlowError, MismatchError, StageInputError
 from .geometry import REMAP_8X8
 
-__all__ = ["build_autoencoder", "load_split", "golden_check", "evaluate", "run"]
+__all__ = ["build_autoencoder", "nonempty_wafers", "golden_check", "evaluate", "run"]
 
 #: arrays of a split the stage reads
 SPLIT_KEYS = ("aein", "calq", "eta", "occupancy", "sum_code", "layer")
@@ -73,12 +77,10 @@ CNN_CHECK_MIN_EMD = 0.05
 
 
 # -------------------------------------------------------------------- data
-def load_split(path: Path, limit: int = 0) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        d = {k: z[k] for k in SPLIT_KEYS if k in z.files}
-    missing = set(SPLIT_KEYS) - set(d)
-    if missing:
-        raise StageInputError(f"{path} lacks arrays {sorted(missing)}; rerun stage 'data'")
+def nonempty_wafers(path: Path, limit: int = 0) -> dict[str, np.ndarray]:
+    """The arrays :data:`SPLIT_KEYS` of a dataset split (:func:`flow.dataset.read_split`),
+    empty wafers left out, at most ``limit`` wafers (0: all)."""
+    d = read_split(path, keys=SPLIT_KEYS)
     keep = d["aein"].sum(-1) > 0          # the data stage drops empty wafers; be safe
     d = {k: v[keep] for k, v in d.items()}
     if limit:
@@ -272,9 +274,9 @@ def run(ctx) -> None:
     tf.config.experimental.enable_op_determinism()
     data = ctx.upstream["data"]
     emd_path = ctx.upstream["emd"].path("emd_cnn.keras")
-    train = load_split(data.path("train.npz"), s.max_train_wafers)
-    val = load_split(data.path("val.npz"))
-    test = load_split(data.path("test.npz"), s.eval_wafers)
+    train = nonempty_wafers(data.path(split_file("train")), s.max_train_wafers)
+    val = nonempty_wafers(data.path(split_file("val")))
+    test = nonempty_wafers(data.path(split_file("test")), s.eval_wafers)
     # exact EMD of the evaluation on Ray for big test sets, unless the models train on Ray:
     # then the training tasks hold its CPUs and the driver labels serially meanwhile
     use_ray = len(test["aein"]) > 20000 and not s.ray.enabled
@@ -462,7 +464,7 @@ def _finish(ctx, s, train, test, per_model, reports, training, lr_rule, cnn_chec
     enc.save(out / "encoder.h5")
     dec.save(out / "decoder.h5")
     w = E.EncoderWeights.from_keras(enc)
-    atomic_write_bytes(out / "weights.bin", w.to_image())
+    write_encoder(out, w, s.latent_bits)        # weights.bin + encoder.json, read by every later stage
     atomic_write_bytes(out / "weights.mem", w.to_mem().encode())
     np.savez(out / "weights.npz", conv_w=w.conv_w, conv_b=w.conv_b, dense_w=w.dense_w, dense_b=w.dense_b)
     kr = _kr_check(s, enc, dec, test, ctx.seed)
@@ -603,14 +605,15 @@ def bench(cfg, workdir: Path, steps: int = 60) -> dict[str, float]:
     s = cfg.autoencoder
     data = cfg.stage_dir("data")
     emd_path = cfg.stage_dir("emd") / "emd_cnn.keras"
-    n_tr = len(np.load(data / "train.npz")["aein"]) if (data / "train.npz").exists() else 0
+    train_path = data / split_file("train")
+    n_tr = len(nonempty_wafers(train_path)["aein"])
     if s.max_train_wafers:
         n_tr = min(n_tr, s.max_train_wafers)
     n = steps * s.batch_size
-    split = load_split(data / "train.npz", n)
+    split = nonempty_wafers(train_path, n)
     x, t = model_inputs(split)
     if len(t) < n:
-        raise StageInputError(f"bench needs {n} training wafers, got {len(t)} in {data / 'train.npz'}")
+        raise StageInputError(f"bench needs {n} training wafers, got {len(t)} in {train_path}")
     threads = tf.config.threading.get_intra_op_parallelism_threads()
     out: dict[str, float] = {"n_train": float(n_tr), "batch_size": float(s.batch_size),
                              "tf_intra_threads": float(threads)}

@@ -49,6 +49,7 @@ RUNNER = frozenset({
 RESOURCES: dict[str, tuple[str, ...]] = {
     "flow.geometry": ("flow/resources/geometry.json",),
     "flow.convert_hls": ("flow/resources/hls/*",),
+    "flow.hls_harness": ("flow/resources/hls/*",),    # the compile recipe of those sources (csim)
     "flow.rtl_encoder": ("flow/resources/rtl/*",),
     "flow.report": ("flow/resources/report/*",),
     "flow.handoff": ("flow/resources/handoff/*",),

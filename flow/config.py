@@ -383,9 +383,6 @@ class ConvertConfig(Section):
     """Golden vectors written to each project's ``tb_data/`` for hls4ml's own testbench."""
     timeout_s: float = Field(1800.0, gt=0)
     """Time limit of one hls4ml conversion (a child process)."""
-    link_projects: bool = True
-    """Also make ``hls_projects/<run>_<backend>`` (in the current directory, if it has an
-    ``hls_projects/`` folder) a symlink to each built project."""
 
     def model_post_init(self, _context: Any) -> None:
         if self.onehot_words is not None and any(not 1 <= w <= 127 for w in self.onehot_words):

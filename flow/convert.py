@@ -2,15 +2,10 @@
 
 ``run(ctx)`` writes into ``build/<run>/convert/`` (see ``docs/convert_csim.md``):
 
-* ``vectors.npz``: golden vectors, the contract shared with csim and the RTL
-  cosimulation (:data:`VECTOR_DTYPES`): ``words`` uint8 (N, 48) 7-bit TC words
-  (TC/CALQ order), ``calvalues`` uint16 (48,) the CALVALUE registers, ``drop``
-  int64 scalar, ``aein`` uint8 (N, 48) expected AEin codes, ``latent`` uint16
-  (N, 16) expected latent codes, ``sum_code`` uint16 (N,) expected 9-bit module
-  sum, ``kind`` uint8 (N,) and its legend ``kind_names`` (str array, indexed
-  by kind).  Corner vectors come first, then the test-set wafers.  Every
-  expected value is from the Python golden chain: :class:`flow.frontend.FrontEnd`
-  then :func:`flow.encoder.golden_encode`.
+* ``vectors.npz``: golden vectors, the contract shared with csim, cosim and
+  handoff (:mod:`flow.vectors`: arrays, dtypes, the one writer and reader, and
+  :func:`flow.vectors.golden`, front end then encoder, for every expected
+  value).  Corner vectors come first, then the test-set wafers.
 * ``vectors_regs<k>.npz`` (``convert.n_alt_registers``): the same layout with
   random CALVALUE registers and the other ``drop``;
 * ``vectors_meta.json``: files, counts per kind, formats, registers, weight
@@ -22,33 +17,23 @@
 """
 from __future__ import annotations
 
-import io
-import os
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from . import encoder as E
-from .atomic import atomic_write_bytes, atomic_write_json
+from .atomic import atomic_write_json
 from .convert_hls import BACKENDS, convert_backend, finish_project
-from .errors import DataFormatError, FlowError, MismatchError
+from .dataset import read_split, split_file
+from .encoder_file import load_encoder
+from .errors import FlowError, MismatchError
 from .frontend import CAL_BITS, CAL_UNITY, CALQ_BITS, FrontEnd
 from .geometry import N_TC, to_8x8
-from .manifest import sha256_file
+from .vectors import KIND, KIND_NAMES, MAX_WORD, VECTOR_DTYPES, golden_vectors, write_vectors
 
-#: kind codes of the golden vectors; ``kind_names[kind]`` is the legend
-KIND_NAMES = ("test_wafer", "all_zero", "one_hot", "all_max", "random_full", "random_sparse",
-              "uniform", "sum_boundary")
-KIND = {name: i for i, name in enumerate(KIND_NAMES)}
-#: the vector-file contract: array name -> dtype (shapes in the module docstring)
-VECTOR_DTYPES = {"words": np.uint8, "calvalues": np.uint16, "drop": np.int64, "aein": np.uint8,
-                 "latent": np.uint16, "sum_code": np.uint16, "kind": np.uint8}
-MAX_WORD = 127
 #: at most this fraction of cells is hit in a random sparse wafer
 SPARSE_MAX_OCCUPANCY = 0.3
-GOLDEN_CHUNK = 50_000
 #: CALQ sums the ``sum_boundary`` vectors aim at: around 2^22, where the converter's
 #: normalisation shift saturates at 21 (econt.md section 4)
 BOUNDARY_SUMS = ((1 << CALQ_BITS) - 1, 1 << CALQ_BITS, (1 << CALQ_BITS) + 1)
@@ -163,64 +148,6 @@ def boundary_words(fe: FrontEnd, targets=BOUNDARY_SUMS) -> np.ndarray:
     return np.unique(np.stack(rows), axis=0).astype(np.uint8)
 
 
-def golden_vectors(words, kind, weights: E.EncoderWeights, *, drop: int, calvalues,
-                   latent_bits: int) -> dict[str, np.ndarray]:
-    """Expected outputs of the Python golden chain for ``words``: the vector-file arrays."""
-    words = np.asarray(words)
-    fe = FrontEnd(drop=int(drop), calvalues=tuple(int(c) for c in np.asarray(calvalues)))
-    n = len(words)
-    aein = np.zeros((n, N_TC), dtype=np.uint8)
-    latent = np.zeros((n, E.N_LATENT), dtype=np.uint16)
-    sum_code = np.zeros(n, dtype=np.uint16)
-    for i in range(0, n, GOLDEN_CHUNK):
-        a, s = fe(words[i:i + GOLDEN_CHUNK])
-        aein[i:i + GOLDEN_CHUNK] = a
-        sum_code[i:i + GOLDEN_CHUNK] = s
-        latent[i:i + GOLDEN_CHUNK] = E.golden_encode(a, weights, latent_bits)
-    return {"words": words.astype(np.uint8), "calvalues": np.asarray(calvalues, dtype=np.uint16),
-            "drop": np.asarray(int(drop), dtype=np.int64), "aein": aein, "latent": latent,
-            "sum_code": sum_code, "kind": np.asarray(kind, dtype=np.uint8),
-            "kind_names": np.asarray(KIND_NAMES)}
-
-
-def check_vectors(v: dict[str, np.ndarray], where: str = "vectors") -> int:
-    """Check the vector-file contract (names, dtypes, shapes); returns N."""
-    missing = [k for k in (*VECTOR_DTYPES, "kind_names") if k not in v]
-    if missing:
-        raise DataFormatError(f"{where}: missing arrays {missing}; expected {list(VECTOR_DTYPES)} "
-                              "and kind_names")
-    n = len(v["words"])
-    shapes = {"words": (n, N_TC), "calvalues": (N_TC,), "drop": (), "aein": (n, N_TC),
-              "latent": (n, E.N_LATENT), "sum_code": (n,), "kind": (n,)}
-    for k, dt in VECTOR_DTYPES.items():
-        a = v[k]
-        if a.dtype != dt or a.shape != shapes[k]:
-            raise DataFormatError(f"{where}: array {k} expected {np.dtype(dt)} {shapes[k]}, "
-                                  f"got {a.dtype} {a.shape}")
-    if n and int(v["words"].max()) > MAX_WORD:
-        raise DataFormatError(f"{where}: words above {MAX_WORD}")
-    return n
-
-
-def load_vectors(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        v = {k: z[k] for k in z.files}
-    check_vectors(v, str(path))
-    return v
-
-
-def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` format with fixed zip timestamps (same arrays, same bytes); keeps 0-d arrays."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, arr in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            with zf.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _counts(kind: np.ndarray) -> dict[str, int]:
     return {name: int(np.sum(kind == i)) for i, name in enumerate(KIND_NAMES)}
 
@@ -312,21 +239,18 @@ def _formats(latent_bits: int) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------- inputs
-def load_weights(ae) -> tuple[E.EncoderWeights, str]:
-    """Weight codes from the autoencoder stage's register image (cross-checked with the npz)."""
-    img = ae.path("weights.bin")
-    w = E.EncoderWeights.from_image(img.read_bytes())
+def load_weights(ae) -> tuple[E.EncoderWeights, int, str]:
+    """The exported encoder of the autoencoder stage (:func:`flow.encoder_file.load_encoder`:
+    weight codes, latent width, image sha256), cross-checked with ``weights.npz``."""
+    enc = load_encoder(ae)
+    w = enc.weights
     if "weights.npz" in ae.manifest["outputs"]:
         with np.load(ae.path("weights.npz")) as z:
             other = E.EncoderWeights(**{k: z[k] for k in ("conv_w", "conv_b", "dense_w", "dense_b")})
         if np.any(other.to_vector() != w.to_vector()):
-            raise MismatchError(f"{ae.path('weights.npz')} and {img} hold different weight codes; "
-                                "rerun `make autoencoder`")
-    return w, sha256_file(img)
-
-
-def _latent_bits(ae) -> int:
-    return int(((ae.manifest.get("config") or {}).get("autoencoder") or {}).get("latent_bits", 9))
+            raise MismatchError(f"{ae.path('weights.npz')} and {enc.weights_path} hold different weight "
+                                "codes; rerun `make autoencoder`")
+    return w, enc.latent_bits, enc.weights_sha256
 
 
 def _tb_arrays(v: dict[str, np.ndarray], n: int, latent_bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -334,22 +258,6 @@ def _tb_arrays(v: dict[str, np.ndarray], n: int, latent_bits: int) -> tuple[np.n
     x = to_8x8(v["aein"][:n].astype(np.int64)).astype(np.float64) * E.INPUT_FMT.lsb
     y = v["latent"][:n].astype(np.float64) * E.latent_format(latent_bits).lsb
     return x[..., None], y
-
-
-def _link(cfg, backend: str) -> str | None:
-    """``hls_projects/<run>_<backend>`` -> the project (only in a checkout with hls_projects/)."""
-    root = Path.cwd() / "hls_projects"
-    if not root.is_dir() or Path(cfg.workdir).name == "bench":
-        return None
-    link = root / f"{cfg.name}_{backend}"
-    target = (cfg.stage_dir("convert") / "hls_projects" / backend).resolve()
-    try:
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(os.path.relpath(target, root))
-    except OSError:
-        return None
-    return str(link)
 
 
 def _convert_all(ctx, ae, tb, latent_bits: int, weights_sha: str) -> tuple[dict, dict]:
@@ -365,8 +273,7 @@ def _convert_all(ctx, ae, tb, latent_bits: int, weights_sha: str) -> tuple[dict,
         times[backend] = info["wall_s"]
         projects[backend] = {"path": f"hls_projects/{backend}", "latent_bits": latent_bits,
                              "layers": info["layers"], "hls4ml": info["hls4ml"],
-                             "convert_s": info["wall_s"],
-                             "link": _link(ctx.cfg, backend) if s.link_projects else None}
+                             "convert_s": info["wall_s"]}
     return projects, times
 
 
@@ -375,18 +282,14 @@ def run(ctx) -> None:
     s = ctx.settings
     out: Path = ctx.out
     ae, data = ctx.upstream["autoencoder"], ctx.upstream["data"]
-    weights, weights_sha = load_weights(ae)
-    latent_bits = _latent_bits(ae)
+    weights, latent_bits, weights_sha = load_weights(ae)
     drop, calvalues = _data_registers(data.manifest)
 
     t0 = time.perf_counter()
-    from .data import load_split
-
-    test = load_split(data.path("test.npz"))
+    test = read_split(data.path(split_file("test")))
     sets, meta = build_vector_sets(s, weights, latent_bits, test, drop, calvalues, ctx.seed)
     for name, arrays in sets.items():
-        check_vectors(arrays, name)
-        _save(out / name, arrays)
+        write_vectors(out / name, arrays)
     t_vec = time.perf_counter() - t0
     n_vec = {k: int(len(v["words"])) for k, v in sets.items()}
     meta.update({"formats": _formats(latent_bits), "latent_bits": latent_bits,
@@ -420,8 +323,7 @@ def bench(cfg, workdir) -> dict[str, float]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ae = verify(cfg, "autoencoder")
-    weights, _ = load_weights(ae)
-    lb = _latent_bits(ae)
+    weights, lb, _ = load_weights(ae)
     rng = np.random.default_rng(0)
     words = rng.integers(0, 128, size=(100_000, N_TC))
     t0 = time.perf_counter()
@@ -437,6 +339,5 @@ def bench(cfg, workdir) -> dict[str, float]:
     return res
 
 
-__all__ = ["BACKENDS", "BOUNDARY_SUMS", "KIND_NAMES", "VECTOR_DTYPES", "boundary_words",
-           "build_vector_sets", "check_vectors", "corner_words", "golden_vectors", "load_vectors", "run",
+__all__ = ["BACKENDS", "BOUNDARY_SUMS", "boundary_words", "build_vector_sets", "corner_words", "run",
            "bench"]

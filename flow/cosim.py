@@ -6,7 +6,8 @@ for): build the Verilator model, run the cocotb testbench
 plus the testbench's corner and random wafers, and compare every output bit
 (``docs/rtl_cosim.md`` lists the tests).  The expected outputs come from the
 golden model (``flow.frontend`` + ``flow.encoder``), never from the RTL
-generator; the reference weights are the autoencoder's ``weights.bin``.
+generator; the reference weights and latent width are the autoencoder's
+``weights.bin`` and ``encoder.json`` (:mod:`flow.encoder_file`).
 
 Any mismatch raises :class:`~flow.errors.MismatchError` (the runner keeps the
 failed run's directory, with ``report.json``, in ``build/<run>/cosim.failed/``);
@@ -24,10 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .atomic import atomic_write_json
+from .encoder_file import load_encoder
 from .errors import MismatchError, StageInputError
+from .vectors import read_vectors
 
 FLAVOUR_TOPS = {"const": "econt_ae_const", "prog": "econt_ae_prog"}
 
@@ -207,23 +208,23 @@ def run(ctx) -> None:
                               f"{sorted(meta['flavours'])}; add them to rtl.flavours and rerun `make rtl`")
     for fl in s.flavours:
         ctx.upstream["rtl"].path(f"{fl}/filelist.f")
-    latent_bits = int(meta["latent_bits"])
+    # the reference weights and latent width: the autoencoder's encoder.json + weights.bin
+    enc = load_encoder(ctx.upstream["autoencoder"])
+    latent_bits = enc.latent_bits
+    if int(meta["latent_bits"]) != latent_bits:
+        raise StageInputError(f"the rtl stage was generated for latent_bits {meta['latent_bits']}, but "
+                              f"autoencoder/encoder.json says {latent_bits}; rerun `make rtl`")
+    # (the weights are not compared with rtl.json's: RTL from other weights must fail by simulation)
+    weights_image = enc.weights_path
     vec_path = ctx.upstream["convert"].path("vectors.npz")
     # vectors with other CALVALUEs / drop (convert.n_alt_registers)
     extra = [ctx.upstream["convert"].path(rel) for rel in sorted(ctx.upstream["convert"].manifest["outputs"])
              if rel.startswith("vectors_regs") and rel.endswith(".npz")] if s.alt_vectors else []
-    with np.load(vec_path, allow_pickle=False) as v:
-        calvalues = [int(c) for c in np.asarray(v["calvalues"]).ravel()]
-        drop = int(np.asarray(v["drop"]))
-        n_vectors = len(v["words"])
-        if v["latent"].shape[1:] != (16,):
-            raise StageInputError(f"convert vectors: expected latent of shape (N, 16), "
-                                  f"got {v['latent'].shape}")
-    # the reference weights: the autoencoder artifact both rtl and convert were verified against
-    weights_image = ctx.cfg.stage_dir("autoencoder") / "weights.bin"
-    if not weights_image.is_file():
-        raise StageInputError(f"{weights_image} is missing; rerun `make autoencoder`")
-    ctx.add_input(weights_image)
+    v = read_vectors(vec_path)             # checks the vector-file contract
+    calvalues = [int(c) for c in v["calvalues"]]
+    drop = int(v["drop"])
+    n_vectors = len(v["words"])
+    del v
     default_cal = _cal_from_hex(meta["defaults"]["calvalue_image_hex"])
     default_drop = int(meta["defaults"]["drop"])
     clock_ns = float(meta["interface"]["clock_ns"])
@@ -303,27 +304,27 @@ def run(ctx) -> None:
 
 
 def bench(cfg, workdir) -> dict[str, float]:
-    """Verilator build time and testbench throughput of each flavour (random
-    weights, 20k random wafers, the configured optimisation level)."""
-    from .encoder import EncoderWeights
-    from .rtl import generate
+    """Verilator build time and testbench throughput of each flavour (the run's ``rtl``
+    artifact and weights, 20k random wafers, the configured optimisation level)."""
+    from .manifest import verify
 
+    rtl = verify(cfg, "rtl")
+    meta = json.loads(rtl.path("rtl.json").read_text())
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
-        w = EncoderWeights.random(2)
-        (tmp / "w.bin").write_bytes(w.to_image())
-        generate(tmp / "rtl", w, latent_bits=cfg.autoencoder.latent_bits, flavours=cfg.cosim.flavours)
         logs = tmp / "logs"
         logs.mkdir()
         settings = cfg.cosim.model_copy(update={"min_wafers": 20000, "bubbles": 0, "reload": 0})
+        cal = _cal_from_hex(meta["defaults"]["calvalue_image_hex"])
+        drop = int(meta["defaults"]["drop"])
         for fl in cfg.cosim.flavours:
             t0 = time.perf_counter()
-            res = simulate(fl, tmp / "rtl", tmp / "out" / fl, tmp / "build" / fl, logs,
-                           weights_image=tmp / "w.bin", latent_bits=cfg.autoencoder.latent_bits,
-                           calvalues=[2048] * 48, drop=3, default_calvalues=[2048] * 48, default_drop=3,
+            res = simulate(fl, rtl.dir, tmp / "out" / fl, tmp / "build" / fl, logs,
+                           weights_image=rtl.path("weights.bin"), latent_bits=int(meta["latent_bits"]),
+                           calvalues=cal, drop=drop, default_calvalues=cal, default_drop=drop,
                            vectors=None, settings=settings, seed=1, echo=lambda *a: None)
             if res["n_mismatch"] or _failures(res):
                 raise MismatchError(f"bench cosim of {fl} failed: {_failures(res)}")

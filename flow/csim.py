@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_json
-from .convert import KIND_NAMES, load_vectors
-from .convert_hls import CXX_STD, CXX_WARN, HARNESS_SOURCES, include_flags, run_logged
 from .encoder import N_LATENT
 from .errors import FlowError, MismatchError
 from .geometry import N_TC
+from .hls_harness import CXX_STD, CXX_WARN, HARNESS_SOURCES, include_flags, run_logged
+from .vectors import KIND_NAMES, read_vectors
 
 VEC_MAGIC, OUT_MAGIC = b"ECONTVEC", b"ECONTOUT"
 VEC_HEADER, OUT_HEADER = 128, 32
@@ -178,7 +178,7 @@ def check_project(prj: Path, vector_files: dict[str, Path], out_dir: Path, setti
     top_s = 0.0
     with tempfile.TemporaryDirectory(prefix="econt_csim_") as tmp:
         for name, path in vector_files.items():
-            v = load_vectors(path)
+            v = read_vectors(path)
             res, timing = simulate(comp["binary"], v, latent_bits=latent_bits,
                                    n=settings.max_vectors or None,
                                    log=out_dir / f"run_{Path(name).stem}.log",

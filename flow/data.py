@@ -24,30 +24,19 @@ CALQ sum below ``data.min_sum_mipt`` MIP_T (``below_min_sum``).
 """
 from __future__ import annotations
 
-import io
 import json
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from . import frontend, ntuple, synth
 from .atomic import atomic_write_bytes
+from .dataset import NPZ_DTYPES, SPLITS, split_file, write_split
 from .errors import DataFormatError
 from .geometry import N_TC, to_8x8
 
-SPLITS = ("train", "val", "test")
 DROP_REASONS = ("not_in_layers", "empty", "below_min_occupancy", "below_min_sum")
-#: dtype of every array of a split file (the contract).
-NPZ_DTYPES = {
-    "words": np.uint8, "calq": np.int32, "aein": np.uint8, "sum_code": np.uint16,
-    "eta": np.float32, "layer": np.int16, "waferu": np.int16, "waferv": np.int16,
-    "occupancy": np.int16, "zside": np.int8, "simenergy": np.float32, "event": np.int64,
-    "gen_pt": np.float32, "gen_eta": np.float32, "gen_phi": np.float32,
-}
-#: arrays added to the contract later: older split files may lack them (``load_split`` accepts that).
-NPZ_OPTIONAL = ("gen_phi",)
 
 
 # ---------------------------------------------------------------- splitting
@@ -124,39 +113,6 @@ def build_dataset(paths: list[Path], settings, seed: int, *, layout: str | None 
     splits = {name: {k: np.concatenate([p[k] for p in parts[name]]) if parts[name] else empty[k]
                      for k in NPZ_DTYPES} for name in SPLITS}
     return splits, drops, rstats.as_dict()
-
-
-# -------------------------------------------------------------- npz writer
-def save_npz(path: Path, arrays: dict[str, np.ndarray], *, compress: bool) -> None:
-    """``np.savez`` format (``np.load`` reads it) with fixed zip timestamps, so the
-    same arrays always give the same bytes."""
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=method, allowZip64=True) as zf:
-        for name, arr in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = method
-            info.external_attr = 0o644 << 16
-            if compress:
-                info._compresslevel = 1  # fast deflate; measured in docs/data.md
-            with zf.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_split(path: str | Path) -> dict[str, np.ndarray]:
-    """A split file as a dict of arrays (checks the contract's names and dtypes; the
-    arrays of :data:`NPZ_OPTIONAL` may be absent in files written before they existed)."""
-    with np.load(path, allow_pickle=False) as z:
-        out = {k: z[k] for k in z.files}
-    missing = [k for k in NPZ_DTYPES if k not in out and k not in NPZ_OPTIONAL]
-    if missing:
-        raise DataFormatError(f"{path}: missing arrays {missing}; expected {list(NPZ_DTYPES)}")
-    for k, dt in NPZ_DTYPES.items():
-        if k in out and out[k].dtype != dt:
-            raise DataFormatError(f"{path}: array {k} has dtype {out[k].dtype}, expected "
-                                  f"{np.dtype(dt)}")
-    return out
 
 
 # ------------------------------------------------------------------ plots
@@ -354,8 +310,8 @@ def run(ctx) -> None:
     t2 = time.perf_counter()
     sizes = {}
     for name, arrs in splits.items():
-        save_npz(out / f"{name}.npz", arrs, compress=s.compress)
-        sizes[name] = (out / f"{name}.npz").stat().st_size
+        write_split(out / split_file(name), arrs, compress=s.compress)
+        sizes[name] = (out / split_file(name)).stat().st_size
     timings["save_s"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     plots = make_plots(out / "plots", splits, s.source)

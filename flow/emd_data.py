@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .dataset import read_split
 from .emd_exact import EmptyPolicy, label_pairs, normalise
 from .errors import DataFormatError, ShapeError
 from .geometry import N_TC
@@ -27,19 +28,14 @@ PAIR_KEYS = ("a", "b", "emd", "occ_a", "occ_b", "ia", "ib")
 
 
 def load_wafers(path: str | Path, field: str = "aein") -> dict[str, np.ndarray]:
-    """Read one data-stage split; keep the non-empty wafers.
+    """Read one data-stage split (:func:`flow.dataset.read_split`); keep the non-empty wafers.
 
     Returns ``wafers`` (float64, unit-sum rows), ``occupancy``, ``index``
     (row in the file) and ``n_empty`` (wafers dropped because all-zero).
     """
     path = Path(path)
-    with np.load(path) as z:
-        if field not in z.files:
-            raise DataFormatError(f"{path}: no array {field!r} (has {sorted(z.files)}); "
-                                  "emd.wafers must name a (N, 48) array of the data stage")
-        raw = z[field]
-        occ = z["occupancy"].astype(np.int64) if "occupancy" in z.files else \
-            np.count_nonzero(raw, axis=1)
+    d = read_split(path, keys=(field, "occupancy"))
+    raw, occ = d[field], d["occupancy"].astype(np.int64)
     if raw.ndim != 2 or raw.shape[1] != N_TC:
         raise ShapeError(f"{path}: {field} must be (N, 48), got {raw.shape}")
     keep = np.flatnonzero(raw.sum(1) > 0)

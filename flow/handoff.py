@@ -47,11 +47,13 @@ from string import Template
 import numpy as np
 
 from .atomic import atomic_write_json
-from .encoder import IMAGE_BITS, N_LATENT, EncoderWeights, golden_encode
+from .encoder import IMAGE_BITS, N_LATENT, EncoderWeights
+from .encoder_file import load_encoder
 from .errors import FlowError, InputRangeError, MismatchError, SelfCheckError, StageInputError
-from .frontend import AEIN_BITS, CAL_BITS, SUM_BITS, TC_WORD_BITS, FrontEnd
+from .frontend import AEIN_BITS, CAL_BITS, SUM_BITS, TC_WORD_BITS
 from .geometry import N_TC
 from .manifest import git_revision, sha256_file
+from .vectors import golden, read_vectors
 
 FORMAT = "econt-ae-handoff/1"
 #: fixed member mtime (2000-01-01 00:00 UTC): the archive bytes depend on content only
@@ -224,22 +226,14 @@ def config_writes(cfg_port: dict, weights: EncoderWeights, calvalues, drop: int)
 
 
 # ========================================================== vector sets
-def _golden(words, calvalues, drop, weights: EncoderWeights, latent_bits: int):
-    aein, sums = FrontEnd(drop=int(drop), calvalues=tuple(int(c) for c in calvalues))(
-        np.asarray(words, dtype=np.int64))
-    return aein, golden_encode(aein, weights, latent_bits), sums
-
-
 def _read_vectors(path: Path, sel_budget: int) -> dict:
-    with np.load(path, allow_pickle=False) as v:
-        kind = v["kind"].astype(np.int64) if "kind" in v else np.zeros(len(v["words"]), np.int64)
-        idx = select(kind, sel_budget)
-        names = [str(x) for x in v["kind_names"]] if "kind_names" in v else [path.stem]
-        return {"words": v["words"][idx].astype(np.int64), "aein": v["aein"][idx].astype(np.int64),
-                "latent": v["latent"][idx].astype(np.int64), "sum_code": v["sum_code"][idx].astype(np.int64),
-                "kind": kind[idx], "kind_names": names, "index": idx,
-                "calvalues": np.asarray(v["calvalues"], dtype=np.int64).ravel(),
-                "drop": int(np.asarray(v["drop"])), "n_source": len(kind)}
+    v = read_vectors(path)
+    kind = v["kind"].astype(np.int64)
+    idx = select(kind, sel_budget)
+    return {"words": v["words"][idx].astype(np.int64), "aein": v["aein"][idx].astype(np.int64),
+            "latent": v["latent"][idx].astype(np.int64), "sum_code": v["sum_code"][idx].astype(np.int64),
+            "kind": kind[idx], "kind_names": [str(x) for x in v["kind_names"]], "index": idx,
+            "calvalues": v["calvalues"].astype(np.int64), "drop": int(v["drop"]), "n_source": len(kind)}
 
 
 def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[str],
@@ -263,7 +257,8 @@ def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[st
                 sets.append(alt)
     # every shipped expectation is re-derived with the golden model from the trained weights
     for vs in sets:
-        aein, lat, sums = _golden(vs["words"], vs["calvalues"], vs["drop"], weights, latent_bits)
+        aein, lat, sums = golden(vs["words"], drop=vs["drop"], calvalues=vs["calvalues"], weights=weights,
+                                 latent_bits=latent_bits)
         for key, got in (("aein", aein), ("latent", lat), ("sum_code", sums)):
             bad = np.flatnonzero(np.any((got != vs[key]).reshape(len(got), -1), axis=1))
             if len(bad):
@@ -274,7 +269,8 @@ def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[st
         w2 = EncoderWeights.random(ctx.seed)
         sub = select(nominal["kind"], s.reprogram_vectors)
         words = nominal["words"][sub]
-        aein, lat, sums = _golden(words, nominal["calvalues"], nominal["drop"], w2, latent_bits)
+        aein, lat, sums = golden(words, drop=nominal["drop"], calvalues=nominal["calvalues"], weights=w2,
+                                 latent_bits=latent_bits)
         differ = int(np.any(lat != nominal["latent"][sub], axis=1).sum())
         if differ == 0:
             raise FlowError("the random reprogramming weight set gives the trained outputs on every "
@@ -587,11 +583,12 @@ def build_archive(ctx) -> tuple[str, bytes, dict]:
     ae, conv, rtl, cos = (ctx.upstream[k] for k in ("autoencoder", "convert", "rtl", "cosim"))
     meta = json.loads(rtl.path("rtl.json").read_text())
     itf = meta["interface"]
-    latent_bits = int(meta["latent_bits"])
+    enc = load_encoder(ae)                      # encoder.json + weights.bin
+    latent_bits, weights, wsha = enc.latent_bits, enc.weights, enc.weights_sha256
+    if int(meta["latent_bits"]) != latent_bits:
+        raise StageInputError(f"the rtl stage was generated for latent_bits {meta['latent_bits']}, but "
+                              f"autoencoder/encoder.json says {latent_bits}; rerun `make rtl`")
     cosim = _verified_flavours(meta, json.loads(cos.path("report.json").read_text()))
-    image = ae.path("weights.bin").read_bytes()
-    weights = EncoderWeights.from_image(image)
-    wsha = _sha(image)
     if meta["defaults"]["weights_sha256"] != wsha or sha256_file(rtl.path("weights.bin")) != wsha:
         raise StageInputError("the rtl stage was generated from other weights than autoencoder/weights.bin; "
                               "rerun `make rtl`")

@@ -30,7 +30,7 @@ import numpy as np
 from . import physics_algorithms as A
 from . import physics_reco as R
 from .atomic import atomic_write_bytes, atomic_write_json
-from .data import load_split
+from .dataset import read_split, split_file
 from .errors import StageInputError
 
 #: wafers per encode/decode block (bounds memory: the frames are bit arrays)
@@ -152,8 +152,8 @@ def run(ctx) -> None:
     det = detector_from(cfg.data)
     drop = cfg.data.drop
     data = ctx.upstream["data"]
-    train = _events_subset(load_split(data.path("train.npz")), s.max_train_events)
-    test = _events_subset(load_split(data.path("test.npz")), s.max_test_events)
+    train = _events_subset(read_split(data.path(split_file("train"))), s.max_train_events)
+    test = _events_subset(read_split(data.path(split_file("test"))), s.max_test_events)
     for name, sp in (("train", train), ("test", test)):
         if "gen_phi" not in sp:
             raise StageInputError(f"physics: the data stage's {name}.npz has no gen_phi (written "

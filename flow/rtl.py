@@ -1,7 +1,8 @@
 """``rtl`` stage: synthesizable Verilog of the ECON-T autoencoder block.
 
-Reads the trained encoder (``autoencoder/weights.bin``, the 12864-bit
-register image) and writes, per flavour, a complete source set with a
+Reads the trained encoder (``autoencoder/encoder.json`` for the latent width and
+``autoencoder/weights.bin``, the 12864-bit register image, :mod:`flow.encoder_file`)
+and writes, per flavour, a complete source set with a
 top-level module of the ASIC interface:
 
 * ``const`` (``econt_ae_const``): the trained weights as constants, the
@@ -36,6 +37,7 @@ import numpy as np
 
 from .atomic import atomic_write_json
 from .encoder import IMAGE_BITS, N_LATENT, EncoderWeights
+from .encoder_file import load_encoder
 from .errors import DataFormatError, ToolError
 from .frontend import CAL_BITS, SUM_BITS, TC_WORD_BITS
 from .geometry import N_TC
@@ -308,14 +310,6 @@ def yosys_check(files, top: str, log: Path | None = None) -> str:
 
 
 # ------------------------------------------------------------------ stage
-def _latent_bits(ctx) -> int:
-    man = ctx.upstream["autoencoder"].manifest
-    try:
-        return int(man["config"]["autoencoder"]["latent_bits"])
-    except (KeyError, TypeError, ValueError):
-        return int(ctx.cfg.autoencoder.latent_bits)
-
-
 def build_rtl(out: Path, weights: EncoderWeights, settings, *, latent_bits: int, calvalues, drop: int,
               seed: int = 0, echo=print, tools: list | None = None) -> dict:
     """Generate, lint and elaborate every flavour of ``settings`` (an
@@ -353,8 +347,8 @@ def build_rtl(out: Path, weights: EncoderWeights, settings, *, latent_bits: int,
 
 def run(ctx) -> None:
     s = ctx.settings
-    weights = EncoderWeights.from_image(ctx.upstream["autoencoder"].path("weights.bin").read_bytes())
-    latent_bits = _latent_bits(ctx)
+    enc = load_encoder(ctx.upstream["autoencoder"])      # encoder.json + weights.bin
+    weights, latent_bits = enc.weights, enc.latent_bits
     meta = build_rtl(ctx.out, weights, s, latent_bits=latent_bits,
                      calvalues=[ctx.cfg.data.calvalue] * N_TC, drop=ctx.cfg.data.drop, seed=ctx.seed,
                      tools=ctx.external_tools)

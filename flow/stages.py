@@ -66,7 +66,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("convert", ("data", "autoencoder"), 7, "hls4ml projects and golden test vectors"),
     Stage("csim", ("convert",), 7, "hls4ml C simulation vs golden model"),
     Stage("rtl", ("autoencoder",), 8, "Verilog of the ECON-T block"),
-    Stage("cosim", ("rtl", "convert"), 8, "cocotb/Verilator cosimulation and Yosys resources"),
+    Stage("cosim", ("autoencoder", "rtl", "convert"), 8,
+          "cocotb/Verilator cosimulation and Yosys resources"),
     # physics also reads "autoencoder" when physics.autoencoder is true (flow.physics.run
     # verifies it and records it as an upstream, so staleness still propagates)
     Stage("physics", ("data",), 16,

@@ -6,6 +6,7 @@ import pytest
 
 from flow import encoder as E
 from flow.config import load_config
+from flow.encoder_file import read_encoder
 from flow.errors import ConfigError
 from flow.stages import run_stage
 
@@ -35,7 +36,7 @@ def run(tmp_path_factory):
 def test_outputs_and_metrics(run):
     cfg, man = run
     out = cfg.stage_dir("autoencoder")
-    for rel in ("encoder.h5", "decoder.h5", "weights.bin", "weights.mem", "weights.npz",
+    for rel in ("encoder.h5", "decoder.h5", "weights.bin", "encoder.json", "weights.mem", "weights.npz",
                 "golden_check.json", "eval.json", "comparison.csv", "training.csv", "cnn_check.json",
                 "plots/emd_vs_occupancy.png", "plots/emd_vs_eta.png", "plots/emd_distribution.png",
                 "plots/cnn_on_reconstructions_emd_cnn.png"):
@@ -45,6 +46,10 @@ def test_outputs_and_metrics(run):
         for i in range(2):
             assert f"models/{name}/seed{i}/encoder.h5" in man["outputs"]
             assert f"history/{name}_seed{i}.csv" in man["outputs"]
+    # encoder.json: what later stages read about the exported encoder
+    enc = read_encoder(out / "encoder.json")
+    assert enc.latent_bits == cfg.autoencoder.latent_bits
+    assert enc.weights_sha256 == man["outputs"]["weights.bin"]["sha256"]
     m = man["metrics"]
     assert m["n_seeds"] == 2 and m["models"] == models
     assert set(m["median_emd"]) == set(models)

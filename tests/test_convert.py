@@ -14,30 +14,23 @@ from fakes import fake_stage
 
 from flow import config as C
 from flow import encoder as E
-from flow.convert import (
-    BOUNDARY_SUMS,
-    KIND,
-    KIND_NAMES,
-    VECTOR_DTYPES,
-    boundary_words,
-    check_vectors,
-    corner_words,
-    golden_vectors,
-    load_vectors,
-)
+from flow.convert import BOUNDARY_SUMS, boundary_words, corner_words
 from flow.convert_hls import accum_format, convert_backend, layer_formats, run_logged
-from flow.data import NPZ_DTYPES
+from flow.dataset import NPZ_DTYPES
+from flow.encoder_file import write_encoder
 from flow.errors import ConfigError, DataFormatError, FlowError
 from flow.fixedpoint import FixedFormat
 from flow.frontend import FrontEnd, encode_sum
 from flow.manifest import sha256_file
 from flow.stages import run_stage
+from flow.vectors import KIND, KIND_NAMES, VECTOR_DTYPES, check_vectors, golden_vectors
+from flow.vectors import read_vectors as load_vectors
 
 N_TEST = 1500
 WEIGHT_SEED = 11
 SETTINGS = {
     "convert": {"n_random": 800, "n_sparse": 800, "onehot_words": [1, 7, 8, 9, 63, 64, 100, 127],
-                "alt_max_vectors": 1500, "tb_vectors": 10, "link_projects": False},
+                "alt_max_vectors": 1500, "tb_vectors": 10},
 }
 
 
@@ -70,7 +63,7 @@ def _fake_autoencoder(ctx):
     w = E.EncoderWeights.random(WEIGHT_SEED)
     w.set_keras(model)
     model.save(ctx.out / "encoder.h5")
-    (ctx.out / "weights.bin").write_bytes(w.to_image())
+    write_encoder(ctx.out, w, ctx.settings.latent_bits)        # weights.bin + encoder.json
     (ctx.out / "weights.mem").write_text(w.to_mem())
     np.savez(ctx.out / "weights.npz", conv_w=w.conv_w, conv_b=w.conv_b, dense_w=w.dense_w,
              dense_b=w.dense_b)
@@ -307,7 +300,7 @@ def test_stage_writes_both_projects(converted):
     assert (cfg.stage_dir("convert") / "logs" / "convert_Vitis.log").is_file()
     assert set(man["metrics"]["convert_s"]) == {"Vitis", "Catapult"}
     projects = json.loads((cfg.stage_dir("convert") / "projects.json").read_text())["projects"]
-    assert all(p["link"] is None for p in projects.values())      # link_projects: false
+    assert all("link" not in p for p in projects.values())     # the stage writes only its directory
 
 
 def test_conversion_rejects_weights_that_disagree_with_the_model(converted, tmp_path):

@@ -9,6 +9,7 @@ from fakes import fake_stage
 
 from flow import config as C
 from flow.encoder import EncoderWeights, golden_encode
+from flow.encoder_file import write_encoder
 from flow.errors import MismatchError, StageInputError
 from flow.frontend import FrontEnd
 from flow.stages import run_stage
@@ -36,7 +37,7 @@ def fake_upstream(mp, weights: EncoderWeights, n: int = 1500, seed: int = 0):
     fake_stage(mp, "emd", lambda ctx: (ctx.out / "e.txt").write_text("e"))
 
     def ae(ctx):
-        (ctx.out / "weights.bin").write_bytes(weights.to_image())
+        write_encoder(ctx.out, weights, 9)                 # weights.bin + encoder.json
 
     def convert(ctx):
         words, cal, aein, sums = fake_vectors(n, seed)

@@ -8,11 +8,11 @@ from test_convert import converted  # noqa: F401  (session fixture shared with t
 
 from flow import encoder as E
 from flow.atomic import atomic_write_json
-from flow.convert import KIND_NAMES, golden_vectors
 from flow.csim import RESULT_DTYPE, compare, read_result_bin, write_vector_bin
 from flow.errors import FlowError, MismatchError, StageInputError
 from flow.manifest import MANIFEST, hash_outputs
 from flow.stages import run_stage
+from flow.vectors import KIND_NAMES, golden_vectors
 
 
 @pytest.fixture(scope="session")

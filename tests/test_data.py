@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import uproot
 
-from flow import data, frontend
+from flow import data, dataset, frontend
 from flow.config import parse_config
 from flow.errors import ConfigError, DataFormatError
 from flow.geometry import N_TC
+from flow.npzfile import write_npz
 from flow.stages import run_stage
 
 
@@ -53,11 +54,11 @@ def test_npz_contract(built):
     cfg, _ = built
     out = cfg.stage_dir("data")
     seen = []
-    for name in data.SPLITS:
-        a = data.load_split(out / f"{name}.npz")
+    for name in dataset.SPLITS:
+        a = dataset.read_split(out / f"{name}.npz")
         n = len(a["event"])
         assert n > 0
-        for k, dt in data.NPZ_DTYPES.items():
+        for k, dt in dataset.NPZ_DTYPES.items():
             assert a[k].dtype == dt
             assert a[k].shape == ((n, N_TC) if k in ("words", "calq", "aein") else (n,))
         assert a["words"].max() <= 127
@@ -82,15 +83,15 @@ def test_npz_contract(built):
 def test_split_without_gen_phi_still_loads(built, tmp_path):
     """Files written before gen_phi joined the contract keep loading (backward compatible)."""
     cfg, _ = built
-    a = data.load_split(cfg.stage_dir("data") / "test.npz")
+    a = dataset.read_split(cfg.stage_dir("data") / "test.npz")
     old = {k: v for k, v in a.items() if k != "gen_phi"}
-    data.save_npz(tmp_path / "old.npz", old, compress=False)
-    b = data.load_split(tmp_path / "old.npz")
+    dataset.write_split(tmp_path / "old.npz", old, compress=False)
+    b = dataset.read_split(tmp_path / "old.npz")
     assert "gen_phi" not in b and set(b) == set(old)
     bad = dict(old, gen_phi=a["gen_phi"].astype(np.float64))
-    data.save_npz(tmp_path / "bad.npz", bad, compress=False)
+    write_npz(tmp_path / "bad.npz", bad)
     with pytest.raises(DataFormatError, match="gen_phi"):
-        data.load_split(tmp_path / "bad.npz")
+        dataset.read_split(tmp_path / "bad.npz")
 
 
 def test_rerun_is_byte_identical(built):
@@ -150,7 +151,7 @@ def test_empty_and_low_wafers_are_dropped_and_counted(tmp_path):
     assert man["metrics"]["wafers_kept"] == 1
     stats = json.loads((cfg.stage_dir("data") / "stats.json").read_text())
     assert stats["drops"] == drops and stats["words_available"] is False
-    kept = [data.load_split(cfg.stage_dir("data") / f"{s}.npz") for s in data.SPLITS]
+    kept = [dataset.read_split(cfg.stage_dir("data") / f"{s}.npz") for s in dataset.SPLITS]
     words = np.concatenate([k["words"] for k in kept])
     assert (words == 255).all()
     calq_kept = np.concatenate([k["calq"] for k in kept])

@@ -9,6 +9,7 @@ from fakes import fake_stage
 from flow import config as C
 from flow import rtl
 from flow.encoder import EncoderWeights, golden_encode
+from flow.encoder_file import write_encoder
 from flow.geometry import N_TC
 from flow.rtl_encoder import comb_latent_codes, conv_taps, hand_written_dir, trace_const
 from flow.stages import run_stage
@@ -24,7 +25,7 @@ def fake_autoencoder(monkeypatch, weights: EncoderWeights, latent_bits: int = 9)
     fake_stage(monkeypatch, "emd", lambda ctx: (ctx.out / "e.txt").write_text("e"))
 
     def ae(ctx):
-        (ctx.out / "weights.bin").write_bytes(weights.to_image())
+        write_encoder(ctx.out, weights, latent_bits)     # weights.bin + encoder.json
         (ctx.out / "weights.mem").write_text(weights.to_mem())
         np.savez(ctx.out / "weights.npz", **{n: getattr(weights, n) for n in
                                              ("conv_w", "conv_b", "dense_w", "dense_b")})

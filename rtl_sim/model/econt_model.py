@@ -1,10 +1,14 @@
 """Reference model of the ECON-T block for the cocotb testbenches.
 
 Everything the testbench needs to know about the DUT, written from the
-documented interface (``docs/rtl_cosim.md``) and computed with the flow's
-golden models (:mod:`flow.frontend`, :mod:`flow.encoder`).  It deliberately
-shares no code with the RTL generator (``flow/rtl*.py``): bus packing, the
-configuration address map and the expected outputs are all re-derived here.
+documented interface (``docs/rtl_cosim.md``).  Expected outputs come from the
+flow's golden model, the reference of the whole bit-exact chain:
+:func:`flow.vectors.golden` (front end then integer encoder) and the golden-vector
+files through their one reader :func:`flow.vectors.read_vectors`.  It
+deliberately shares no code with the device side, the RTL generator
+(``flow/rtl*.py``) and the cosim stage (``flow/cosim*.py``): bus packing and the
+configuration address map are re-derived here (``tests/test_contracts.py``
+checks the imports).
 
 A test run is described by a *job* (JSON, path in ``$ECONT_TB_JOB``) that
 the ``cosim`` stage writes; the testbench writes its results next to it.
@@ -18,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flow.encoder import IMAGE_BITS, EncoderWeights, golden_encode
-from flow.frontend import FrontEnd
+from flow.encoder import IMAGE_BITS, EncoderWeights
+from flow.vectors import golden, read_vectors
 
 N_TC, N_LATENT = 48, 16
 WORD_BITS, CAL_BITS, SUM_BITS = 7, 12, 9
@@ -81,9 +85,8 @@ def config_writes(calvalues=None, drop=None, weights: EncoderWeights | None = No
 # ------------------------------------------------------------------ expected
 def expected(words, calvalues, drop: int, weights: EncoderWeights, latent_bits: int):
     """Golden (latent codes (N, 16), module-sum codes (N,)) for TC words (N, 48)."""
-    fe = FrontEnd(drop=int(drop), calvalues=tuple(int(c) for c in calvalues))
-    aein, sums = fe(np.asarray(words, dtype=np.int64))
-    return golden_encode(aein, weights, latent_bits), sums
+    _, latent, sums = golden(words, drop=drop, calvalues=calvalues, weights=weights, latent_bits=latent_bits)
+    return latent.astype(np.int64), sums.astype(np.int64)
 
 
 def corner_words(rng: np.random.Generator) -> np.ndarray:
@@ -188,13 +191,12 @@ def load_job(path: str | os.PathLike | None = None) -> Job:
 
 def load_vectors(path, name: str, max_n: int = 0) -> tuple[Phase, np.ndarray, int]:
     """A golden-vector file of the ``convert`` stage -> (phase, CALVALUEs, drop)."""
-    with np.load(path, allow_pickle=False) as v:
-        n = max_n or len(v["words"])
-        kind = v["kind"][:n].astype(np.int64) if "kind" in v else np.zeros(min(n, len(v["words"])), np.int64)
-        names = [str(x) for x in v["kind_names"]] if "kind_names" in v else [name]
-        ph = Phase(name, v["words"][:n].astype(np.int64), v["latent"][:n].astype(np.int64),
-                   v["sum_code"][:n].astype(np.int64), kind, names)
-        return ph, np.asarray(v["calvalues"], dtype=np.int64).ravel(), int(np.asarray(v["drop"]))
+    v = read_vectors(path)
+    n = max_n or len(v["words"])
+    ph = Phase(name, v["words"][:n].astype(np.int64), v["latent"][:n].astype(np.int64),
+               v["sum_code"][:n].astype(np.int64), v["kind"][:n].astype(np.int64),
+               [str(x) for x in v["kind_names"]])
+    return ph, v["calvalues"].astype(np.int64), int(v["drop"])
 
 
 def compare(phase: Phase, first_n: int = 20) -> dict:
