@@ -147,12 +147,12 @@ def _sinkhorn_loss(s: LossSettings):
 
 #: the table: adding a loss = its function above + one entry here
 LOSSES: dict[str, Loss] = {entry.name: entry for entry in (
-    Loss("emd_cnn", _emd_cnn_loss, True, "the frozen EMD CNN of the emd stage (the paper's method)"),
+    Loss("emd_cnn", _emd_cnn_loss, True, "the frozen EMD CNN of the emd stage, the paper's method"),
     Loss("telescope_mse", lambda s: telescope_mse, False,
          "telescope MSE over cells, 2x2 super-cells and 4x4 groups (Eq. 3-5)"),
     Loss("weighted_mse", lambda s: weighted_mse, False, "MSE weighted by max(x, y) (Eq. 2)"),
     Loss("sinkhorn", _sinkhorn_loss, False,
-         "entropic optimal transport cost on the hexagonal ground distance (sinkhorn_eps, _iters)"),
+         "entropic optimal transport cost on the hexagonal ground distance (sinkhorn_eps, sinkhorn_iters)"),
 )}
 
 
