@@ -379,6 +379,8 @@ def _epochs_done(ck: Path) -> int:
 
 def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
     """Train and evaluate every (model, seed)."""
+    from .losses import loss_spec
+
     out = ctx.out
     per_model, training, cnn_checks, exported = {}, {}, {}, None
     plan = _plan(ctx, s, train, val, emd_path, ck_root)
@@ -388,11 +390,11 @@ def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
         models = per_model.setdefault(name, {"emd": [], "summary": [], "info": [], "golden": []})
         seed = model_seed(ctx.seed, loss, i)
         cnn_i = cnn
-        if s.refine_rounds and loss == "emd_cnn" and decoder == "plain":
+        if s.refine_rounds and loss_spec(loss).needs_emd_cnn and decoder == "plain":
             # the last round's evaluation is the refined model's evaluation
             t, cnn_path, rounds, (report, emd, extra) = _refine(
-                ctx, s, t, p.tr, p.va, test, emd_path, ck_root / name / f"seed{i}", seed, p.rule["lr"],
-                use_ray)
+                ctx, s, loss, t, p.tr, p.va, test, emd_path, ck_root / name / f"seed{i}", seed,
+                p.rule["lr"], use_ray)
             models.setdefault("refine", []).append(rounds)
             if cnn is not None:
                 from .emd_cnn import load_emd_cnn
@@ -420,8 +422,9 @@ def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
     return per_model, training, lr_rule, cnn_checks, exported
 
 
-def _refine(ctx, s, t, tr, va, test, emd_path, ck, seed: int, lr: float, use_ray: bool):
-    """The closed loop for one EMD-CNN-loss model: ``refine_rounds`` rounds of (exact labels
+def _refine(ctx, s, loss: str, t, tr, va, test, emd_path, ck, seed: int, lr: float, use_ray: bool):
+    """The closed loop for one model whose ``loss`` is built from the EMD CNN
+    (``needs_emd_cnn`` in the loss table): ``refine_rounds`` rounds of (exact labels
     of its reconstructions -> EMD CNN fine-tuned -> autoencoder trained on to convergence
     with the new CNN); the median exact EMD on the test wafers after every round.  Returns the
     refined model, its CNN, the rounds and the last round's :func:`evaluate` result."""
@@ -430,17 +433,19 @@ def _refine(ctx, s, t, tr, va, test, emd_path, ck, seed: int, lr: float, use_ray
 
     emd_up = ctx.upstream["emd"]
     rnd = (load_pairs(emd_up.path("pairs_train.npz")), load_pairs(emd_up.path("pairs_val.npz")))
-    ev = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss="emd_cnn")
+    ev = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss=loss)
     rounds = [{"round": 0, "median_emd": float(np.nanmedian(ev[1])), "epochs_run": t.info["epochs_run"],
                "converged": t.info["converged"]}]
     cnn_path, first = emd_path, t.info
     for r in range(1, s.refine_rounds + 1):
         rck = ck / f"refine{r}"
         cnn_path, rec = refine_cnn(s, t, tr, rnd, cnn_path, rck / "emd_cnn", seed=seed, log=print)
-        t = train_model(s, "emd_cnn", "plain",
-                        lambda p=cnn_path: get_loss("emd_cnn", emd_cnn_path=p), tr, va, seed=seed, lr=lr,
-                        ck=rck / "autoencoder", log=print, init_weights=t.model.get_weights())
-        ev = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss="emd_cnn")
+        t = train_model(s, loss, "plain",
+                        lambda p=cnn_path: get_loss(loss, emd_cnn_path=p, sinkhorn_eps=s.sinkhorn_eps,
+                                                    sinkhorn_iters=s.sinkhorn_iters),
+                        tr, va, seed=seed, lr=lr, ck=rck / "autoencoder", log=print,
+                        init_weights=t.model.get_weights())
+        ev = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss=loss)
         rounds.append({"round": r, "median_emd": float(np.nanmedian(ev[1])),
                        "epochs_run": t.info["epochs_run"], "converged": t.info["converged"], **rec})
         print(f"[autoencoder] refinement round {r}: median exact EMD {rounds[-1]['median_emd']:.4f} "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,9 @@ def module_file(name: str, root: Path | None = None) -> Path | None:
     return None
 
 
+#: a string naming a module's function for a run-time import, ``"flow.rtl_prog:generate"``
+_DYNAMIC = re.compile(r"flow(?:\.[A-Za-z_][A-Za-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*")
+
 #: parsed imports by (file content sha256, module name): a file is parsed once per content
 _PARSED: dict[tuple[str, str | None], frozenset[str]] = {}
 
@@ -118,6 +122,11 @@ def _imports(path: Path, module: str | None) -> frozenset[str]:
                 base = node.module or ""
             found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names if a.name != "*")
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and _DYNAMIC.fullmatch(node.value)):
+            # a "flow.module:function" string: a module imported by name at run time
+            # (the RTL flavour registry's generators), an edge like an import
+            found.add(node.value.partition(":")[0])
     out = frozenset(n for n in found if n == PACKAGE or n.startswith(PACKAGE + "."))
     _PARSED[key] = out
     return out

@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 
@@ -24,6 +24,59 @@ from .errors import ConfigError
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True,
                               use_attribute_docstrings=True)
+
+
+# ------------------------------------------------- names from the registries
+class RegistryChoice:
+    """A string that must be a name of a registry, read when a config is validated
+    (so a flavour or loss added to its table is accepted with no edit here)."""
+
+    def __init__(self, what: str, where: str, table) -> None:
+        self.what, self.where, self.table = what, where, table
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.table())
+
+    def describe(self) -> str:
+        """``name: description; ...`` of every registered entry (for ``config --show``)."""
+        return "; ".join(f"{n}: {e.description}" for n, e in self.table().items())
+
+    def __call__(self, value: str) -> str:
+        allowed = self.names()
+        if value not in allowed:
+            raise ValueError(f"expected {self.what} registered in {self.where} "
+                             f"({', '.join(allowed)}), got {value!r}")
+        return value
+
+
+def _rtl_flavours() -> dict:
+    from .rtl_flavours import FLAVOURS
+
+    return FLAVOURS
+
+
+def _losses() -> dict:
+    from .losses import LOSSES
+
+    return LOSSES
+
+
+RTL_FLAVOUR = RegistryChoice("an RTL flavour", "flow/rtl_flavours.py", _rtl_flavours)
+LOSS = RegistryChoice("a loss", "flow/losses.py", _losses)
+RtlFlavourName = Annotated[str, AfterValidator(RTL_FLAVOUR)]
+LossName = Annotated[str, AfterValidator(LOSS)]
+
+
+def registry_choice(annotation, metadata=()) -> RegistryChoice | None:
+    """The :class:`RegistryChoice` of a field: in its ``metadata`` (a plain ``LossName``
+    field) or inside its annotation (``list[LossName]``)."""
+    for arg in (*metadata, *get_args(annotation)):
+        if isinstance(arg, AfterValidator) and isinstance(arg.func, RegistryChoice):
+            return arg.func
+        found = registry_choice(arg)
+        if found is not None:
+            return found
+    return None
 
 
 class DataPileupConfig(Section):
@@ -261,16 +314,13 @@ class AutoencoderRayConfig(Section):
 class AutoencoderConfig(Section):
     """``autoencoder`` stage (part of ``train``): the quantized encoder."""
 
-    losses: list[Literal["emd_cnn", "telescope_mse", "weighted_mse", "sinkhorn"]] = Field(
-        default_factory=lambda: ["emd_cnn", "telescope_mse", "weighted_mse", "sinkhorn"],
-        min_length=1)
+    losses: list[LossName] = Field(default_factory=lambda: list(LOSS.names()), min_length=1)
     """Losses to train with, one autoencoder each, for the side-by-side comparison."""
-    conditional_losses: list[Literal["emd_cnn", "telescope_mse", "weighted_mse", "sinkhorn"]] = Field(
-        default_factory=list)
+    conditional_losses: list[LossName] = Field(default_factory=list)
     """Losses also trained with the *conditional* decoder (it sees the module sum, layer
     and |eta| besides the latent code; the on-chip encoder is the same), compared in
     the same table as ``<loss>+cond``; never exported."""
-    export_loss: Literal["emd_cnn", "telescope_mse", "weighted_mse", "sinkhorn"] = "emd_cnn"
+    export_loss: LossName = "emd_cnn"
     """The loss whose encoder is exported to the hardware stages (must be in ``losses``)."""
     latent_bits: int = Field(9, ge=2, le=16)
     """Bits per latent value, ufixed<bits,1> (9 in the ASIC; 3/5/7 for fewer links)."""
@@ -305,7 +355,8 @@ class AutoencoderConfig(Section):
     """Relative improvement of the validation loss that counts (the same for every
     loss, whatever its scale)."""
     refine_rounds: int = Field(0, ge=0)
-    """Closed-loop rounds for the ``emd_cnn`` model (plain decoder): label its (input,
+    """Closed-loop rounds for the models whose loss is built from the EMD CNN (``emd_cnn``;
+    ``needs_emd_cnn`` in ``flow/losses.py``), plain decoder: label their (input,
     reconstruction) pairs exactly, fine-tune the EMD CNN on random plus these pairs,
     continue training the autoencoder with it to convergence; the median exact EMD of
     every round is recorded (``refine`` in eval.json)."""
@@ -416,10 +467,9 @@ class CsimConfig(Section):
 class RtlConfig(Section):
     """``rtl`` stage: Verilog of the ECON-T block (``docs/rtl_cosim.md``)."""
 
-    flavours: list[Literal["const", "prog"]] = Field(default_factory=lambda: ["const", "prog"],
-                                                     min_length=1)
-    """Flavours to generate: ``const`` (trained weights as da4ml distributed-arithmetic
-    logic) and/or ``prog`` (weights in registers behind the configuration port)."""
+    flavours: list[RtlFlavourName] = Field(default_factory=lambda: list(RTL_FLAVOUR.names()),
+                                           min_length=1)
+    """Flavours to generate (default: every registered flavour)."""
     clock_ns: float = Field(25.0, gt=0)
     """Clock period the latency is reported at (25 ns: the LHC bunch crossing)."""
     frontend_register: bool = True
@@ -437,8 +487,8 @@ class RtlConfig(Section):
 class CosimConfig(Section):
     """``cosim`` stage: cocotb testbenches on Verilator, Yosys resources."""
 
-    flavours: list[Literal["const", "prog"]] = Field(default_factory=lambda: ["const", "prog"],
-                                                     min_length=1)
+    flavours: list[RtlFlavourName] = Field(default_factory=lambda: list(RTL_FLAVOUR.names()),
+                                           min_length=1)
     """Flavours to simulate and synthesize (each must have been generated by ``rtl``)."""
     max_vectors: int = Field(0, ge=0)
     """Golden vectors of the ``convert`` stage to stream (0: all)."""
@@ -659,5 +709,9 @@ def describe(model: type[BaseModel] = FlowConfig, prefix: str = "") -> list[str]
         default = f.get_default(call_default_factory=True)
         tname = (ann.__name__ if isinstance(ann, type) else str(ann)).replace("typing.", "")
         doc = " ".join((f.description or "").split())
+        choice = registry_choice(ann, f.metadata)
+        if choice is not None:
+            tname = "list[str]" if tname.startswith("list[") else "str"
+            doc += f" One of ({choice.where}): {choice.describe()}."
         out.append(f"{key} ({tname}) = {default!r}  # {doc}")
     return out

@@ -25,12 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import rtl_flavours as RF
 from .atomic import atomic_write_json
 from .encoder_file import load_encoder
 from .errors import MismatchError, StageInputError
 from .vectors import read_vectors
-
-FLAVOUR_TOPS = {"const": "econt_ae_const", "prog": "econt_ae_prog"}
 
 
 def _sources(flavour_dir: Path) -> list[Path]:
@@ -46,16 +45,19 @@ def simulate(flavour: str, rtl_dir: Path, out_dir: Path, build_dir: Path, logs: 
              weights_image: Path, latent_bits: int, calvalues, drop: int, default_calvalues,
              default_drop: int, vectors: Path | None, settings, seed: int, extra_vectors=(),
              echo=print) -> dict:
-    """Build and run one flavour's testbench; returns its result record."""
+    """Build and run one flavour's testbench; returns its result record.  The top module
+    and whether the weights are programmable come from the flavour registry."""
     from . import cosim_sim
 
-    top = FLAVOUR_TOPS[flavour]
+    spec = RF.get(flavour)
+    top = spec.top
     out_dir.mkdir(parents=True, exist_ok=True)
     build_s = cosim_sim.build(_sources(rtl_dir / flavour), top, build_dir, opt=settings.verilator_opt,
                               jobs=settings.build_jobs, log=logs / f"build_{flavour}.log")
     echo(f"[cosim] {flavour}: Verilator model built in {build_s:.1f} s ({settings.verilator_opt})")
     job = {
-        "flavour": flavour, "latent_bits": latent_bits, "weights_image": str(weights_image),
+        "flavour": flavour, "programmable": spec.programmable, "latent_bits": latent_bits,
+        "weights_image": str(weights_image),
         "calvalues": [int(c) for c in calvalues], "drop": int(drop),
         "default_calvalues": [int(c) for c in default_calvalues], "default_drop": int(default_drop),
         "vectors": str(vectors) if vectors else None, "max_vectors": settings.max_vectors,
@@ -270,7 +272,7 @@ def run(ctx) -> None:
         fe_dir = rtl_dir / s.flavours[0]
         designs = [("frontend", [fe_dir / n for n in ("econt_tc_calq.v", "econt_adder_tree.v",
                                                         "econt_frontend.v")], "econt_frontend")]
-        designs += [(fl, _sources(rtl_dir / fl), FLAVOUR_TOPS[fl]) for fl in s.flavours]
+        designs += [(fl, _sources(rtl_dir / fl), RF.get(fl).top) for fl in s.flavours]
         resources(report, designs, s, logs, ctx.out)
     atomic_write_json(ctx.out / "report.json", report)
     (ctx.out / "report.md").write_text(_markdown(report))

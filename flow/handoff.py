@@ -46,6 +46,7 @@ from string import Template
 
 import numpy as np
 
+from . import rtl_flavours as RF
 from .atomic import atomic_write_json
 from .encoder import IMAGE_BITS, N_LATENT, EncoderWeights
 from .encoder_file import load_encoder
@@ -239,8 +240,8 @@ def _read_vectors(path: Path, sel_budget: int) -> dict:
 def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[str],
                defaults: tuple[list[int], int]) -> list[dict]:
     """The vector sets to ship, each checked against the golden model; in the order the
-    testbench runs them (prog: the random-weight set first, so that loading the
-    trained weights through the port is proven by the next set)."""
+    testbench runs them (programmable flavours: the random-weight set first, so that loading
+    the trained weights through the port is proven by the next set)."""
     s = ctx.settings
     conv = ctx.upstream["convert"]
     sets = []
@@ -265,7 +266,8 @@ def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[st
                 raise MismatchError(f"{vs['source']}: {len(bad)} of {len(got)} selected vectors' {key} "
                                     f"differ from the golden model with autoencoder/weights.bin "
                                     f"(first: vector {int(vs['index'][bad[0]])}); rerun `make convert`")
-    if "prog" in flavours and s.reprogram_vectors > 0:
+    programmable = [fl for fl in flavours if RF.get(fl).programmable]
+    if programmable and s.reprogram_vectors > 0:
         w2 = EncoderWeights.random(ctx.seed)
         sub = select(nominal["kind"], s.reprogram_vectors)
         words = nominal["words"][sub]
@@ -280,7 +282,7 @@ def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[st
                         "kind": nominal["kind"][sub], "kind_names": nominal["kind_names"],
                         "index": nominal["index"][sub], "calvalues": nominal["calvalues"],
                         "drop": nominal["drop"], "n_source": nominal["n_source"], "weights": w2,
-                        "weights_name": "reprogram_weights", "flavours": ["prog"],
+                        "weights_name": "reprogram_weights", "flavours": programmable,
                         "n_differ_from_trained": differ})
     def_cal, def_drop = defaults
     for vs in sets:
@@ -328,14 +330,15 @@ def interface_md(run: str, meta: dict, ports: list[tuple[str, str, int]], doc_po
     w("| flavour | top module | sources (compile order) | encoder | weights |")
     w("|---|---|---|---|---|")
     for fl, info in meta["flavours"].items():
-        enc = ("da4ml distributed arithmetic: shift-add trees of the trained constants" if fl == "const"
-               else "one 8 x 6-bit multiplier per connection (680 conv + 2048 dense), adder trees")
-        wt = ("fixed at generation (the trained weights)" if fl == "const"
-              else f"{IMAGE_BITS}-bit register image behind the configuration port, reset (`cfg_rst`) "
-                   "to the trained image")
+        spec = RF.get(fl)
+        wt = (f"{IMAGE_BITS}-bit register image behind the configuration port, reset (`cfg_rst`) "
+              "to the trained image" if spec.programmable else "fixed at generation (the trained weights)")
         w(f"| `{fl}` | `{info['top']}` | `rtl/{fl}/filelist.f` ({len(info['files'])} files, "
-          f"{info.get('verilog_lines', '?')} lines) | {enc} | {wt} |")
-    w("\nBoth flavours have exactly the same ports and behaviour; only how the weights are held "
+          f"{info.get('verilog_lines', '?')} lines) | {spec.encoder} | {wt} |")
+    shipped = [RF.get(fl) for fl in meta["flavours"]]
+    progs = [f.name for f in shipped if f.programmable]
+    w(f"\n{'Both' if len(shipped) == 2 else 'All'} flavours have exactly the same ports and behaviour; "
+      "only how the weights are held "
       "differs.  The sources are Verilog-2005 plus SystemVerilog size casts (`N'(x)`): read them as "
       "SystemVerilog (`-sv`, `-g2012`).  Purely synchronous logic, one clock, no latches, no "
       "memories; the flow lints them with `verilator --lint-only -Wall` and elaborates them in Yosys.\n")
@@ -362,8 +365,9 @@ def interface_md(run: str, meta: dict, ports: list[tuple[str, str, int]], doc_po
     w("## Reset\n")
     w(f"* `rst`: {doc_ports['rst'][2]}; outputs and `valid_out` are 0 after it; a wafer in flight is "
       "dropped.")
-    w(f"* `cfg_rst`: {doc_ports['cfg_rst'][2]}: CALVALUE {_fmt_list(def_cal)}, drop = {def_drop}, "
-      f"weights (`prog`) = `registers/weights.bin` (sha256 `{weights_sha[:16]}...`).")
+    w(f"* `cfg_rst`: {doc_ports['cfg_rst'][2]}: CALVALUE {_fmt_list(def_cal)}, drop = {def_drop}"
+      + (f", weights ({', '.join(f'`{n}`' for n in progs)}) = `registers/weights.bin` "
+         f"(sha256 `{weights_sha[:16]}...`)" if progs else "") + ".")
     w("* Both are synchronous, active high; assert both for a few clocks at power-up.\n")
     w("## Configuration interface (write-only address/data port)\n")
     w(f"`cfg_we`, `cfg_addr[{cp['addr_bits'] - 1}:0]`, `cfg_wdata[{cp['data_bits'] - 1}:0]`: "
@@ -377,9 +381,12 @@ def interface_md(run: str, meta: dict, ports: list[tuple[str, str, int]], doc_po
       f"({N_TC * CAL_BITS} bit) | {cp['cal_layout']} |")
     w(f"| `0x{da:03x}` | 1 | drop | {cp['drop_layout']} |")
     n_all = cp["weight_words"] + cp["cal_words"] + 1
+    fixed = [f.name for f in shipped if not f.programmable]
     w(f"\nLoading a whole block: {n_all} writes ({n_all} clocks); `registers/<set>_config.hex` holds "
-      "exactly these writes for each vector set.  Other addresses are ignored.  The constant "
-      "flavour has no weight registers (writes to the weight addresses are ignored).\n")
+      "exactly these writes for each vector set.  Other addresses are ignored."
+      # the flavours that are not programmable hold constant weights
+      + (f"  The constant flavour{' has' if len(fixed) == 1 else 's have'} no weight registers (writes to "
+         "the weight addresses are ignored)." if fixed else "") + "\n")
     w("## Number formats (all ports carry unsigned integer codes)\n")
     w("| quantity | format |")
     w("|---|---|")

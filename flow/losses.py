@@ -17,14 +17,21 @@ return a per-sample loss ``(N,)``.  Sources:
   training one small 1-Lipschitz network per pair (weight-normalised dense
   layers + GroupSort, as in NEEMo / Anil et al. 2019).  Any 1-Lipschitz ``f``
   gives a lower bound, so it is used to cross-check exact EMD, not to train.
+
+The loss table :data:`LOSSES` (name -> :class:`Loss`) is the one list of
+losses: config validation (``autoencoder.losses``, ``conditional_losses``,
+``export_loss``) accepts exactly its names and the ``autoencoder`` stage builds
+each loss with its ``factory``.  Adding a loss: ``docs/extending.md``.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import geometry as G
-
-LOSSES = ("emd_cnn", "telescope_mse", "weighted_mse", "sinkhorn")
+from .errors import ConfigError
 
 
 def _tf():
@@ -100,22 +107,74 @@ def sinkhorn(y_true, y_pred, *, eps: float = 0.05, eps0: float = 4.0, scaling: f
     return tf.reduce_sum(tf.exp(logp) * m[None], axis=[-2, -1])
 
 
+# ------------------------------------------------------------- the loss table
+@dataclass(frozen=True)
+class LossSettings:
+    """What a loss factory may use: the ``autoencoder`` settings of the losses."""
+
+    emd_cnn_path: object = None
+    """The frozen EMD CNN (``emd/emd_cnn.keras``; losses with ``needs_emd_cnn``)."""
+    sinkhorn_eps: float = 0.05
+    sinkhorn_iters: int = 40
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One registered reconstruction loss."""
+
+    name: str
+    """Config name (``autoencoder.losses``), also the model name in every table."""
+    factory: Callable[[LossSettings], Callable]
+    """Settings -> ``(y_true, y_pred) -> (N,)`` TensorFlow loss."""
+    needs_emd_cnn: bool
+    """Built from the ``emd`` stage's frozen EMD CNN (``autoencoder.refine_rounds``
+    fine-tunes that CNN in a closed loop for these losses)."""
+    description: str
+
+
+def _emd_cnn_loss(s: LossSettings):
+    from .emd_cnn import emd_loss, load_emd_cnn
+
+    return emd_loss(load_emd_cnn(s.emd_cnn_path))
+
+
+def _sinkhorn_loss(s: LossSettings):
+    def sinkhorn_loss(y_true, y_pred):
+        return sinkhorn(y_true, y_pred, eps=s.sinkhorn_eps, n_iter=s.sinkhorn_iters)
+
+    return sinkhorn_loss
+
+
+#: the table: adding a loss = its function above + one entry here
+LOSSES: dict[str, Loss] = {entry.name: entry for entry in (
+    Loss("emd_cnn", _emd_cnn_loss, True, "the frozen EMD CNN of the emd stage, the paper's method"),
+    Loss("telescope_mse", lambda s: telescope_mse, False,
+         "telescope MSE over cells, 2x2 super-cells and 4x4 groups (Eq. 3-5)"),
+    Loss("weighted_mse", lambda s: weighted_mse, False, "MSE weighted by max(x, y) (Eq. 2)"),
+    Loss("sinkhorn", _sinkhorn_loss, False,
+         "entropic optimal transport cost on the hexagonal ground distance (sinkhorn_eps, sinkhorn_iters)"),
+)}
+
+
+def loss_names() -> tuple[str, ...]:
+    """Registered loss names, in table order (the default ``autoencoder.losses``)."""
+    return tuple(LOSSES)
+
+
+def loss_spec(name: str) -> Loss:
+    """The table entry of ``name``; a :class:`~flow.errors.ConfigError` listing the
+    registered losses otherwise."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ConfigError(f"expected a loss registered in flow/losses.py ({', '.join(LOSSES)}), "
+                          f"got {name!r}") from None
+
+
 def get_loss(name: str, *, emd_cnn_path=None, sinkhorn_eps: float = 0.05, sinkhorn_iters: int = 40):
     """Loss function by config name (``emd_cnn`` needs the frozen model's path)."""
-    if name == "weighted_mse":
-        return weighted_mse
-    if name == "telescope_mse":
-        return telescope_mse
-    if name == "sinkhorn":
-        def sinkhorn_loss(y_true, y_pred):
-            return sinkhorn(y_true, y_pred, eps=sinkhorn_eps, n_iter=sinkhorn_iters)
-
-        return sinkhorn_loss
-    if name == "emd_cnn":
-        from .emd_cnn import emd_loss, load_emd_cnn
-
-        return emd_loss(load_emd_cnn(emd_cnn_path))
-    raise ValueError(f"unknown loss {name!r}: expected one of {LOSSES}")
+    return loss_spec(name).factory(LossSettings(emd_cnn_path=emd_cnn_path, sinkhorn_eps=sinkhorn_eps,
+                                                sinkhorn_iters=sinkhorn_iters))
 
 
 # ------------------------------------------------------- KR dual (NEEMo-style)

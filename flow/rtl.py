@@ -2,17 +2,18 @@
 
 Reads the trained encoder (``autoencoder/encoder.json`` for the latent width and
 ``autoencoder/weights.bin``, the 12864-bit register image, :mod:`flow.encoder_file`)
-and writes, per flavour, a complete source set with a
-top-level module of the ASIC interface:
+and writes, per flavour, a complete source set with a top-level module of the
+ASIC interface.  The flavours and their facts (top module, generator,
+programmable or not) are the registry ``flow/rtl_flavours.py``; today:
 
-* ``const`` (``econt_ae_const``): the trained weights as constants, the
-  encoder as da4ml distributed-arithmetic logic;
-* ``prog`` (``econt_ae_prog``): the weights in a 12864-bit register image
-  loaded through the configuration port, reset to the trained image.
+* ``const`` (``econt_ae_const``, ``flow/rtl_const.py``): the trained weights as
+  constants, the encoder as da4ml distributed-arithmetic logic;
+* ``prog`` (``econt_ae_prog``, ``flow/rtl_prog.py``): the weights in a 12864-bit
+  register image loaded through the configuration port, reset to the trained image.
 
-Both share the hand-written front end, configuration registers and pipeline
-shell (``flow/resources/rtl``).  Interface, address map and timing:
-``docs/rtl_cosim.md``.  Every source set is linted with
+All share the hand-written front end, configuration registers and pipeline
+shell (``flow/resources/rtl``) and the top-level wrapper :func:`top_source`.
+Interface, address map and timing: ``docs/rtl_cosim.md``.  Every source set is linted with
 ``verilator --lint-only -Wall`` and elaborated by Yosys (no latches) before
 the stage finishes.
 
@@ -33,42 +34,33 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
+from . import rtl_flavours as RF
 from .atomic import atomic_write_json
-from .encoder import IMAGE_BITS, N_LATENT, EncoderWeights
+from .encoder import N_LATENT, EncoderWeights
 from .encoder_file import load_encoder
 from .errors import DataFormatError, ToolError
 from .frontend import CAL_BITS, SUM_BITS, TC_WORD_BITS
 from .geometry import N_TC
-from .rtl_encoder import (
-    AEIN_BITS,
-    const_encoder_sources,
-    hand_written_dir,
-    prog_encoder_source,
-    trace_const,
+from .rtl_encoder import hand_written_dir
+from .rtl_top import (  # noqa: F401  (the interface's facts, re-exported for tests and docs)
+    CAL_BASE,
+    CAL_WORDS,
+    CFG_ADDR_BITS,
+    CFG_DATA_BITS,
+    DROP_ADDR,
+    DROP_BITS,
+    WEIGHT_BASE,
+    WEIGHT_WORDS,
+    _hex,
+    top_source,
+    weight_registers,
 )
 from .tools import require, verilator_root
 
-FLAVOURS = ("const", "prog")
-TOPS = {"const": "econt_ae_const", "prog": "econt_ae_prog"}
-
-# ------------------------------------------------------------ the interface
-#: configuration port: address and data width (32-bit words)
-CFG_ADDR_BITS, CFG_DATA_BITS = 10, 32
-#: word address of the weight image: word a holds image bits [32a +: 32] (prog only)
-WEIGHT_BASE = 0x000
-WEIGHT_WORDS = IMAGE_BITS // CFG_DATA_BITS            # 402
-#: word address of the CALVALUE image: CALVALUE t at bits [12t +: 12] of the 576-bit image
-CAL_BASE = 0x200
-CAL_WORDS = -(-N_TC * CAL_BITS // CFG_DATA_BITS)      # 18
-#: word address of the drop register (bits [1:0])
-DROP_ADDR = 0x220
-DROP_BITS = 2
-
 HAND_WRITTEN = ("econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v", "econt_image_regs.v",
                 "econt_shell.v")
-HAND_WRITTEN_PROG = ("econt_mul_us.v", "econt_qrelu.v")
+#: per-flavour facts of rtl.json that also become rtl metrics ``<flavour>_<key>``
+METRIC_KEYS = ("verilog_lines", "da4ml_cost", "da4ml_trace_s", "lint_s", "yosys_check_s")
 
 
 def interface(latent_bits: int, fe_reg: bool, clock_ns: float) -> dict:
@@ -94,7 +86,8 @@ def interface(latent_bits: int, fe_reg: bool, clock_ns: float) -> dict:
             "weight_base": WEIGHT_BASE, "weight_words": WEIGHT_WORDS,
             "weight_layout": "word a = bits [32a +: 32] of the 12864-bit image "
                              "(EncoderWeights.to_image(), little-endian; value n at bits [6n +: 6]); "
-                             "prog flavour only (ignored by const)",
+                             f"{'/'.join(RF.programmable_names())} flavour only "
+                             f"(ignored by {'/'.join(RF.fixed_names())})",
             "cal_base": CAL_BASE, "cal_words": CAL_WORDS,
             "cal_layout": "word a = bits [32a +: 32] of the 576-bit CALVALUE image, "
                           "CALVALUE t at bits [12t +: 12]",
@@ -113,10 +106,6 @@ def interface(latent_bits: int, fe_reg: bool, clock_ns: float) -> dict:
 
 
 # ------------------------------------------------------------ generation
-def _hex(value: int, bits: int) -> str:
-    return f"{bits}'h{value:0{-(-bits // 4)}x}"
-
-
 def cal_image(calvalues) -> int:
     cal = [int(c) for c in calvalues]
     if len(cal) != N_TC or any(not 0 <= c < (1 << CAL_BITS) for c in cal):
@@ -124,125 +113,45 @@ def cal_image(calvalues) -> int:
     return sum(c << (CAL_BITS * t) for t, c in enumerate(cal))
 
 
-def top_source(flavour: str, latent_bits: int, fe_reg: bool, cal_default: int, drop_default: int,
-               weight_image: int | None = None) -> str:
-    top = TOPS[flavour]
-    lb = N_LATENT * latent_bits
-    prog = flavour == "prog"
-    weights = ""
-    enc = "    econt_encoder_const u_enc (.aein(enc_aein), .latent(enc_latent));\n"
-    if prog:
-        weights = f"""
-    // weight image registers: word a of the image at address {WEIGHT_BASE} + a; cfg_rst loads
-    // the trained image
-    wire [{IMAGE_BITS - 1}:0] weights;
-    econt_image_regs #(
-        .N_BITS({IMAGE_BITS}), .ADDR_BITS({CFG_ADDR_BITS}), .DATA_BITS({CFG_DATA_BITS}), .BASE({WEIGHT_BASE}),
-        .DEFAULT({_hex(weight_image, IMAGE_BITS)})
-    ) u_weights (
-        .clk(clk), .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr),
-        .cfg_wdata(cfg_wdata), .q(weights)
-    );
-"""
-        enc = "    econt_encoder_prog u_enc (.aein(enc_aein), .weights(weights), .latent(enc_latent));\n"
-    what = ("reprogrammable weights (register image behind the configuration port)" if prog
-            else "constant (trained) weights, da4ml distributed arithmetic")
-    return f"""// ECON-T autoencoder block, {what}.
-// Generated by flow/rtl.py; interface and address map: docs/rtl_cosim.md.
-// Latency {2 if fe_reg else 1} clock(s), one wafer per clock.
-`timescale 1ns / 1ps
-`default_nettype none
-
-module {top} (
-    input  wire                 clk,
-    input  wire                 rst,
-    input  wire                 cfg_rst,
-    input  wire                 cfg_we,
-    input  wire [{CFG_ADDR_BITS - 1}:0]  cfg_addr,
-    input  wire [{CFG_DATA_BITS - 1}:0]  cfg_wdata,
-    input  wire                 valid_in,
-    input  wire [{N_TC * TC_WORD_BITS - 1}:0] tc_words,
-    output wire                 valid_out,
-    output wire [{lb - 1}:0] latent,
-    output wire [{SUM_BITS - 1}:0]   module_sum
-);
-    wire [{N_TC * AEIN_BITS - 1}:0] enc_aein;
-    wire [{lb - 1}:0] enc_latent;
-
-    econt_shell #(
-        .N_LATENT({N_LATENT}), .LATENT_BITS({latent_bits}),
-        .ADDR_BITS({CFG_ADDR_BITS}), .DATA_BITS({CFG_DATA_BITS}),
-        .CAL_BASE({CAL_BASE}), .DROP_ADDR({DROP_ADDR}), .FE_REG({int(fe_reg)}),
-        .CAL_DEFAULT({_hex(cal_default, N_TC * CAL_BITS)}),
-        .DROP_DEFAULT({DROP_BITS}'d{drop_default})
-    ) u_shell (
-        .clk(clk), .rst(rst),
-        .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr), .cfg_wdata(cfg_wdata),
-        .valid_in(valid_in), .tc_words(tc_words),
-        .valid_out(valid_out), .latent(latent), .module_sum(module_sum),
-        .enc_aein(enc_aein), .enc_latent(enc_latent)
-    );
-{weights}
-{enc}endmodule
-
-`default_nettype wire
-"""
-
-
 def generate(outdir: str | Path, weights: EncoderWeights, *, latent_bits: int = 9,
-             flavours=FLAVOURS, fe_reg: bool = True, calvalue_default=None, drop_default: int = 3,
+             flavours=None, fe_reg: bool = True, calvalue_default=None, drop_default: int = 3,
              solver_options: dict | None = None, check_trace: int = 4096, seed: int = 0,
              echo=None) -> dict:
-    """Write the source sets of ``flavours`` below ``outdir``; returns metadata.
+    """Write the source sets of ``flavours`` (default: every registered flavour) below
+    ``outdir``; returns metadata.
 
-    ``check_trace`` random AEin wafers (plus corners) are run through the
-    traced da4ml logic and compared with the golden model before any Verilog
-    is written (a generator self-check; the real proof is the cosimulation).
+    Each flavour's generator (``flow/rtl_flavours.py``) gets the same inputs;
+    ``check_trace`` random AEin wafers are its self-check budget (the constant
+    flavour runs them through the traced da4ml logic and compares with the golden
+    model before any Verilog is written; the real proof is the cosimulation).
     """
-    from .encoder import golden_encode
-
     outdir = Path(outdir)
+    specs = [RF.get(fl) for fl in (RF.names() if flavours is None else flavours)]
     cal = cal_image(calvalue_default if calvalue_default is not None else [2048] * N_TC)
     if drop_default not in (0, 1, 2, 3):
         raise DataFormatError(f"drop default: expected 0..3, got {drop_default!r}")
     image = int.from_bytes(weights.to_image(), "little")
     hw = hand_written_dir()
     meta: dict = {"flavours": {}}
-    for fl in flavours:
-        if fl not in FLAVOURS:
-            raise DataFormatError(f"unknown RTL flavour {fl!r}; expected one of {FLAVOURS}")
+    for spec in specs:
+        fl = spec.name
         d = outdir / fl
         d.mkdir(parents=True, exist_ok=True)
         files: dict[str, str] = {name: (hw / name).read_text() for name in HAND_WRITTEN}
-        info: dict = {"top": TOPS[fl]}
+        g = RF.GeneratorInputs(flavour=spec, weights=weights, latent_bits=latent_bits, fe_reg=fe_reg,
+                               cal_image=cal, drop_default=drop_default, weight_image=image,
+                               solver_options=solver_options, check_trace=check_trace, seed=seed)
         t0 = time.perf_counter()
-        if fl == "const":
-            sol = trace_const(weights, latent_bits, solver_options)
-            info["da4ml_trace_s"] = round(time.perf_counter() - t0, 2)
-            info["da4ml_cost"] = float(sol.cost)
-            info["da4ml_ops"] = len(sol.ops)
-            if check_trace:
-                from .rtl_encoder import comb_latent_codes
-
-                rng = np.random.default_rng(seed)
-                a = rng.integers(0, 256, size=(check_trace, N_TC))
-                a[: check_trace // 4] *= rng.random((check_trace // 4, N_TC)) < 0.2
-                a = np.concatenate([a, np.zeros((1, N_TC), int), np.full((1, N_TC), 255)])
-                got = comb_latent_codes(sol, a, latent_bits)
-                want = golden_encode(a, weights, latent_bits)
-                bad = int(np.any(got != want, axis=1).sum())
-                if bad:
-                    raise ToolError(f"da4ml trace of the constant encoder disagrees with the golden "
-                                    f"model on {bad} of {len(a)} wafers (generator bug)")
-                info["trace_checked_wafers"] = len(a)
-            files.update(const_encoder_sources(sol, latent_bits))
-        else:
-            files.update({n: (hw / n).read_text() for n in HAND_WRITTEN_PROG})
-            files["econt_encoder_prog.v"] = prog_encoder_source(latent_bits)
-        files[f"{TOPS[fl]}.v"] = top_source(fl, latent_bits, fe_reg, cal, drop_default,
-                                            image if fl == "prog" else None)
+        src = spec.load_generator()(g)
+        info: dict = {"top": spec.top, **src.info}
+        top_file = f"{spec.top}.v"
+        if top_file in src.files:
+            raise ToolError(f"{spec.generator}: expected the top module {top_file} in "
+                            "FlavourSources.top only, got it in FlavourSources.files too")
+        files.update(src.files)
+        files[top_file] = src.top
         info["generate_s"] = round(time.perf_counter() - t0, 2)
-        order = [n for n in files if n != f"{TOPS[fl]}.v"] + [f"{TOPS[fl]}.v"]
+        order = [n for n in files if n != top_file] + [top_file]
         for name in order:
             (d / name).write_text(files[name])
         (d / "filelist.f").write_text("".join(f"{n}\n" for n in order))
@@ -360,22 +269,23 @@ def run(ctx) -> None:
     })
     for fl in s.flavours:
         info = meta["flavours"][fl]
-        for k in ("verilog_lines", "da4ml_cost", "da4ml_trace_s", "lint_s", "yosys_check_s"):
+        for k in METRIC_KEYS:
             if k in info:
                 ctx.metrics[f"{fl}_{k}"] = info[k]
         ctx.add_summary(f"{fl}: top", info["top"])
         ctx.add_summary(f"{fl}: Verilog lines", info["verilog_lines"])
         ctx.add_summary(f"{fl}: lint / yosys",
                         f"{info.get('lint', '-')} / {info.get('yosys_check', 'skipped')}")
-    if "const" in s.flavours:
-        ctx.add_summary("const: da4ml cost (adder bits)", meta["flavours"]["const"]["da4ml_cost"])
+    for fl in s.flavours:
+        if "da4ml_cost" in meta["flavours"][fl]:
+            ctx.add_summary(f"{fl}: da4ml cost (adder bits)", meta["flavours"][fl]["da4ml_cost"])
     ctx.add_summary("latency", f"{itf['latency_cycles']} cycles = {itf['latency_ns']:g} ns at "
                                f"{s.clock_ns:g} ns clock (budget 2 BX = 50 ns)")
     ctx.add_summary("II", "1 wafer / clock")
 
 
 def bench(cfg, workdir) -> dict[str, float]:
-    """Generation and lint time of both flavours on random weights."""
+    """Generation and lint time of the configured flavours on random weights."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     res: dict[str, float] = {}
@@ -391,7 +301,7 @@ def bench(cfg, workdir) -> dict[str, float]:
             lint(sources(Path(tmp) / fl), info["top"])
             res[f"rtl_{fl}_lint_s"] = time.perf_counter() - t1
             if "da4ml_cost" in info:
-                res["rtl_const_da4ml_cost"] = float(info["da4ml_cost"])
+                res[f"rtl_{fl}_da4ml_cost"] = float(info["da4ml_cost"])
     return res
 
 

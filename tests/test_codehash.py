@@ -208,3 +208,14 @@ def test_make_reruns_the_stages_whose_code_changed(tmp_path):
     os.utime(tmp_path / "flow" / "frontend.py", (now + 5, now + 5))
     assert planned("data") == ["data"]
     assert planned("emd")[0] == "data"
+
+
+def test_rtl_code_includes_every_registered_flavour_generator():
+    """The flavour registry imports its generators by name at run time
+    (``"flow.rtl_prog:generate"``); the static graph still counts them as rtl's code."""
+    from flow.rtl_flavours import FLAVOURS
+
+    files = H.stage_code("rtl").files
+    for fl in FLAVOURS.values():
+        mod = fl.generator.partition(":")[0]
+        assert mod.replace(".", "/") + ".py" in files, fl.name

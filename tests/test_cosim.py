@@ -203,3 +203,33 @@ def test_latency_one_without_frontend_register(tmp_path, monkeypatch):
     man = run_stage(cfg, "cosim", **QUIET)
     assert man["metrics"]["const"]["latency_cycles"] == 1 and man["metrics"]["const"]["n_mismatch"] == 0
     assert man["metrics"]["const"]["ii_cycles"] == 1
+
+
+@pytest.mark.slow
+def test_a_registered_flavour_is_cosimulated_with_no_other_edit(tmp_path, monkeypatch):
+    """A throw-away registry entry (the prog generator under another name and top): rtl
+    generates it, cosim builds its top and the testbench reprograms its weights because the
+    entry says it is programmable."""
+    from flow import rtl_flavours as RF
+
+    entry = RF.RtlFlavour(name="prog_copy", top="econt_ae_prog_copy", programmable=True,
+                          generator="flow.rtl_prog:generate", description="a copy of prog (test)",
+                          encoder="as prog")
+    monkeypatch.setitem(RF.FLAVOURS, entry.name, entry)
+    w = EncoderWeights.random(25)
+    fake_upstream(monkeypatch, w, n=300)
+    cfg = C.parse_config({"name": "pc", "workdir": str(tmp_path), "seed": 4,
+                          "rtl": {"flavours": ["prog_copy"], "yosys_check": False},
+                          "cosim": {"flavours": ["prog_copy"], "min_wafers": 500, "bubbles": 50,
+                                    "reload": 100, "alt_vectors": False, "verilator_opt": "-O0",
+                                    "yosys": []}})
+    for st in ("data", "emd", "autoencoder", "convert", "rtl"):
+        run_stage(cfg, st, **QUIET)
+    man = run_stage(cfg, "cosim", **QUIET)
+    rep = json.loads((cfg.stage_dir("cosim") / "report.json").read_text())
+    r = rep["flavours"]["prog_copy"]
+    assert r["top"] == "econt_ae_prog_copy" and r["n_total"] >= 500 and r["n_mismatch"] == 0
+    assert all(t["passed"] for t in r["tests"].values())
+    assert r["phases"]["reconfigured"]["random_weights"] is True
+    assert r["phases"]["reconfigured"]["config_writes"] == 402 + 18 + 1
+    assert man["metrics"]["prog_copy"]["n_mismatch"] == 0

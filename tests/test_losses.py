@@ -68,8 +68,16 @@ def test_sinkhorn_approximates_exact_emd_and_is_differentiable():
 def test_get_loss_names():
     for name in ("telescope_mse", "weighted_mse", "sinkhorn"):
         assert callable(L.get_loss(name))
-    with pytest.raises(ValueError, match="unknown loss 'mse'"):
+    with pytest.raises(ValueError, match=r"expected a loss registered in flow/losses.py \(emd_cnn, "
+                                         r"telescope_mse, weighted_mse, sinkhorn\), got 'mse'"):
         L.get_loss("mse")
+
+
+def test_sinkhorn_factory_passes_its_settings():
+    a, b = _pairs(4)
+    got = L.get_loss("sinkhorn", sinkhorn_eps=0.2, sinkhorn_iters=7)(tf.constant(a), tf.constant(b))
+    want = L.sinkhorn(tf.constant(a), tf.constant(b), eps=0.2, n_iter=7)
+    assert np.allclose(got.numpy(), want.numpy())
 
 
 def test_kr_dual_is_a_tight_lower_bound_on_simple_cases():

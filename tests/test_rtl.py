@@ -8,6 +8,7 @@ from fakes import fake_stage
 
 from flow import config as C
 from flow import rtl
+from flow import rtl_flavours as RF
 from flow.encoder import EncoderWeights, golden_encode
 from flow.encoder_file import write_encoder
 from flow.geometry import N_TC
@@ -108,7 +109,8 @@ def test_rtl_stage_outputs_and_metadata(rtl_run):
     d = cfg.stage_dir("rtl")
     meta = json.loads((d / "rtl.json").read_text())
     assert set(meta["flavours"]) == {"const", "prog"}
-    for fl, top in rtl.TOPS.items():
+    for fl in meta["flavours"]:
+        top = RF.get(fl).top
         files = (d / fl / "filelist.f").read_text().split()
         assert files[-1] == f"{top}.v" and all((d / fl / f).is_file() for f in files)
         assert meta["flavours"][fl]["lint"].startswith("clean")
@@ -158,7 +160,67 @@ def test_const_flavour_synthesizes_with_yosys(rtl_run, tmp_path):
 
 
 def test_rtl_rejects_unknown_flavour(tmp_path):
-    with pytest.raises(Exception, match="flavour"):
+    with pytest.raises(C.ConfigError, match=r"expected an RTL flavour .*\(const, prog\), got 'fpga'"):
         rtl.generate(tmp_path, EncoderWeights.random(0), flavours=["fpga"])
-    with pytest.raises(C.ConfigError, match="rtl.flavours"):
+    assert not (tmp_path / "const").exists()            # refused before anything is written
+    with pytest.raises(C.ConfigError, match=r"rtl.flavours.0: expected an RTL flavour registered in "
+                                            r"flow/rtl_flavours.py \(const, prog\), got 'asic'"):
         C.parse_config({"rtl": {"flavours": ["asic"]}})
+
+
+# ------------------------------------------------------------ the registry
+def test_registry_entries_are_complete():
+    assert RF.names() == ("const", "prog")          # table order = default order
+    for fl in RF.FLAVOURS.values():
+        assert fl.top.startswith("econt_ae_") and fl.description and fl.encoder
+        assert callable(fl.load_generator())
+    assert RF.programmable_names() == ("prog",) and RF.fixed_names() == ("const",)
+    assert set(RF.generator_modules()) == {"flow.rtl_const", "flow.rtl_prog"}
+    assert C.parse_config({}).rtl.flavours == list(RF.names())
+
+
+def test_a_registered_flavour_needs_no_other_edit(tmp_path, monkeypatch):
+    """One table entry (here reusing the prog generator under another name and top) is
+    enough for the config and the rtl stage: generated, top last, linted."""
+    with pytest.raises(C.ConfigError, match="got 'prog_copy'"):
+        C.parse_config({"rtl": {"flavours": ["prog_copy"]}})
+    entry = RF.RtlFlavour(name="prog_copy", top="econt_ae_prog_copy", programmable=True,
+                          generator="flow.rtl_prog:generate", description="a copy of prog (test)",
+                          encoder="as prog")
+    monkeypatch.setitem(RF.FLAVOURS, entry.name, entry)
+    w = EncoderWeights.random(8)
+    fake_autoencoder(monkeypatch, w)
+    cfg = make_cfg(tmp_path, rtl={"flavours": ["prog_copy"], "yosys_check": False},
+                   cosim={"flavours": ["prog_copy"]})
+    assert "prog_copy" in " ".join(C.describe())
+    for st in ("data", "emd", "autoencoder"):
+        run_stage(cfg, st, echo=lambda *a: None)
+    man = run_stage(cfg, "rtl", echo=lambda *a: None)
+    d = cfg.stage_dir("rtl")
+    meta = json.loads((d / "rtl.json").read_text())
+    assert list(meta["flavours"]) == ["prog_copy"]
+    info = meta["flavours"]["prog_copy"]
+    assert info["top"] == "econt_ae_prog_copy" and info["files"][-1] == "econt_ae_prog_copy.v"
+    assert info["lint"].startswith("clean")
+    top = (d / "prog_copy" / "econt_ae_prog_copy.v").read_text()
+    assert "module econt_ae_prog_copy (" in top and "a copy of prog (test)" in top
+    assert f"12864'h{int.from_bytes(w.to_image(), 'little'):03216x}" in top
+    assert "prog_copy/econt_ae_prog_copy.v" in man["outputs"]
+    # the interface documents the new programmable flavour's weight port
+    assert "prog/prog_copy flavour only (ignored by const)" in meta["interface"]["cfg_port"]["weight_layout"]
+
+
+def test_a_generator_may_not_return_the_top_as_a_file(tmp_path, monkeypatch):
+    import flow.rtl_prog as P
+
+    def bad(g):
+        src = P.generate(g)
+        src.files[f"{g.flavour.top}.v"] = src.top
+        return src
+    monkeypatch.setattr(P, "bad_generate", bad, raising=False)
+    entry = RF.RtlFlavour("bad", "econt_ae_bad", True, "flow.rtl_prog:bad_generate", "bad", "bad")
+    monkeypatch.setitem(RF.FLAVOURS, "bad", entry)
+    with pytest.raises(rtl.ToolError, match="econt_ae_bad.v"):
+        rtl.generate(tmp_path, EncoderWeights.random(0), flavours=["bad"])
+    with pytest.raises(C.ConfigError, match="generator expected as 'module:function'"):
+        RF.RtlFlavour("x", "x", False, "flow.rtl_prog", "x", "x").load_generator()

@@ -132,6 +132,7 @@ class Phase:
 @dataclass
 class Job:
     flavour: str
+    programmable: bool                      # weights behind the configuration port (the registry's fact)
     latent_bits: int
     weights: EncoderWeights                 # reference (trained) weights
     calvalues: np.ndarray
@@ -181,7 +182,8 @@ def load_job(path: str | os.PathLike | None = None) -> Job:
     phase = Phase("stream", np.concatenate(parts_w), np.concatenate(parts_l),
                   np.concatenate(parts_s), np.concatenate(parts_k), names)
     alt = [load_vectors(e["path"], e["name"], max_n) for e in spec.get("extra_vectors", [])]
-    return Job(flavour=spec["flavour"], latent_bits=lb, weights=w, calvalues=cal, drop=drop,
+    return Job(flavour=spec["flavour"], programmable=bool(spec["programmable"]), latent_bits=lb,
+               weights=w, calvalues=cal, drop=drop,
                default_calvalues=np.asarray(spec["default_calvalues"], dtype=np.int64),
                default_drop=int(spec["default_drop"]), vectors=phase,
                out_dir=Path(spec["out_dir"]), n_bubbles=int(spec.get("bubbles", 0)),

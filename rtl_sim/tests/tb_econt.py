@@ -1,8 +1,9 @@
-"""cocotb testbench of the ECON-T autoencoder block (both flavours).
+"""cocotb testbench of the ECON-T autoencoder block (every RTL flavour).
 
 Run by ``flow/cosim_sim.py`` (cocotb's Python runner, Verilator).  The job
-(``$ECONT_TB_JOB``) says which flavour, which vectors and where to write
-results; expected values come from ``model/econt_model.py`` (golden models)
+(``$ECONT_TB_JOB``) says which flavour, whether its weights are programmable
+(the flavour registry's fact, ``flow/rtl_flavours.py``), which vectors and
+where to write results; expected values come from ``model/econt_model.py`` (golden models)
 or from the ``convert`` stage's vectors.
 
 Tests, in order (state carries over between them):
@@ -15,12 +16,12 @@ Tests, in order (state carries over between them):
 4. ``bubbles``: wafers with random gaps in valid_in (junk words in the gaps).
 5. ``reset_midstream``: rst while wafers are in flight drops them; the
    configuration survives; streaming resumes correctly.
-6. ``reconfigure``: new CALVALUEs + drop (and, prog flavour, a random weight
-   set) through the configuration port; stream; compare with the golden model;
+6. ``reconfigure``: new CALVALUEs + drop (and, programmable flavours, a random
+   weight set) through the configuration port; stream; compare with the golden model;
    then reload the job's configuration and check again.
 7. ``alt_registers``: the ``convert`` stage's extra vector files (other
    CALVALUEs and drop) through the configuration port.
-8. ``defaults``: cfg_rst restores the default configuration (prog: the
+8. ``defaults``: cfg_rst restores the default configuration (programmable: the
    trained weight image); stream; compare.
 
 Results: ``<out_dir>/<flavour>_<phase>.npz`` (words, expected, got) and
@@ -141,7 +142,7 @@ def _phase(name, words, calvalues, drop, weights, kind_name) -> M.Phase:
 
 
 async def _load_job_config(dut):
-    writes = M.config_writes(JOB.calvalues, JOB.drop, JOB.weights if JOB.flavour == "prog" else None)
+    writes = M.config_writes(JOB.calvalues, JOB.drop, JOB.weights if JOB.programmable else None)
     await _configure(dut, writes)
     return len(writes)
 
@@ -278,19 +279,19 @@ async def reconfigure(dut):
     _idle(dut)
     rng = np.random.default_rng(JOB.seed + 2)
     words = M.random_words(rng, JOB.n_reload)
-    # new calibration and density, plus (prog) a random weight set
+    # new calibration and density, plus (programmable flavours) a random weight set
     cal = rng.integers(0, 4096, M.N_TC)
     drop = 1 if JOB.drop == 3 else 3
-    weights = M.EncoderWeights.random(JOB.seed + 3) if JOB.flavour == "prog" else JOB.weights
-    writes = M.config_writes(cal, drop, weights if JOB.flavour == "prog" else None)
+    weights = M.EncoderWeights.random(JOB.seed + 3) if JOB.programmable else JOB.weights
+    writes = M.config_writes(cal, drop, weights if JOB.programmable else None)
     t0 = time.perf_counter()
     await _configure(dut, writes)
     phase = _phase("reconfigured", words, cal, drop, weights, "tb_reconfigured")
     phase.extra.update({"config_writes": len(writes), "config_wall_s": round(time.perf_counter() - t0, 3),
-                        "random_weights": JOB.flavour == "prog"})
+                        "random_weights": JOB.programmable})
     await _stream(dut, phase)
     _check(phase)
-    # and back to the job's configuration (prog: the trained weights again)
+    # and back to the job's configuration (programmable: the trained weights again)
     await _load_job_config(dut)
     n = min(2000, len(JOB.vectors.words))
     v = JOB.vectors
@@ -322,7 +323,7 @@ async def defaults(dut):
     # scribble over the configuration, then restore the defaults with cfg_rst
     rng = np.random.default_rng(JOB.seed + 4)
     scribble = M.config_writes(rng.integers(0, 4096, M.N_TC), 1,
-                               M.EncoderWeights.random(JOB.seed + 5) if JOB.flavour == "prog" else None)
+                               M.EncoderWeights.random(JOB.seed + 5) if JOB.programmable else None)
     await _configure(dut, scribble)
     dut.cfg_rst.value = 1                   # set after a rising edge, sampled at the next
     await RisingEdge(dut.clk)
