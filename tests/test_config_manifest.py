@@ -252,3 +252,19 @@ def test_presentation_keys_do_not_change_the_section_hash():
     b = C.parse_config({"emd": {"progress": False}})
     assert a.section_hash("emd") == b.section_hash("emd")
     assert "progress" not in a.section("emd")["emd"]
+
+
+def test_fair_config_differs_from_default_only_in_the_training_rule():
+    """configs/fair.yaml is the default job with the fair comparison of issue 14: every
+    other section identical (same data, EMD CNN, hardware), >= 3 seeds, a cap the models
+    do not reach, every loss on the same training wafers."""
+    from flow.config import load_config
+
+    d, f = load_config("configs/default.yaml"), load_config("configs/fair.yaml")
+    for name in type(d).model_fields:
+        if name in ("name", "autoencoder"):
+            continue
+        assert getattr(d, name) == getattr(f, name), name
+    ae = f.autoencoder
+    assert ae.seeds >= 3 and ae.epochs >= 300 and ae.ray.enabled
+    assert not ae.max_train_wafers_by_loss and set(ae.losses) == set(d.autoencoder.losses)
