@@ -541,7 +541,9 @@ def plot(res: dict, out_dir: str | Path) -> list[str]:
     for c in res["classes"]:
         grid[TENSORS.index(c["tensor"]), N_BITS - 1 - c["bit"]] = c[key]["mean"]
     vmax = max(abs(grid).max(), 1e-12)
-    im = ax.imshow(grid, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
+    # symmetric log scale: the classes span four decades
+    norm = matplotlib.colors.SymLogNorm(linthresh=min(1e-3, vmax / 10), vmin=-vmax, vmax=vmax)
+    im = ax.imshow(grid, cmap="RdBu_r", norm=norm, aspect="auto")
     for c in res["classes"]:
         r, col = TENSORS.index(c["tensor"]), N_BITS - 1 - c["bit"]
         ax.text(col, r, f"{c[key]['mean']:.3g}\n{c['n_measured']}/{c['n_bits']}", ha="center", va="center",
@@ -569,7 +571,8 @@ def plot(res: dict, out_dir: str | Path) -> list[str]:
     a1.set_yscale("log")
     a1.set_xlabel("bits, most damaging first")
     a1.set_ylabel("damage per upset (EMD)")
-    a1.set_title(f"{len(ranked)} of {n} bits damaging", fontsize=10)
+    a1.set_title(f"{len(ranked)} of {n} bits damaging (flat steps: class means of sampled bits)",
+                  fontsize=9)
     frac = np.arange(0, len(ranked) + 1) / n
     cum = np.concatenate([[0.0], np.cumsum(ds[:len(ranked)])])
     total = cum[-1] if len(cum) else 0.0
