@@ -371,7 +371,7 @@ def damage_of(columns: dict, metric: str) -> np.ndarray:
 
 def full_damage(flips, damage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Damage of all 12864 image bits (measured, or the mean of the measured bits of the
-    same class) and the class id (``4 x tensor + ...``: ``tensor * 6 + bit``) of each."""
+    same class) and the class id (``6 x tensor number + bit``) of each."""
     all_d = np.full(E.IMAGE_BITS, np.nan)
     cls = np.empty(E.IMAGE_BITS, dtype=np.int64)
     for t, (name, shape) in enumerate(E.REGISTER_LAYOUT):
