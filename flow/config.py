@@ -487,8 +487,8 @@ class RtlConfig(Section):
 class SeuSensitivityConfig(Section):
     """``cosim.seu_sensitivity``: physics sensitivity of every class of weight bit to a single
     upset, from the golden model and the decoder (no RTL), and a selective-TMR proposal
-    (``flow/seu_sensitivity.py``, ``docs/seu.md``).  Reads the autoencoder's ``weights.bin``
-    and ``decoder.h5`` and the data stage's ``test.npz``.  Measured on the default run: 768
+    (``flow/seu_sensitivity.py``, ``docs/seu.md``).  Reads the autoencoder's ``encoder.json``,
+    ``weights.bin`` and ``decoder.h5`` and the data stage's ``test.npz``.  Measured on the default run: 768
     flips x 1000 wafers, 545k exact EMDs, 4 min wall with 2 Ray workers on the shared 2-core
     machine (about 1 min on idle cores)."""
 

@@ -78,7 +78,7 @@ from pathlib import Path
 import numpy as np
 
 from . import encoder as E
-from .errors import InputRangeError, ShapeError, StageInputError
+from .errors import InputRangeError, ShapeError
 from .fixedpoint import requantize
 from .geometry import REMAP_8X8, to_8x8
 
@@ -507,17 +507,18 @@ def analyse(weights: E.EncoderWeights, decoder, aein, calq, *, latent_bits: int 
 
 
 def load_test_wafers(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """AEin codes and CALQ of a data-stage split (``test.npz``)."""
-    with np.load(path) as z:
-        missing = {"aein", "calq"} - set(z.files)
-        if missing:
-            raise StageInputError(f"{path} lacks arrays {sorted(missing)}; rerun stage 'data'")
-        return z["aein"].astype(np.int64), z["calq"]
+    """AEin codes and CALQ of a data-stage split file (``test.npz``, read through its
+    contract, :func:`flow.dataset.read_split`)."""
+    from .dataset import read_split
+
+    d = read_split(path, keys=("aein", "calq"))
+    return d["aein"].astype(np.int64), d["calq"]
 
 
 def analyse_files(weights_bin: str | Path, decoder_h5: str | Path, test_npz: str | Path, **kw) -> dict:
     """:func:`analyse` on the autoencoder stage's ``weights.bin`` and ``decoder.h5`` and the
-    data stage's ``test.npz``."""
+    data stage's ``test.npz`` (``latent_bits`` in ``kw``: the exported encoder's, recorded in
+    its ``encoder.json``; default 9)."""
     w = E.EncoderWeights.from_image(Path(weights_bin).read_bytes())
     aein, calq = load_test_wafers(test_npz)
     return analyse(w, NumpyDecoder.from_h5(decoder_h5), aein, calq, **kw)
@@ -600,23 +601,29 @@ def _all_damage_from_result(res: dict) -> np.ndarray:
 
 # ------------------------------------------------------------- stage hook
 def run_in_stage(ctx) -> dict | None:
-    """The cosim stage's hook (``cosim.seu_sensitivity``): verifies the autoencoder and data
-    artifacts, records them as upstreams of the run, writes ``seu_sensitivity.json`` and
-    the plots into ``ctx.out / "seu"``, and adds metrics and summary rows."""
+    """The cosim stage's hook (``cosim.seu_sensitivity``): reads the exported encoder
+    (``encoder.json`` + ``weights.bin``: weights and latent width) and ``decoder.h5`` of the
+    autoencoder upstream and the data stage's test split (verified here and recorded as an
+    upstream of the run), writes ``seu_sensitivity.json`` and the plots into
+    ``ctx.out / "seu"``, and adds metrics and summary rows."""
     from .atomic import atomic_write_json
+    from .dataset import split_file
+    from .encoder_file import load_encoder
     from .manifest import verify
 
     s = ctx.settings.seu_sensitivity
     if not s.enabled:
         return None
-    for up in ("autoencoder", "data"):
+    for up in ("autoencoder", "data"):        # data is not an upstream of cosim in the registry
         if up not in ctx.upstream:
             ctx.upstream[up] = verify(ctx.cfg, up)
     ae, data = ctx.upstream["autoencoder"], ctx.upstream["data"]
-    res = analyse_files(ae.path("weights.bin"), ae.path("decoder.h5"), data.path("test.npz"),
-                        latent_bits=ctx.cfg.autoencoder.latent_bits, n_wafers=s.n_wafers,
-                        n_bits_per_class=s.n_bits_per_class, budgets=tuple(s.budgets), metric=s.metric,
-                        voter_flops=s.voter_flops, seed=ctx.seed if s.seed is None else s.seed)
+    enc = load_encoder(ae)                    # weights.bin checked against encoder.json
+    aein, calq = load_test_wafers(data.path(split_file("test")))
+    res = analyse(enc.weights, NumpyDecoder.from_h5(ae.path("decoder.h5")), aein, calq,
+                  latent_bits=enc.latent_bits, n_wafers=s.n_wafers, n_bits_per_class=s.n_bits_per_class,
+                  budgets=tuple(s.budgets), metric=s.metric, voter_flops=s.voter_flops,
+                  workers=s.workers, seed=ctx.seed if s.seed is None else s.seed)
     out = ctx.out / "seu"
     plot(res, out)
     atomic_write_json(out / "seu_sensitivity.json", res)

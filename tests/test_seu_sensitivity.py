@@ -8,8 +8,10 @@ import pytest
 from fakes import fake_stage
 
 from flow import config as C
+from flow import dataset
 from flow import encoder as E
 from flow import seu_sensitivity as S
+from flow.encoder_file import write_encoder
 from flow.geometry import GRID_8X8, N_TC, REMAP_8X8
 from flow.manifest import StageContext
 from flow.stages import run_stage
@@ -231,10 +233,13 @@ def test_cosim_hook_writes_results_and_records_upstreams(tmp_path, monkeypatch):
     aein, calq = random_wafers(50, 6)
 
     def data(ctx):
-        np.savez(ctx.out / "test.npz", aein=aein.astype(np.uint8), calq=calq.astype(np.int32))
+        arrays = {k: np.zeros(len(aein) if k not in ("words", "calq", "aein") else (len(aein), N_TC), dt)
+                  for k, dt in dataset.NPZ_DTYPES.items()}
+        arrays.update(aein=aein.astype(np.uint8), calq=calq.astype(np.int32))
+        dataset.write_split(ctx.out / dataset.split_file("test"), arrays, compress=False)
 
     def autoencoder(ctx):
-        (ctx.out / "weights.bin").write_bytes(w.to_image())
+        write_encoder(ctx.out, w, 7)                   # the latent width comes from encoder.json
         write_decoder_h5(ctx.out / "decoder.h5", small_decoder(7))
     fake_stage(monkeypatch, "data", data)
     fake_stage(monkeypatch, "emd", lambda ctx: (ctx.out / "e.txt").write_text("e"))
@@ -251,6 +256,7 @@ def test_cosim_hook_writes_results_and_records_upstreams(tmp_path, monkeypatch):
     assert set(ctx.upstream) == {"autoencoder", "data"}
     saved = json.loads((out / "seu" / "seu_sensitivity.json").read_text())
     assert saved["schema"] == S.SCHEMA and saved["n_wafers"] == 12 == res["n_wafers"]
+    assert saved["latent_bits"] == 7 and saved["cost"]["workers"] == 1
     assert (out / "seu" / "seu_sensitivity_map.png").is_file()
     m = ctx.metrics["seu_sensitivity"]
     assert m["worst_class"] and set(m["residual_fraction"]) == {"0.1"}
