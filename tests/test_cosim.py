@@ -224,7 +224,7 @@ def test_a_registered_flavour_is_cosimulated_with_no_other_edit(tmp_path, monkey
                           "rtl": {"flavours": ["prog_copy"], "yosys_check": False},
                           "cosim": {"flavours": ["prog_copy"], "min_wafers": 500, "bubbles": 50,
                                     "reload": 100, "alt_vectors": False, "verilator_opt": "-O0",
-                                    "yosys": []}})
+                                    "yosys": [], "seu_sensitivity": {"enabled": False}}})
     for st in ("data", "emd", "autoencoder", "convert", "rtl"):
         run_stage(cfg, st, **QUIET)
     man = run_stage(cfg, "cosim", **QUIET)
