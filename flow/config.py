@@ -484,6 +484,36 @@ class RtlConfig(Section):
     """Elaborate every source set with Yosys (no latches) before finishing."""
 
 
+class SeuSensitivityConfig(Section):
+    """``cosim.seu_sensitivity``: physics sensitivity of every class of weight bit to a single
+    upset, from the golden model and the decoder (no RTL), and a selective-TMR proposal
+    (``flow/seu_sensitivity.py``, ``docs/seu.md``).  Reads the autoencoder's ``encoder.json``,
+    ``weights.bin`` and ``decoder.h5`` and the data stage's ``test.npz``.  Measured on the default run: 768
+    flips x 1000 wafers, 545k exact EMDs, 4 min wall with 2 Ray workers on the shared 2-core
+    machine (about 1 min on idle cores)."""
+
+    enabled: bool = True
+    """Run the analysis at the end of the cosim stage (``cosim/seu/``)."""
+    n_wafers: int = Field(1000, ge=10)
+    """Test wafers (a seeded random subset of the non-empty ones); the cost is about
+    proportional."""
+    n_bits_per_class: int = Field(32, ge=0)
+    """Dense weights sampled per bit position (of 2048; 0: all, 12288 flips); the conv
+    weights and biases and the dense biases are always measured bit by bit."""
+    budgets: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [0.05, 0.1, 0.25, 0.5], min_length=1)
+    """TMR area budgets: fractions of the 12864 weight bits that may be triplicated."""
+    metric: Literal["delta_median", "mean_delta"] = "delta_median"
+    """Damage of an upset that ranks the bits: the change of the median EMD over the wafers
+    (``delta_median``) or the mean per-wafer EMD change (``mean_delta``)."""
+    voter_flops: float = Field(0.5, ge=0)
+    """Area of one majority voter in flip-flop equivalents (sky130: maj3_1 / dfxtp_1 = 0.5)."""
+    workers: int = Field(2, ge=1)
+    """CPUs for the exact EMD (> 1: a local Ray, or the initialised one)."""
+    seed: int | None = None
+    """Seed of the wafer and bit samples (unset: the cosim stage's seed)."""
+
+
 class CosimConfig(Section):
     """``cosim`` stage: cocotb testbenches on Verilator, Yosys resources."""
 
@@ -522,6 +552,8 @@ class CosimConfig(Section):
     """Let ``synth_xilinx`` map multipliers to DSP48 (default ``-nodsp``: all logic in LUTs)."""
     yosys_timeout_s: int = Field(7200, ge=60)
     """Wall-time limit of one Yosys run."""
+    seu_sensitivity: SeuSensitivityConfig = Field(default_factory=SeuSensitivityConfig)
+    """Weight-bit SEU sensitivity and selective TMR (golden model, no RTL)."""
 
 
 class ReportConfig(Section):

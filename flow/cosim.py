@@ -304,6 +304,11 @@ def run(ctx) -> None:
             ctx.add_summary(f"{fl}: sky130 area (area only, no timing)", _resource_line("sky130", a))
     ctx.metrics.update(resource_metrics(report))
 
+    # ---- weight-bit SEU sensitivity + selective TMR (golden model, no RTL): cosim/seu/
+    from .seu_sensitivity import run_in_stage as seu_sensitivity
+
+    seu_sensitivity(ctx)
+
 
 def bench(cfg, workdir) -> dict[str, float]:
     """Verilator build time and testbench throughput of each flavour (the run's ``rtl``

@@ -58,7 +58,8 @@ def fake_upstream(mp, weights: EncoderWeights, n: int = 1500, seed: int = 0):
 
 
 def make_cfg(tmp, name="t", **cosim):
-    base = {"min_wafers": 2500, "bubbles": 200, "reload": 300, "verilator_opt": "-O0", "yosys": []}
+    base = {"min_wafers": 2500, "bubbles": 200, "reload": 300, "verilator_opt": "-O0", "yosys": [],
+            "seu_sensitivity": {"enabled": False}}   # the fake upstreams have no decoder.h5
     base.update(cosim)
     return C.parse_config({"name": name, "workdir": str(tmp), "seed": 4,
                            "rtl": {"yosys_check": False}, "cosim": base})
@@ -197,7 +198,8 @@ def test_latency_one_without_frontend_register(tmp_path, monkeypatch):
     cfg = C.parse_config({"name": "l1", "workdir": str(tmp_path), "seed": 4,
                           "rtl": {"flavours": ["const"], "yosys_check": False, "frontend_register": False},
                           "cosim": {"flavours": ["const"], "min_wafers": 500, "bubbles": 100, "reload": 100,
-                                    "verilator_opt": "-O0", "yosys": []}})
+                                    "verilator_opt": "-O0", "yosys": [],
+                                    "seu_sensitivity": {"enabled": False}}})
     for st in ("data", "emd", "autoencoder", "convert", "rtl"):
         run_stage(cfg, st, **QUIET)
     man = run_stage(cfg, "cosim", **QUIET)
@@ -222,7 +224,7 @@ def test_a_registered_flavour_is_cosimulated_with_no_other_edit(tmp_path, monkey
                           "rtl": {"flavours": ["prog_copy"], "yosys_check": False},
                           "cosim": {"flavours": ["prog_copy"], "min_wafers": 500, "bubbles": 50,
                                     "reload": 100, "alt_vectors": False, "verilator_opt": "-O0",
-                                    "yosys": []}})
+                                    "yosys": [], "seu_sensitivity": {"enabled": False}}})
     for st in ("data", "emd", "autoencoder", "convert", "rtl"):
         run_stage(cfg, st, **QUIET)
     man = run_stage(cfg, "cosim", **QUIET)

@@ -32,7 +32,8 @@ def make_cfg(tmp, **handoff_settings):
     return C.parse_config({"name": "h", "workdir": str(tmp), "seed": 5,
                            "rtl": {"yosys_check": False},
                            "cosim": {"min_wafers": 0, "corners": False, "bubbles": 0, "reload": 0,
-                                     "max_vectors": 200, "verilator_opt": "-O0", "yosys": []},
+                                     "max_vectors": 200, "verilator_opt": "-O0", "yosys": [],
+                                     "seu_sensitivity": {"enabled": False}},
                            "handoff": hs})
 
 
