@@ -3,7 +3,7 @@
 ``run(ctx)`` writes into ``build/<run>/data/`` (contract, see ``docs/data.md``):
 
 * ``root/synthetic_NNN.root`` (``source: synthetic`` only): the generated
-  ntuples in the per-TC layout (:mod:`flow.synth`);
+  ntuples in the per-TC layout (:mod:`flow.data_generator`);
 * ``train.npz``, ``val.npz``, ``test.npz``: one row per wafer, arrays
   ``words`` uint8 (N, 48) 7-bit TC words (255 where the input has none),
   ``calq`` int32 (N, 48), ``aein`` uint8 (N, 48) ufixed<8,1> codes,
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import frontend, ntuple, synth
+from . import data_generator, frontend, ntuple
 from .atomic import atomic_write_bytes
 from .dataset import NPZ_DTYPES, SPLITS, split_file, write_split
 from .errors import DataFormatError
@@ -290,7 +290,7 @@ def run(ctx) -> None:
     gen_stats = None
     timings: dict[str, float] = {}
     if s.source == "synthetic":
-        paths, gstats = synth.write_ntuples(s, out / "root", ctx.seed, progress=True)
+        paths, gstats = data_generator.write_ntuples(s, out / "root", ctx.seed, progress=True)
         gen_stats = gstats.as_dict()
         timings["generate_s"] = time.perf_counter() - t0
         layout = "per_tc"
@@ -394,12 +394,12 @@ def bench(cfg, workdir: Path, min_seconds: float = 3.0) -> dict[str, float]:
     while (acc["write_t"] < min_seconds or rounds == 0) and rounds < 50:
         t, c = time.perf_counter(), time.process_time()
         for c0 in range(0, n, s.chunk_size):
-            _, _, cst = synth.generate_chunk(s, 1000 + rounds, c0, c0, min(s.chunk_size, n - c0))
+            _, _, cst = data_generator.generate_chunk(s, 1000 + rounds, c0, c0, min(s.chunk_size, n - c0))
             acc["gen_w"] += cst.wafers_written
         acc["gen_t"] += time.perf_counter() - t
         acc["gen_c"] += time.process_time() - c
         t, c = time.perf_counter(), time.process_time()
-        rp, wst = synth.write_ntuples(s, workdir / f"bench_{rounds}", 1000 + rounds,
+        rp, wst = data_generator.write_ntuples(s, workdir / f"bench_{rounds}", 1000 + rounds,
                                       progress=False, n_events=n)
         acc["write_t"] += time.perf_counter() - t
         acc["write_c"] += time.process_time() - c

@@ -147,7 +147,7 @@ def run(ctx) -> None:
                               f"data.source is {cfg.data.source!r} and the split files carry no "
                               "per-TC positions (docs/physics.md, 'Limits'); expected "
                               "data.source: synthetic")
-    from .synth import detector_from
+    from .data_generator import detector_from
 
     det = detector_from(cfg.data)
     drop = cfg.data.drop

@@ -39,7 +39,8 @@ def _edit(path: Path) -> None:
 
 def test_stage_code_follows_imports_and_resources():
     data = H.stage_code("data").files
-    assert {"flow/data.py", "flow/frontend.py", "flow/geometry.py", "flow/ntuple.py", "flow/synth.py",
+    assert {"flow/data.py", "flow/frontend.py", "flow/geometry.py", "flow/ntuple.py",
+            "flow/data_generator.py",
             "flow/resources/geometry.json"} <= set(data)
     # the runner and its infrastructure belong to no stage
     for name in H.RUNNER:

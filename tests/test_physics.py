@@ -9,9 +9,9 @@ import pytest
 from flow import frontend
 from flow import physics_algorithms as A
 from flow import physics_reco as R
+from flow.data_generator import Detector
 from flow.errors import InputRangeError, StageInputError
 from flow.geometry import N_TC
-from flow.synth import Detector
 
 
 def _wafers(seed: int = 1, n: int = 400) -> np.ndarray:
