@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 from flow import config as C  # noqa: E402
 from flow import emd as E  # noqa: E402
 from flow.atomic import replace_dir  # noqa: E402
-from flow.emd_cnn import Arch, TrainingInterrupted, TrainParams, tc_to_b_tf  # noqa: E402
+from flow.emd_cnn import Arch, TrainingInterrupted, TrainParams, emd_loss, tc_to_b_tf  # noqa: E402
 from flow.emd_data import make_ae_pairs, sample_pairs, split_wafers  # noqa: E402
 from flow.emd_exact import EmptyWaferError, emd, emd_pairs, label_pairs, normalise, ray_session  # noqa: E402
 from flow.geometry import TC_ROC, ground_distance, to_4x4x3, to_8x8  # noqa: E402
@@ -217,11 +217,11 @@ def test_cnn_is_symmetric_and_reloads_identically(tmp_path):
     loaded = E.load_emd_cnn(path)
     assert np.array_equal(model.predict([xa, xb], verbose=0), loaded.predict([xa, xb], verbose=0))
     # the loss: TC-order tensors of any scale, normalised and reordered in TF
-    loss = E.emd_loss(loaded)
+    loss = emd_loss(loaded)
     got = loss(tf.constant(a * 9.0, tf.float32), tf.constant(b, tf.float32)).numpy()
     assert got.shape == (64,)
     np.testing.assert_allclose(got, pab, rtol=1e-5, atol=1e-5)
-    img = loss_8x8 = E.emd_loss(loaded, layout="8x8")
+    img = loss_8x8 = emd_loss(loaded, layout="8x8")
     got8 = img(tf.constant(to_8x8(a)[..., None], tf.float32), tf.constant(to_8x8(b), tf.float32)).numpy()
     np.testing.assert_allclose(got8, pab, rtol=1e-5, atol=1e-5)
     yp = tf.Variable(b, dtype=tf.float32)
