@@ -32,6 +32,7 @@ import numpy as np
 
 from . import data_generator, frontend, ntuple
 from .atomic import atomic_write_bytes
+from .captions import write_captions
 from .dataset import NPZ_DTYPES, SPLITS, split_file, write_split
 from .errors import DataFormatError
 from .geometry import N_TC, to_8x8
@@ -155,6 +156,18 @@ def _hist(ax, values: dict[str, np.ndarray], bins, *, density=True, logy=False) 
     ax.legend(loc="upper right", fontsize="small", frameon=False)
 
 
+#: the captions of the plots (written beside them to ``plots/captions.json``)
+CAPTIONS = {
+    "occupancy.png": "Wafer occupancy (TCs above 1 MIP_T) per split",
+    "calq_sum.png": "Wafer CALQ sum per split",
+    "hottest_fraction.png": "Hottest-TC fraction of the wafer CALQ sum",
+    "eta.png": "Wafer |eta| per split",
+    "layer.png": "Wafer layer per split",
+    "occupancy_map.png": "Average 8x8 (encoding A) maps: P(TC > 1 MIP_T) and mean AEin",
+    "occupancy_vs_eta.png": "Occupancy vs |eta|: electron-shower and pileup-only wafers",
+}
+
+
 def make_plots(plot_dir: Path, splits: dict[str, dict[str, np.ndarray]], source: str) -> list[str]:
     import matplotlib.pyplot as plt
     import mplhep as hep
@@ -266,6 +279,7 @@ def make_plots(plot_dir: Path, splits: dict[str, dict[str, np.ndarray]], source:
                 ax.legend(loc="upper left", fontsize="small", frameon=False)
             _label(ax, source, n_all)
             save(fig, "occupancy_vs_eta.png")
+    write_captions(plot_dir, {n: CAPTIONS[n] for n in written})
     return written
 
 

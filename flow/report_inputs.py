@@ -1,5 +1,6 @@
 """What the report reads: the verified upstream artifacts (:class:`Upstream`)
-and their figures, copied into ``report/figures/`` with their captions
+and their figures, copied into ``report/figures/`` with the captions the stage
+that drew them wrote beside them (``plots/captions.json``, :mod:`flow.captions`)
 (:class:`Figures`)."""
 from __future__ import annotations
 
@@ -8,48 +9,12 @@ import json
 import shutil
 from pathlib import Path
 
+from .captions import FILE as CAPTIONS_FILE
+from .captions import read_captions
 from .report_doc import NA, Figure
 
 #: the stages the report reads, in flow order
 UPSTREAM = ("data", "emd", "autoencoder", "convert", "csim", "rtl", "cosim")
-
-FIGURE_CAPTIONS = {
-    ("data", "occupancy.png"): "Wafer occupancy (TCs above 1 MIP_T) per split",
-    ("data", "calq_sum.png"): "Wafer CALQ sum per split",
-    ("data", "hottest_fraction.png"): "Hottest-TC fraction of the wafer CALQ sum",
-    ("data", "eta.png"): "Wafer |eta| per split",
-    ("data", "layer.png"): "Wafer layer per split",
-    ("data", "occupancy_map.png"): "Average 8x8 (encoding A) maps: P(TC > 1 MIP_T) and mean AEin",
-    ("data", "occupancy_vs_eta.png"): "Occupancy vs |eta|: electron-shower and pileup-only wafers",
-    ("emd", "rel_diff.png"): "EMD CNN resolution: (EMD CNN - exact EMD) / exact EMD on the test pairs",
-    ("emd", "pred_vs_true.png"): "EMD CNN vs exact EMD on the test pairs",
-    ("emd", "resolution_vs_emd.png"): "Relative difference (mean, std) vs exact EMD",
-    ("emd", "resolution_vs_occupancy.png"): "Relative difference (mean, std) vs pair occupancy",
-    ("autoencoder", "emd_vs_occupancy.png"): "Median EMD(input, reconstruction) per model vs occupancy: "
-                                              "median over seeds, bootstrap error bars, min-max band over "
-                                              "seeds",
-    ("autoencoder", "emd_vs_eta.png"): "Median EMD(input, reconstruction) per model vs |eta|: median over "
-                                        "seeds, bootstrap error bars, min-max band over seeds",
-    ("autoencoder", "emd_distribution.png"): "EMD(input, reconstruction) distribution per model (seed 0)",
-}
-
-# the physics stage's plots
-FIGURE_CAPTIONS[("physics", "resolution_emd_vs_elinks.png")] = (
-    "Electron resolution (integrated, generated pT above the cut) and median exact EMD vs eLink budget")
-for _e in (2, 3, 4, 5):
-    FIGURE_CAPTIONS[("physics", f"resolution_vs_eta_{_e}elinks.png")] = (
-        f"Electron effective resolution vs |eta| at {_e} eLinks, and its ratio to uncompressed CALQ")
-
-
-def _caption(stage: str, name: str) -> str:
-    """A figure's caption: the table above, or the pattern of a per-model plot."""
-    if (stage, name) in FIGURE_CAPTIONS:
-        return FIGURE_CAPTIONS[(stage, name)]
-    if stage == "autoencoder" and name.startswith("cnn_on_reconstructions_"):
-        model = name[len("cnn_on_reconstructions_"):-len(".png")]
-        return (f"EMD CNN vs exact EMD on the {model} autoencoder's own (input, reconstruction) test pairs "
-                "(seed 0)")
-    return Path(name).stem
 
 
 # ------------------------------------------------------------------ upstream access
@@ -89,6 +54,11 @@ class Upstream:
         with open(self.path(stage, rel), newline="") as f:
             return list(csv.DictReader(f))
 
+    def captions(self, stage: str) -> dict[str, str]:
+        """The captions the stage wrote beside its plots (``plots/captions.json``)."""
+        rel = f"plots/{CAPTIONS_FILE}"
+        return read_captions(self.path(stage, rel)) if self.has(stage, rel) else {}
+
     def plots(self, stage: str) -> list[str]:
         return [r for r in self.man(stage).get("outputs", {})
                 if r.startswith("plots/") and r.endswith(".png")]
@@ -109,10 +79,11 @@ class Figures:
         self.items: list[Figure] = []
 
     def add_file(self, stage: str, src: Path, rel: str, caption: str | None = None) -> Figure:
+        """Copy a stage's figure; without a caption, the file name stands in for one."""
         name = f"{stage}_{Path(rel).name}"
         shutil.copyfile(src, self.dir / name)
         fig = Figure(id=f"fig-{stage}-{Path(rel).stem}".replace("_", "-"),
-                     caption=caption or _caption(stage, Path(rel).name),
+                     caption=caption or Path(rel).stem,
                      file=f"figures/{name}", source=f"{stage}/{rel}", data=(self.dir / name).read_bytes())
         self.items.append(fig)
         return fig
@@ -129,5 +100,6 @@ class Figures:
         if order:
             rank = {n: i for i, n in enumerate(order)}
             rels.sort(key=lambda r: (rank.get(Path(r).name, len(rank)), r))
-        return [self.add_file(stage, up.path(stage, r), r) for r in rels]
+        caps = up.captions(stage)
+        return [self.add_file(stage, up.path(stage, r), r, caps.get(Path(r).name)) for r in rels]
 

@@ -52,7 +52,7 @@ def test_stage_code_follows_imports_and_resources():
     # the cocotb model imports the golden model: it is part of cosim's code
     assert "flow/encoder.py" in cosim and "flow/frontend.py" in cosim
     assert any(f.startswith("flow/resources/hls/") for f in H.stage_code("csim").files)
-    report = ("report", "report_doc", "report_inputs", "report_render", "report_sections")
+    report = ("report", "report_doc", "report_inputs", "report_render", "report_sections", "captions")
     assert set(H.stage_code("report").files) == {f"flow/{m}.py" for m in report} | {
         f"flow/resources/report/{p.name}" for p in (ROOT / "flow/resources/report").iterdir()}
     for s in STAGES:

@@ -288,7 +288,7 @@ def test_stage_end_to_end(tmp_path, ray_up):
     out = cfg.stage_dir("emd")
     for f in ("pairs_train.npz", "pairs_val.npz", "pairs_test.npz", "emd_cnn.keras", "emd_cnn.json",
               "eval.json", "grid.json", "history.json", "plots/rel_diff.png", "plots/pred_vs_true.png",
-              "plots/resolution_vs_emd.png", "plots/resolution_vs_occupancy.png"):
+              "plots/resolution_vs_emd.png", "plots/resolution_vs_occupancy.png", "plots/captions.json"):
         assert f in man["outputs"], f
     verify(cfg, "emd")
     tr, va = np.load(out / "pairs_train.npz"), np.load(out / "pairs_val.npz")

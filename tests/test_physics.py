@@ -9,6 +9,7 @@ import pytest
 from flow import frontend
 from flow import physics_algorithms as A
 from flow import physics_reco as R
+from flow.captions import read_captions
 from flow.data_generator import Detector
 from flow.errors import InputRangeError, StageInputError
 from flow.geometry import N_TC
@@ -428,6 +429,7 @@ def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
     out = cfg.stage_dir("physics")
     assert (out / "summary.csv").read_text().count("\n") == 1 + 4 * len(m["algorithms"])
     assert all((out / "plots" / p).is_file() for p in m["plots"])
+    assert set(read_captions(out / "plots" / "captions.json")) == set(m["plots"])
     # the autoencoder stage is a recorded input: rebuilding it makes physics stale
     assert set(man["upstream"]) == {"data", "autoencoder"}
     run_stage(cfg, "autoencoder", echo=quiet)
