@@ -1,4 +1,4 @@
-"""The EMD CNN (``econt.md`` section 6; Shenoy et al. 2023, section 3).
+"""The EMD CNN (``docs/reference.md`` section 6; Shenoy et al. 2023, section 3).
 
 Inputs: two wafers in encoding B (4x4x3, channel = readout chip), each
 normalised to unit sum.  Body ``g``::

@@ -1,6 +1,6 @@
 """The ECON-T encoder: number formats, QKeras model, integer golden model, register image.
 
-Architecture (``econt.md`` section 5; fixed in the ASIC, weights reprogrammable)::
+Architecture (``docs/reference.md`` section 5; fixed in the ASIC, weights reprogrammable)::
 
     AEin 8x8x1 ufixed<8,1>
       -> Conv2D 8 filters 3x3 stride 2 'same' (pad one row/column bottom/right) -> 4x4x8

@@ -1,4 +1,4 @@
-"""Bit-exact integer model of the ECON-T front end (``econt.md`` section 4).
+"""Bit-exact integer model of the ECON-T front end (``docs/reference.md`` section 4).
 
 Data path for one wafer (48 trigger cells, one bunch crossing)::
 
@@ -36,7 +36,7 @@ CALQ_BITS = 22
 AEIN_FMT = FixedFormat(8, 1, signed=False, rounding="RND_CONV", overflow="SAT")
 AEIN_BITS, AEIN_FRAC_BITS = AEIN_FMT.width, AEIN_FMT.frac_bits
 #: the converter's normalisation shift saturates here (CALQ is 22 bits wide):
-#: module sums of 2^22 and above are divided by 2^21 (econt.md section 4; the
+#: module sums of 2^22 and above are divided by 2^21 (docs/reference.md section 4; the
 #: public ECON-T converter model, a Catapult C++ build of the ASIC block).
 NORM_SHIFT_MAX = CALQ_BITS - 1
 #: module sum: 9-bit float, 5-bit exponent + 4-bit mantissa.

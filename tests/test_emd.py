@@ -114,7 +114,7 @@ def test_unit_charge_moved_costs_the_ground_distance(roc):
 
 
 def test_closest_cells_across_rocs():
-    # the 1.80 of econt.md is the distance across a ROC boundary (e.g. TC 0 and 31)
+    # the 1.80 quoted in docs/reference.md section 1 is the distance across a ROC boundary (e.g. TC 0 and 31)
     a, b = np.zeros(48), np.zeros(48)
     a[0], b[31] = 1.0, 1.0
     assert emd(a, b) == pytest.approx(M[0, 31], rel=1e-12)

@@ -9,7 +9,7 @@ from flow import frontend as fe
 from flow.errors import InputRangeError, ShapeError
 
 
-# ---- an independent scalar transcription of econt.md section 4 (plain Python ints)
+# ---- an independent scalar transcription of docs/reference.md section 4 (plain Python ints)
 def ref_decode(word: int, drop: int) -> int:
     e, m = word >> 3, word & 7
     d = m if e == 0 else (8 + m) << (e - 1)
@@ -32,7 +32,7 @@ def ref_normalise(calq: list[int]) -> list[int]:
     total = sum(calq)
     if total == 0:
         return [0] * len(calq)
-    k = min(total.bit_length() - 1, 21)  # the shift saturates at 21 (econt.md section 4)
+    k = min(total.bit_length() - 1, 21)  # the shift saturates at 21 (docs/reference.md section 4)
     return [min((128 * c) >> k, 255) for c in calq]
 
 

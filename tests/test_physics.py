@@ -44,7 +44,7 @@ def test_float_codes_match_the_front_end_and_decode_to_their_bin():
         mid = A.decode_float(codes, e, m)
         np.testing.assert_array_equal(A.encode_float(mid, e, m), codes)   # midpoint in its bin
         assert np.all(np.diff(mid) > 0)
-    assert int(A.encode_float(100, 5, 4)) == 57            # econt.md example
+    assert int(A.encode_float(100, 5, 4)) == 57            # docs/reference.md section 4 example
     assert int(A.encode_float(2 ** 40, 4, 3)) == 127       # saturates to all ones
 
 
