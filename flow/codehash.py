@@ -53,7 +53,8 @@ RESOURCES: dict[str, tuple[str, ...]] = {
     "flow.hls_harness": ("flow/resources/hls/*",),    # the compile recipe of those sources (csim)
     "flow.rtl_encoder": ("flow/resources/rtl/*",),
     "flow.report_render": ("flow/resources/report/*",),
-    "flow.handoff": ("flow/resources/handoff/*",),
+    "flow.handoff_archive": ("flow/resources/handoff/*.py", "flow/resources/handoff/*.txt"),   # tb/
+    "flow.handoff_docs": ("flow/resources/handoff/*.tmpl",),
     "flow.cosim_sim": ("rtl_sim/*/*.py",),
 }
 
