@@ -32,7 +32,7 @@ Outputs (``build/<run>/autoencoder/``):
 * ``eval.json`` (everything below per model and seed, and aggregated),
   ``comparison.csv`` (one row per model), ``training.csv`` (one row per model and
   seed: epochs, convergence, learning rate, time), ``cnn_check.json``,
-  ``plots/*.png``, ``history/<model>_seed<i>.csv``.
+  ``plots/*.png`` (captions in ``plots/captions.json``), ``history/<model>_seed<i>.csv``.
 
 Resuming: each model trains with Keras ``BackupAndRestore`` and its convergence
 state in the run's checkpoint directory (keyed by config and input hashes), so an

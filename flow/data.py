@@ -13,7 +13,7 @@
   (signed), ``gen_phi`` float32 (the event's leading generated particle, NaN
   when the input has none; files written before ``gen_phi`` existed lack it and
   still load); split by event (an event's wafers are all in one split);
-* ``plots/*.png``; ``stats.json`` (counts per split, drops by reason, reader
+* ``plots/*.png`` and their ``plots/captions.json``; ``stats.json`` (counts per split, drops by reason, reader
   and generator counters; no timings, so reruns are byte-identical).
 
 Wafer selection, in this order, each drop counted by reason: layer not in

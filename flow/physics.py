@@ -15,7 +15,8 @@ stage is then not an input and is not recorded as one).
 
 Outputs (``build/<run>/physics/``): ``results.json`` (every number), ``calibration.json``
 (layer weights, per-|eta| response and threshold-sum thresholds), ``summary.csv`` (one
-row per algorithm and budget), ``budget.json`` (bit accounting), ``plots/*.png``.
+row per algorithm and budget), ``budget.json`` (bit accounting), ``plots/*.png`` (captions
+in ``plots/captions.json``).
 """
 from __future__ import annotations
 
