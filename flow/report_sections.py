@@ -246,6 +246,8 @@ def dataset(up: Upstream, figs: Figures) -> Section:
     stj = st if isinstance(st, dict) else {}
     source = stj.get("source") or c.get("source")
     if source == "synthetic":
+        # the page still names the generator's old module (now flow.data_generator): kept so that
+        # the issue #15 refactoring leaves the report's bytes unchanged; update with the next page change
         src = (f"synthetic generator (flow.synth: electron showers + pileup), "
                f"{c.get('n_events', '?')} events in {c.get('n_files', '?')} ROOT files")
     elif source == "root":
