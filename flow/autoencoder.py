@@ -32,7 +32,7 @@ Outputs (``build/<run>/autoencoder/``):
 * ``eval.json`` (everything below per model and seed, and aggregated),
   ``comparison.csv`` (one row per model), ``training.csv`` (one row per model and
   seed: epochs, convergence, learning rate, time), ``cnn_check.json``,
-  ``plots/*.png``, ``history/<model>_seed<i>.csv``.
+  ``plots/*.png`` (captions in ``plots/captions.json``), ``history/<model>_seed<i>.csv``.
 
 Resuming: each model trains with Keras ``BackupAndRestore`` and its convergence
 state in the run's checkpoint directory (keyed by config and input hashes), so an
@@ -63,6 +63,7 @@ from .autoencoder_train import (
     subset,
     train_model,
 )
+from .captions import write_captions
 from .dataset import read_split, split_file
 from .encoder_file import write_encoder
 from .errors import ConfigError, FlowError, MismatchError, StageInputError
@@ -177,9 +178,25 @@ def _plt():
     return plt
 
 
+def caption(name: str) -> str:
+    """The caption of one of this stage's plots (written to ``plots/captions.json``)."""
+    band = "median over seeds, bootstrap error bars, min-max band over seeds"
+    fixed = {"emd_vs_occupancy.png": f"Median EMD(input, reconstruction) per model vs occupancy: {band}",
+             "emd_vs_eta.png": f"Median EMD(input, reconstruction) per model vs |eta|: {band}",
+             "emd_distribution.png": "EMD(input, reconstruction) distribution per model (seed 0)"}
+    if name in fixed:
+        return fixed[name]
+    if name.startswith("cnn_on_reconstructions_"):
+        model = name.removeprefix("cnn_on_reconstructions_").removesuffix(".png")
+        return (f"EMD CNN vs exact EMD on the {model} autoencoder's own (input, reconstruction) test pairs "
+                "(seed 0)")
+    return Path(name).stem
+
+
 def _plots(out: Path, agg: dict, per_model: dict) -> list[str]:
     """Median EMD vs occupancy and |eta|: median over seeds (points, bootstrap error
-    bars) with the min-max band over seeds; the EMD distribution of each model's seed 0."""
+    bars) with the min-max band over seeds; the EMD distribution of each model's seed 0.
+    Last, ``captions.json`` for every plot in ``out`` (the EMD-CNN checks' plots too)."""
     plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -217,6 +234,7 @@ def _plots(out: Path, agg: dict, per_model: dict) -> list[str]:
     fig.savefig(out / "emd_distribution.png", dpi=80)
     plt.close(fig)
     files.append("emd_distribution.png")
+    write_captions(out, {p.name: caption(p.name) for p in sorted(out.glob("*.png"))})
     return files
 
 

@@ -5,7 +5,7 @@ Subcommands: one per stage (see ``flow status``), ``train`` (= ``emd`` then
 config), ``status`` (which artifacts of a run are present, fresh or stale),
 ``deps`` (the code files each stage runs, see :mod:`flow.codehash`) and
 ``bench``.  A user error (bad config, missing or stale input, bad data,
-a stage not built yet, a bit-exactness mismatch) prints one clear message and
+a bit-exactness mismatch) prints one clear message and
 exits with code 2; a bug keeps its traceback.
 """
 from __future__ import annotations
@@ -31,8 +31,7 @@ def _parser() -> argparse.ArgumentParser:
                         metavar="KEY=VALUE", help="override a config key, e.g. data.n_events=100")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, st in STAGES.items():
-        sub.add_parser(name, parents=[common], help=st.summary
-                       + ("" if st.built else f" [not built yet: issue #{st.issue}]"))
+        sub.add_parser(name, parents=[common], help=st.summary)
     for name, stages in ALIASES.items():
         sub.add_parser(name, parents=[common], help=" then ".join(stages))
     c = sub.add_parser("config", parents=[common], help="show config keys or the resolved config")
@@ -58,10 +57,7 @@ def _status(cfg) -> int:
     t = Table(title=f"run '{cfg.name}' in {cfg.run_dir}", title_justify="left")
     for col in ("stage", "state", "built (UTC)", "wall s", "detail"):
         t.add_column(col)
-    for name, st in STAGES.items():
-        if not st.built:
-            t.add_row(name, "not built yet", "", "", f"issue #{st.issue}")
-            continue
+    for name in STAGES:
         man = load_manifest(cfg.stage_dir(name))
         if man is None:
             t.add_row(name, "missing", "", "", "")

@@ -52,8 +52,9 @@ RESOURCES: dict[str, tuple[str, ...]] = {
     "flow.convert_hls": ("flow/resources/hls/*",),
     "flow.hls_harness": ("flow/resources/hls/*",),    # the compile recipe of those sources (csim)
     "flow.rtl_encoder": ("flow/resources/rtl/*",),
-    "flow.report": ("flow/resources/report/*",),
-    "flow.handoff": ("flow/resources/handoff/*",),
+    "flow.report_render": ("flow/resources/report/*",),
+    "flow.handoff_archive": ("flow/resources/handoff/*.py", "flow/resources/handoff/*.txt"),   # tb/
+    "flow.handoff_docs": ("flow/resources/handoff/*.tmpl",),
     "flow.cosim_sim": ("rtl_sim/*/*.py",),
 }
 

@@ -161,7 +161,7 @@ class DataConfig(Section):
     tree: str = "FloatingpointThreshold0DummyHistomaxDummynTuple/HGCalTriggerNtuple"
     """Path of the TTree inside each file."""
     layout: Literal["auto", "per_tc", "per_wafer"] = "auto"
-    """Ntuple layout (econt.md section 7); ``auto`` detects it from the branches."""
+    """Ntuple layout (docs/reference.md section 7); ``auto`` detects it from the branches."""
     n_events: int = Field(1000, ge=1)
     """Synthetic events to generate (each gives many wafers)."""
     n_files: int = Field(1, ge=1)

@@ -35,7 +35,7 @@ from .vectors import KIND, KIND_NAMES, MAX_WORD, VECTOR_DTYPES, golden_vectors, 
 #: at most this fraction of cells is hit in a random sparse wafer
 SPARSE_MAX_OCCUPANCY = 0.3
 #: CALQ sums the ``sum_boundary`` vectors aim at: around 2^22, where the converter's
-#: normalisation shift saturates at 21 (econt.md section 4)
+#: normalisation shift saturates at 21 (docs/reference.md section 4)
 BOUNDARY_SUMS = ((1 << CALQ_BITS) - 1, 1 << CALQ_BITS, (1 << CALQ_BITS) + 1)
 #: cells the boundary search tunes exactly (two pairs of 128 x 128 word combinations)
 _TUNE_CELLS = 4

@@ -3,7 +3,7 @@
 ``run(ctx)`` writes into ``build/<run>/data/`` (contract, see ``docs/data.md``):
 
 * ``root/synthetic_NNN.root`` (``source: synthetic`` only): the generated
-  ntuples in the per-TC layout (:mod:`flow.synth`);
+  ntuples in the per-TC layout (:mod:`flow.data_generator`);
 * ``train.npz``, ``val.npz``, ``test.npz``: one row per wafer, arrays
   ``words`` uint8 (N, 48) 7-bit TC words (255 where the input has none),
   ``calq`` int32 (N, 48), ``aein`` uint8 (N, 48) ufixed<8,1> codes,
@@ -13,7 +13,7 @@
   (signed), ``gen_phi`` float32 (the event's leading generated particle, NaN
   when the input has none; files written before ``gen_phi`` existed lack it and
   still load); split by event (an event's wafers are all in one split);
-* ``plots/*.png``; ``stats.json`` (counts per split, drops by reason, reader
+* ``plots/*.png`` and their ``plots/captions.json``; ``stats.json`` (counts per split, drops by reason, reader
   and generator counters; no timings, so reruns are byte-identical).
 
 Wafer selection, in this order, each drop counted by reason: layer not in
@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import frontend, ntuple, synth
+from . import data_generator, frontend, ntuple
 from .atomic import atomic_write_bytes
+from .captions import write_captions
 from .dataset import NPZ_DTYPES, SPLITS, split_file, write_split
 from .errors import DataFormatError
 from .geometry import N_TC, to_8x8
@@ -155,6 +156,18 @@ def _hist(ax, values: dict[str, np.ndarray], bins, *, density=True, logy=False) 
     ax.legend(loc="upper right", fontsize="small", frameon=False)
 
 
+#: the captions of the plots (written beside them to ``plots/captions.json``)
+CAPTIONS = {
+    "occupancy.png": "Wafer occupancy (TCs above 1 MIP_T) per split",
+    "calq_sum.png": "Wafer CALQ sum per split",
+    "hottest_fraction.png": "Hottest-TC fraction of the wafer CALQ sum",
+    "eta.png": "Wafer |eta| per split",
+    "layer.png": "Wafer layer per split",
+    "occupancy_map.png": "Average 8x8 (encoding A) maps: P(TC > 1 MIP_T) and mean AEin",
+    "occupancy_vs_eta.png": "Occupancy vs |eta|: electron-shower and pileup-only wafers",
+}
+
+
 def make_plots(plot_dir: Path, splits: dict[str, dict[str, np.ndarray]], source: str) -> list[str]:
     import matplotlib.pyplot as plt
     import mplhep as hep
@@ -266,6 +279,7 @@ def make_plots(plot_dir: Path, splits: dict[str, dict[str, np.ndarray]], source:
                 ax.legend(loc="upper left", fontsize="small", frameon=False)
             _label(ax, source, n_all)
             save(fig, "occupancy_vs_eta.png")
+    write_captions(plot_dir, {n: CAPTIONS[n] for n in written})
     return written
 
 
@@ -290,7 +304,7 @@ def run(ctx) -> None:
     gen_stats = None
     timings: dict[str, float] = {}
     if s.source == "synthetic":
-        paths, gstats = synth.write_ntuples(s, out / "root", ctx.seed, progress=True)
+        paths, gstats = data_generator.write_ntuples(s, out / "root", ctx.seed, progress=True)
         gen_stats = gstats.as_dict()
         timings["generate_s"] = time.perf_counter() - t0
         layout = "per_tc"
@@ -394,12 +408,12 @@ def bench(cfg, workdir: Path, min_seconds: float = 3.0) -> dict[str, float]:
     while (acc["write_t"] < min_seconds or rounds == 0) and rounds < 50:
         t, c = time.perf_counter(), time.process_time()
         for c0 in range(0, n, s.chunk_size):
-            _, _, cst = synth.generate_chunk(s, 1000 + rounds, c0, c0, min(s.chunk_size, n - c0))
+            _, _, cst = data_generator.generate_chunk(s, 1000 + rounds, c0, c0, min(s.chunk_size, n - c0))
             acc["gen_w"] += cst.wafers_written
         acc["gen_t"] += time.perf_counter() - t
         acc["gen_c"] += time.process_time() - c
         t, c = time.perf_counter(), time.process_time()
-        rp, wst = synth.write_ntuples(s, workdir / f"bench_{rounds}", 1000 + rounds,
+        rp, wst = data_generator.write_ntuples(s, workdir / f"bench_{rounds}", 1000 + rounds,
                                       progress=False, n_events=n)
         acc["write_t"] += time.perf_counter() - t
         acc["write_c"] += time.process_time() - c

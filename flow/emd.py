@@ -16,9 +16,10 @@ Steps (each documented in ``docs/emd.md``):
 4. **evaluation** on the held-out pairs (``eval.json``, ``plots/*.png``) and
    the frozen model ``emd_cnn.keras`` + ``emd_cnn.json``.
 
-API for other stages (re-exported here): :func:`load_emd_cnn`,
-:func:`emd_loss`, :func:`make_ae_pairs`, :func:`emd`, :func:`emd_pairs`,
-:func:`label_pairs`, :func:`ray_session`; and :func:`bench` for ``make bench``.
+Other code imports the frozen model's API from :mod:`flow.emd_cnn`
+(:func:`~flow.emd_cnn.load_emd_cnn`, :func:`~flow.emd_cnn.emd_loss`), the pair
+sets from :mod:`flow.emd_data` and the exact EMD from :mod:`flow.emd_exact`;
+this module holds the stage and :func:`bench` for ``make bench``.
 """
 from __future__ import annotations
 
@@ -37,11 +38,10 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_dir, atomic_write_json
-from .emd_cnn import (  # noqa: F401 - re-exported API
+from .emd_cnn import (
     Arch,
     TrainParams,
     build_emd_cnn,
-    emd_loss,
     enable_determinism,
     load_emd_cnn,
     predict,
@@ -50,16 +50,15 @@ from .emd_cnn import (  # noqa: F401 - re-exported API
     to_inputs,
     train_model,
 )
-from .emd_data import (  # noqa: F401 - make_ae_pairs re-exported
+from .emd_data import (
     load_pairs,
     load_wafers,
-    make_ae_pairs,
     make_pair_set,
     save_pairs,
     split_wafers,
 )
 from .emd_eval import evaluate, plot, rel_metrics
-from .emd_exact import EmptyWaferError, emd, emd_pairs, label_pairs, normalise, ray_session, throughput  # noqa: F401
+from .emd_exact import label_pairs, normalise, ray_session, throughput
 from .errors import GeneratorError
 
 #: bump when the pair sampling or labelling changes (invalidates the label cache)

@@ -1,4 +1,4 @@
-"""The EMD CNN (``econt.md`` section 6; Shenoy et al. 2023, section 3).
+"""The EMD CNN (``docs/reference.md`` section 6; Shenoy et al. 2023, section 3).
 
 Inputs: two wafers in encoding B (4x4x3, channel = readout chip), each
 normalised to unit sum.  Body ``g``::
@@ -150,7 +150,7 @@ def save_emd_cnn(model, path: str | Path, info: dict[str, Any] | None = None) ->
         "output": {"shape": [None, 1], "meaning": "EMD in ground-distance units "
                    "(neighbouring TCs of ROC 0/1 are 2.0 apart), symmetric in the two inputs"},
         "from_tc_order": "x.reshape(N, 3, 4, 4).transpose(0, 2, 3, 1) (flow.geometry.to_4x4x3)",
-        "loader": "flow.emd.load_emd_cnn(path); as a loss: flow.emd.emd_loss(model)",
+        "loader": "flow.emd_cnn.load_emd_cnn(path); as a loss: flow.emd_cnn.emd_loss(model)",
     }
     meta.update(info or {})
     atomic_write_json(path.with_suffix(".json"), meta)

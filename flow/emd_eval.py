@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .captions import write_captions
+
 EMD_EDGES = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 14.0]
 OCC_EDGES = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 49.0]
 
@@ -65,8 +67,18 @@ def evaluate(pred, true, occ_a, occ_b, *, min_emd: float) -> dict:
     }
 
 
+#: the captions of the evaluation plots (written beside them to ``captions.json``)
+CAPTIONS = {
+    "rel_diff.png": "EMD CNN resolution: (EMD CNN - exact EMD) / exact EMD on the test pairs",
+    "pred_vs_true.png": "EMD CNN vs exact EMD on the test pairs",
+    "resolution_vs_emd.png": "Relative difference (mean, std) vs exact EMD",
+    "resolution_vs_occupancy.png": "Relative difference (mean, std) vs pair occupancy",
+}
+
+
 def plot(pred, true, occ_a, occ_b, out_dir: str | Path, *, min_emd: float, title: str = "") -> list[Path]:
-    """Write the evaluation plots (PNG) into ``out_dir``; return their paths."""
+    """Write the evaluation plots (PNG) and their ``captions.json`` into ``out_dir``;
+    return the plots' paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,6 +132,7 @@ def plot(pred, true, occ_a, occ_b, out_dir: str | Path, *, min_emd: float, title
         ax.set_ylabel("relative difference [%]")
         ax.legend()
         paths.append(_save(fig, ax, title, out_dir / name))
+    write_captions(out_dir, {p.name: CAPTIONS[p.name] for p in paths})
     return paths
 
 

@@ -1,4 +1,4 @@
-"""Exact Earth Mover's Distance between wafers (``econt.md`` section 2).
+"""Exact Earth Mover's Distance between wafers (``docs/reference.md`` section 2).
 
 ``EMD(x, y) = ot.emd2(x / sum(x), y / sum(y), M)`` with ``M`` the 48x48
 Euclidean distance between trigger-cell centres

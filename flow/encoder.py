@@ -1,6 +1,6 @@
 """The ECON-T encoder: number formats, QKeras model, integer golden model, register image.
 
-Architecture (``econt.md`` section 5; fixed in the ASIC, weights reprogrammable)::
+Architecture (``docs/reference.md`` section 5; fixed in the ASIC, weights reprogrammable)::
 
     AEin 8x8x1 ufixed<8,1>
       -> Conv2D 8 filters 3x3 stride 2 'same' (pad one row/column bottom/right) -> 4x4x8
@@ -23,10 +23,12 @@ import numpy as np
 
 from .errors import InputRangeError, ShapeError, describe_values
 from .fixedpoint import FixedFormat, requantize, to_code
+from .frontend import AEIN_FMT
 from .geometry import N_TC, to_8x8
 
-#: AEin, the encoder input: ufixed<8,1> (codes 0..255, value code/128).
-INPUT_FMT = FixedFormat(8, 1, signed=False, rounding="RND_CONV", overflow="SAT")
+#: AEin, the encoder input: the front end's output format, ufixed<8,1> (defined once, in
+#: :data:`flow.frontend.AEIN_FMT`).
+INPUT_FMT = AEIN_FMT
 #: every weight and bias: 6-bit signed, 5 fractional bits, [-1, 31/32].
 WEIGHT_FMT = FixedFormat(6, 1, signed=True, rounding="RND_CONV", overflow="SAT")
 #: ReLU after the convolution: ufixed<8,1>.

@@ -29,10 +29,6 @@ class StageInputError(FlowError):
     """A stage's input (a previous stage's output) is missing or stale."""
 
 
-class NotBuiltError(FlowError):
-    """The stage exists in the flow's plan but is not implemented yet."""
-
-
 class DataFormatError(FlowError, ValueError):
     """A data file does not have the layout the reader expects."""
 

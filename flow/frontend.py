@@ -1,4 +1,4 @@
-"""Bit-exact integer model of the ECON-T front end (``econt.md`` section 4).
+"""Bit-exact integer model of the ECON-T front end (``docs/reference.md`` section 4).
 
 Data path for one wafer (48 trigger cells, one bunch crossing)::
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputRangeError, ShapeError, describe_values
+from .fixedpoint import FixedFormat
 from .geometry import N_TC
 
 #: bits of a trigger-cell word: 4-bit exponent, 3-bit mantissa.
@@ -27,10 +28,15 @@ CAL_BITS, CAL_FRAC_BITS = 12, 11
 CAL_UNITY = 1 << CAL_FRAC_BITS
 #: CALQ: 22-bit unsigned.
 CALQ_BITS = 22
-#: AEin: ufixed<8,1> (codes 0..255, value = code / 128).
-AEIN_BITS, AEIN_FRAC_BITS = 8, 7
+#: AEin, the encoder input: ufixed<8,1> (codes 0..255, value = code / 128).  The one
+#: definition of the format in Python: the encoder (``encoder.INPUT_FMT``), the hls4ml
+#: conversion, the RTL generators and the handoff take it from here.  The converter
+#: below floors and saturates; RND_CONV/SAT are the modes of the encoder's input
+#: quantizer (QKeras, hls4ml), which leaves these codes unchanged.
+AEIN_FMT = FixedFormat(8, 1, signed=False, rounding="RND_CONV", overflow="SAT")
+AEIN_BITS, AEIN_FRAC_BITS = AEIN_FMT.width, AEIN_FMT.frac_bits
 #: the converter's normalisation shift saturates here (CALQ is 22 bits wide):
-#: module sums of 2^22 and above are divided by 2^21 (econt.md section 4; the
+#: module sums of 2^22 and above are divided by 2^21 (docs/reference.md section 4; the
 #: public ECON-T converter model, a Catapult C++ build of the ASIC block).
 NORM_SHIFT_MAX = CALQ_BITS - 1
 #: module sum: 9-bit float, 5-bit exponent + 4-bit mantissa.

@@ -1,4 +1,4 @@
-"""Reader of HGCAL trigger ntuples (econt.md section 7) -> wafers.
+"""Reader of HGCAL trigger ntuples (docs/reference.md section 7) -> wafers.
 
 Two public layouts are understood, both with the tree at a configurable path
 (usually inside a TDirectory):

@@ -15,7 +15,8 @@ stage is then not an input and is not recorded as one).
 
 Outputs (``build/<run>/physics/``): ``results.json`` (every number), ``calibration.json``
 (layer weights, per-|eta| response and threshold-sum thresholds), ``summary.csv`` (one
-row per algorithm and budget), ``budget.json`` (bit accounting), ``plots/*.png``.
+row per algorithm and budget), ``budget.json`` (bit accounting), ``plots/*.png`` (captions
+in ``plots/captions.json``).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import numpy as np
 from . import physics_algorithms as A
 from . import physics_reco as R
 from .atomic import atomic_write_bytes, atomic_write_json
+from .captions import write_captions
 from .dataset import read_split, split_file
 from .errors import StageInputError
 
@@ -147,7 +149,7 @@ def run(ctx) -> None:
                               f"data.source is {cfg.data.source!r} and the split files carry no "
                               "per-TC positions (docs/physics.md, 'Limits'); expected "
                               "data.source: synthetic")
-    from .synth import detector_from
+    from .data_generator import detector_from
 
     det = detector_from(cfg.data)
     drop = cfg.data.drop
@@ -328,9 +330,19 @@ def run(ctx) -> None:
 
 
 # ------------------------------------------------------------------ plots
+def caption(name: str) -> str:
+    """The caption of one of this stage's plots (written to ``plots/captions.json``)."""
+    if name == "resolution_emd_vs_elinks.png":
+        return ("Electron resolution (integrated, generated pT above the cut) and median exact EMD vs "
+                "eLink budget")
+    e = name.removeprefix("resolution_vs_eta_").removesuffix("elinks.png")
+    return f"Electron effective resolution vs |eta| at {e} eLinks, and its ratio to uncompressed CALQ"
+
+
 def make_plots(plot_dir: Path, algorithms: list[str], elinks: list[int], results: dict) -> list[str]:
     """Resolution vs |eta| per budget (the paper's Fig. 7, plus the ratio to the
-    uncompressed reference), and integrated resolution and median EMD vs budget."""
+    uncompressed reference), and integrated resolution and median EMD vs budget;
+    their captions in ``plots/captions.json``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -401,6 +413,7 @@ def make_plots(plot_dir: Path, algorithms: list[str], elinks: list[int], results
     name = "resolution_emd_vs_elinks.png"
     fig.savefig(plot_dir / name, dpi=80, metadata={"Software": None})
     written.append(name)
+    write_captions(plot_dir, {n: caption(n) for n in written})
     return written
 
 

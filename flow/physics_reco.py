@@ -3,7 +3,7 @@
 Chain, per algorithm and eLink budget (``docs/physics.md``):
 
 1. **Positions.**  Every TC gets its global centre from the synthetic
-   generator's geometry (:class:`flow.synth.Detector`: wafer ``(u, v)`` lattice,
+   generator's geometry (:class:`flow.data_generator.Detector`: wafer ``(u, v)`` lattice,
    the 48 TC centres of a wafer, ``|z|`` of the layer; ``z`` signed by the
    wafer's ``zside``).  Real ntuples would need their ``tc_x/y/z`` branches,
    which the data stage's split files do not carry (see ``docs/physics.md``).

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
-import importlib.util
 import os
 import shutil
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from .atomic import replace_dir
 from .codehash import stage_code
-from .errors import FlowError, NotBuiltError
+from .errors import FlowError
 from .host import pin_numerics
 from .manifest import StageContext, finish, verify
 
@@ -39,7 +38,6 @@ from .manifest import StageContext, finish, verify
 class Stage:
     name: str
     upstream: tuple[str, ...]
-    issue: int
     summary: str
 
     @property
@@ -54,27 +52,23 @@ class Stage:
     def module(self) -> str:
         return f"flow.{self.name}"
 
-    @property
-    def built(self) -> bool:
-        return importlib.util.find_spec(self.module) is not None
-
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
-    Stage("data", (), 4, "wafers from ROOT ntuples (synthetic by default) -> dataset splits"),
-    Stage("emd", ("data",), 5, "exact EMD labels (POT) and the EMD CNN"),
-    Stage("autoencoder", ("data", "emd"), 6, "quantized encoder trained with the EMD-CNN loss"),
-    Stage("convert", ("data", "autoencoder"), 7, "hls4ml projects and golden test vectors"),
-    Stage("csim", ("convert",), 7, "hls4ml C simulation vs golden model"),
-    Stage("rtl", ("autoencoder",), 8, "Verilog of the ECON-T block"),
-    Stage("cosim", ("autoencoder", "rtl", "convert"), 8,
+    Stage("data", (), "wafers from ROOT ntuples (synthetic by default) -> dataset splits"),
+    Stage("emd", ("data",), "exact EMD labels (POT) and the EMD CNN"),
+    Stage("autoencoder", ("data", "emd"), "quantized encoder trained with the EMD-CNN loss"),
+    Stage("convert", ("data", "autoencoder"), "hls4ml projects and golden test vectors"),
+    Stage("csim", ("convert",), "hls4ml C simulation vs golden model"),
+    Stage("rtl", ("autoencoder",), "Verilog of the ECON-T block"),
+    Stage("cosim", ("autoencoder", "rtl", "convert"),
           "cocotb/Verilator cosimulation and Yosys resources"),
     # physics also reads "autoencoder" when physics.autoencoder is true (flow.physics.run
     # verifies it and records it as an upstream, so staleness still propagates)
-    Stage("physics", ("data",), 16,
+    Stage("physics", ("data",),
           "electron trigger resolution per output algorithm and eLink budget"),
-    Stage("report", ("data", "emd", "autoencoder", "convert", "csim", "rtl", "cosim"), 9,
+    Stage("report", ("data", "emd", "autoencoder", "convert", "csim", "rtl", "cosim"),
           "HTML/Markdown report of the run"),
-    Stage("handoff", ("autoencoder", "convert", "rtl", "cosim"), 9,
+    Stage("handoff", ("autoencoder", "convert", "rtl", "cosim"),
           "archive for ASIC engineers: RTL, register images, vectors, testbench"),
 ]}
 
@@ -93,10 +87,6 @@ def resolve(name: str) -> tuple[str, ...]:
 def run_stage(cfg, name: str, *, echo=print) -> dict:
     """Run one stage and return its manifest."""
     stage = STAGES[name]
-    if not stage.built:
-        raise NotBuiltError(f"stage '{name}' ({stage.summary}) is not built yet: there is no "
-                            f"module {stage.module} (tracked in issue #{stage.issue}). "
-                            "Nothing was run and nothing was written.")
     pin_numerics()  # before a stage module imports TensorFlow (the CLI has done it already)
     upstream = {up: verify(cfg, up) for up in stage.upstream}
     code = stage_code(name)  # the code as the stage imports it (before it can change under us)

@@ -39,7 +39,7 @@ def test_outputs_and_metrics(run):
     for rel in ("encoder.h5", "decoder.h5", "weights.bin", "encoder.json", "weights.mem", "weights.npz",
                 "golden_check.json", "eval.json", "comparison.csv", "training.csv", "cnn_check.json",
                 "plots/emd_vs_occupancy.png", "plots/emd_vs_eta.png", "plots/emd_distribution.png",
-                "plots/cnn_on_reconstructions_emd_cnn.png"):
+                "plots/cnn_on_reconstructions_emd_cnn.png", "plots/captions.json"):
         assert rel in man["outputs"], rel
     models = [*cfg.autoencoder.losses, "emd_cnn+cond"]
     for name in models:

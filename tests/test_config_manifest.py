@@ -10,9 +10,9 @@ from fakes import fake_stage
 from pydantic import ValidationError
 
 from flow import config as C
-from flow.errors import ConfigError, FlowError, NotBuiltError, StageInputError
+from flow.errors import ConfigError, FlowError, StageInputError
 from flow.manifest import MANIFEST, verify
-from flow.stages import STAGES, run_stage
+from flow.stages import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -220,19 +220,6 @@ def test_upstream_path_of_unknown_output_is_clear(tmp_path, monkeypatch):
     run_stage(cfg, "data", echo=lambda *a: None)
     with pytest.raises(StageInputError, match=r"did not produce 'x.npz'.*a.txt"):
         verify(cfg, "data").path("x.npz")
-
-
-def test_unbuilt_stage_is_a_clear_error(tmp_path, monkeypatch):
-    """A registered stage without its module (a stage planned in an issue) stops with an
-    error naming the issue, and writes nothing."""
-    from flow.stages import Stage
-
-    monkeypatch.setitem(STAGES, "future", Stage("future", ("data",), 99, "a planned stage"))
-    assert not STAGES["future"].built
-    cfg = C.parse_config({"name": "t", "workdir": str(tmp_path)})
-    with pytest.raises(NotBuiltError, match=r"not built yet.*issue #99.*Nothing was run"):
-        run_stage(cfg, "future")
-    assert not (tmp_path / "t" / "future").exists()
 
 
 def test_cli_errors_exit_2_with_message(tmp_path):

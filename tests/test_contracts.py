@@ -222,6 +222,24 @@ def test_vector_files_deterministic_round_trip_and_errors(tmp_path):
 
 
 # ============================================================ encoder.json
+def test_captions_file_round_trip_and_errors(tmp_path):
+    from flow.captions import read_captions, write_captions
+    from flow.errors import DataFormatError
+
+    caps = {"b.png": "second", "a.png": "first |eta|"}
+    p = write_captions(tmp_path, caps)
+    assert p == tmp_path / "captions.json" and read_captions(p) == caps
+    first = p.read_bytes()
+    write_captions(tmp_path, dict(reversed(caps.items())))
+    assert p.read_bytes() == first   # deterministic bytes
+    p.write_text("[1, 2]")
+    with pytest.raises(DataFormatError, match="expected a JSON object.*got list"):
+        read_captions(p)
+    p.write_text("{")
+    with pytest.raises(DataFormatError, match="invalid JSON"):
+        read_captions(p)
+
+
 def test_encoder_json_round_trip_and_mismatch(tmp_path):
     w = E.EncoderWeights.random(5)
     rec = write_encoder(tmp_path, w, 7)

@@ -120,7 +120,7 @@ def test_corner_set_content():
 
 # ---------------------------------------------- sums around the shift saturation
 def _ref_calq_sums(words, drop, cal):
-    """CALQ sums from econt.md section 4 in plain Python ints (no flow code)."""
+    """CALQ sums from docs/reference.md section 4 in plain Python ints (no flow code)."""
     out = []
     for row in np.asarray(words).tolist():
         total = 0

@@ -9,6 +9,7 @@ import pytest
 import uproot
 
 from flow import data, dataset, frontend
+from flow.captions import read_captions
 from flow.config import parse_config
 from flow.errors import ConfigError, DataFormatError
 from flow.geometry import N_TC
@@ -41,6 +42,10 @@ def test_outputs_and_manifest(built):
                                       "eta.png", "layer.png", "occupancy_map.png",
                                       "occupancy_vs_eta.png")}
     assert expect <= outputs
+    # each plot's caption is written beside it, for the report
+    caps = read_captions(out / "plots" / "captions.json")
+    assert {f"plots/{n}" for n in caps} == {o for o in outputs if o.endswith(".png")}
+    assert caps["eta.png"] == "Wafer |eta| per split"
     stats = json.loads((out / "stats.json").read_text())
     m = man["metrics"]
     assert stats["wafers_kept"] == m["wafers_kept"] == sum(m["wafers"].values())

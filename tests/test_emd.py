@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 from flow import config as C  # noqa: E402
 from flow import emd as E  # noqa: E402
 from flow.atomic import replace_dir  # noqa: E402
-from flow.emd_cnn import Arch, TrainingInterrupted, TrainParams, tc_to_b_tf  # noqa: E402
+from flow.emd_cnn import Arch, TrainingInterrupted, TrainParams, emd_loss, tc_to_b_tf  # noqa: E402
 from flow.emd_data import make_ae_pairs, sample_pairs, split_wafers  # noqa: E402
 from flow.emd_exact import EmptyWaferError, emd, emd_pairs, label_pairs, normalise, ray_session  # noqa: E402
 from flow.geometry import TC_ROC, ground_distance, to_4x4x3, to_8x8  # noqa: E402
@@ -114,7 +114,7 @@ def test_unit_charge_moved_costs_the_ground_distance(roc):
 
 
 def test_closest_cells_across_rocs():
-    # the 1.80 of econt.md is the distance across a ROC boundary (e.g. TC 0 and 31)
+    # the 1.80 quoted in docs/reference.md section 1 is the distance across a ROC boundary (e.g. TC 0 and 31)
     a, b = np.zeros(48), np.zeros(48)
     a[0], b[31] = 1.0, 1.0
     assert emd(a, b) == pytest.approx(M[0, 31], rel=1e-12)
@@ -217,11 +217,11 @@ def test_cnn_is_symmetric_and_reloads_identically(tmp_path):
     loaded = E.load_emd_cnn(path)
     assert np.array_equal(model.predict([xa, xb], verbose=0), loaded.predict([xa, xb], verbose=0))
     # the loss: TC-order tensors of any scale, normalised and reordered in TF
-    loss = E.emd_loss(loaded)
+    loss = emd_loss(loaded)
     got = loss(tf.constant(a * 9.0, tf.float32), tf.constant(b, tf.float32)).numpy()
     assert got.shape == (64,)
     np.testing.assert_allclose(got, pab, rtol=1e-5, atol=1e-5)
-    img = loss_8x8 = E.emd_loss(loaded, layout="8x8")
+    img = loss_8x8 = emd_loss(loaded, layout="8x8")
     got8 = img(tf.constant(to_8x8(a)[..., None], tf.float32), tf.constant(to_8x8(b), tf.float32)).numpy()
     np.testing.assert_allclose(got8, pab, rtol=1e-5, atol=1e-5)
     yp = tf.Variable(b, dtype=tf.float32)
@@ -288,7 +288,7 @@ def test_stage_end_to_end(tmp_path, ray_up):
     out = cfg.stage_dir("emd")
     for f in ("pairs_train.npz", "pairs_val.npz", "pairs_test.npz", "emd_cnn.keras", "emd_cnn.json",
               "eval.json", "grid.json", "history.json", "plots/rel_diff.png", "plots/pred_vs_true.png",
-              "plots/resolution_vs_emd.png", "plots/resolution_vs_occupancy.png"):
+              "plots/resolution_vs_emd.png", "plots/resolution_vs_occupancy.png", "plots/captions.json"):
         assert f in man["outputs"], f
     verify(cfg, "emd")
     tr, va = np.load(out / "pairs_train.npz"), np.load(out / "pairs_val.npz")

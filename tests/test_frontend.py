@@ -1,4 +1,7 @@
 """The bit-exact ECON-T front end against worked examples and a scalar reference."""
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -6,7 +9,7 @@ from flow import frontend as fe
 from flow.errors import InputRangeError, ShapeError
 
 
-# ---- an independent scalar transcription of econt.md section 4 (plain Python ints)
+# ---- an independent scalar transcription of docs/reference.md section 4 (plain Python ints)
 def ref_decode(word: int, drop: int) -> int:
     e, m = word >> 3, word & 7
     d = m if e == 0 else (8 + m) << (e - 1)
@@ -29,7 +32,7 @@ def ref_normalise(calq: list[int]) -> list[int]:
     total = sum(calq)
     if total == 0:
         return [0] * len(calq)
-    k = min(total.bit_length() - 1, 21)  # the shift saturates at 21 (econt.md section 4)
+    k = min(total.bit_length() - 1, 21)  # the shift saturates at 21 (docs/reference.md section 4)
     return [min((128 * c) >> k, 255) for c in calq]
 
 
@@ -222,3 +225,20 @@ def test_occupancy():
     occ = fe.occupancy(calq, np.array([0.0, np.arccosh(2.0)]))
     assert occ.tolist() == [5, 5]
     assert fe.occupancy(calq, np.array([np.arccosh(2.0), np.arccosh(4.0)])).tolist() == [0, 0]
+
+
+def test_the_aein_format_is_defined_once():
+    """Python code takes AEin from frontend.AEIN_FMT; the hand-written HLS and Verilog front
+    ends, which cannot import it, are checked against it."""
+    from flow import encoder, rtl_encoder
+    from flow.frontend import AEIN_BITS, AEIN_FMT, AEIN_FRAC_BITS
+
+    assert encoder.INPUT_FMT is AEIN_FMT
+    assert (AEIN_FMT.width, AEIN_FMT.int_bits, AEIN_FMT.signed) == (8, 1, False)
+    assert rtl_encoder.AEIN_BITS == AEIN_BITS and AEIN_FRAC_BITS == AEIN_FMT.frac_bits == 7
+    res = Path(__file__).resolve().parents[1] / "flow" / "resources"
+    hls = (res / "hls" / "econt_frontend.h").read_text()
+    assert re.search(rf"typedef u<{AEIN_BITS}> aein_code_t;", hls)
+    v = (res / "rtl" / "econt_frontend.v").read_text()
+    assert re.search(rf"parameter integer AEIN_BITS\s*= {AEIN_BITS},", v)
+    assert re.search(rf"parameter integer AEIN_FRAC\s*= {AEIN_FRAC_BITS},", v)

@@ -87,7 +87,8 @@ def test_ground_distance_values():
     assert m[16, 20] == pytest.approx(2.0, abs=1e-4)
     assert m[0, 4] == pytest.approx(2.0, abs=1e-4)
     # within every ROC, nearest neighbours are 2.0 apart; the 1.80 pairs straddle a ROC border
-    # (econt.md attributes 1.80 to ROC 2; the coordinates say it is the cross-border spacing)
+    # (the source quoted in docs/reference.md section 1 attributes 1.80 to ROC 2; the coordinates
+    # say it is the cross-border spacing)
     for r in range(3):
         blk = m[16 * r:16 * r + 16, 16 * r:16 * r + 16][~np.eye(16, dtype=bool)]
         assert blk.min() == pytest.approx(2.0, abs=1e-4)

@@ -15,7 +15,7 @@ from fakes import fake_stage
 from test_cosim import fake_upstream
 
 from flow import config as C
-from flow import handoff
+from flow import handoff, handoff_archive, handoff_check
 from flow.encoder import EncoderWeights, golden_encode
 from flow.errors import MismatchError, StageInputError
 from flow.frontend import FrontEnd
@@ -85,25 +85,26 @@ def _members(archive: Path) -> dict[str, bytes]:
 # ------------------------------------------------------------------- pure
 def test_select_spreads_evenly_over_kinds():
     kind = np.array([0] * 1000 + [1] + [2] * 50 + [3] * 400 + [4] * 2)
-    idx = handoff.select(kind, 200)
+    idx = handoff_archive.select(kind, 200)
     assert len(idx) == 200 and np.all(np.diff(idx) > 0)
     counts = np.bincount(kind[idx], minlength=5)
     assert counts[1] == 1 and counts[4] == 2 and counts[2] == 50       # small kinds whole
     assert abs(int(counts[0]) - int(counts[3])) <= 1                     # the rest in equal shares
-    assert np.array_equal(idx, handoff.select(kind, 200))                # deterministic
-    assert len(handoff.select(kind, 0)) == len(kind) == len(handoff.select(kind, 10 ** 6))
+    assert np.array_equal(idx, handoff_archive.select(kind, 200))                # deterministic
+    assert len(handoff_archive.select(kind, 0)) == len(kind) == len(handoff_archive.select(kind, 10 ** 6))
 
 
 def test_tar_gz_is_deterministic_and_normalised():
     files = {"b/x.txt": b"x", "a.md": b"a", "tb/run.py": b"print(1)\n"}
-    one = handoff.tar_gz("top", files)
-    assert one == handoff.tar_gz("top", dict(reversed(list(files.items()))))
+    one = handoff_archive.tar_gz("top", files)
+    assert one == handoff_archive.tar_gz("top", dict(reversed(list(files.items()))))
     assert one[:2] == b"\x1f\x8b" and one[3] == 0 and one[4:8] == b"\0\0\0\0"   # no name, mtime 0
     with tarfile.open(fileobj=io.BytesIO(one), mode="r:gz") as tar:
         ms = tar.getmembers()
     assert [m.name for m in ms] == sorted(m.name for m in ms)
     assert {m.name.split("/")[0] for m in ms} == {"top"}
-    assert all(m.mtime == handoff.ARCHIVE_MTIME and m.uid == 0 and m.gid == 0 and not m.uname for m in ms)
+    assert all(m.mtime == handoff_archive.ARCHIVE_MTIME and m.uid == 0 and m.gid == 0 and not m.uname
+               for m in ms)
     modes = {m.name: m.mode for m in ms}
     assert modes["top/tb/run.py"] == 0o755 and modes["top/a.md"] == 0o644 and modes["top/b"] == 0o755
 
@@ -208,7 +209,7 @@ def test_self_check_ran_the_unpacked_testbench_without_flow(handoff_run):
                                                      "reset_midstream", "defaults"}
     assert rep["flavours"]["prog"]["checks"]["latency"]["latency_cycles"] == 2
     # the environment it ran in really cannot import flow
-    env = handoff.blocked_env(cfg.run_dir / ".blocked")
+    env = handoff_check.blocked_env(cfg.run_dir / ".blocked")
     r = subprocess.run([sys.executable, "-c", "import flow"], env=env, cwd="/", capture_output=True,
                        text=True)
     assert r.returncode != 0 and "must not be imported" in r.stderr
@@ -246,7 +247,7 @@ def test_corrupted_expected_vector_fails_the_shipped_testbench(handoff_run, tmp_
     bad = orig ^ (1 << (9 * j + 2))
     lines[n_comment + k] = f"{bad:036x}"
     hexf.write_text("\n".join(lines) + "\n")
-    env = handoff.blocked_env(tmp_path / "block")
+    env = handoff_check.blocked_env(tmp_path / "block")
     r = subprocess.run([sys.executable, "tb/run.py", "--flavour", "const", "--set", "nominal",
                         "--bubbles", "0", "--defaults", "0", "--out", str(tmp_path / "res")],
                        cwd=root, env=env, capture_output=True, text=True, timeout=900)

@@ -9,9 +9,10 @@ import pytest
 from flow import frontend
 from flow import physics_algorithms as A
 from flow import physics_reco as R
+from flow.captions import read_captions
+from flow.data_generator import Detector
 from flow.errors import InputRangeError, StageInputError
 from flow.geometry import N_TC
-from flow.synth import Detector
 
 
 def _wafers(seed: int = 1, n: int = 400) -> np.ndarray:
@@ -43,7 +44,7 @@ def test_float_codes_match_the_front_end_and_decode_to_their_bin():
         mid = A.decode_float(codes, e, m)
         np.testing.assert_array_equal(A.encode_float(mid, e, m), codes)   # midpoint in its bin
         assert np.all(np.diff(mid) > 0)
-    assert int(A.encode_float(100, 5, 4)) == 57            # econt.md example
+    assert int(A.encode_float(100, 5, 4)) == 57            # docs/reference.md section 4 example
     assert int(A.encode_float(2 ** 40, 4, 3)) == 127       # saturates to all ones
 
 
@@ -428,6 +429,7 @@ def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
     out = cfg.stage_dir("physics")
     assert (out / "summary.csv").read_text().count("\n") == 1 + 4 * len(m["algorithms"])
     assert all((out / "plots" / p).is_file() for p in m["plots"])
+    assert set(read_captions(out / "plots" / "captions.json")) == set(m["plots"])
     # the autoencoder stage is a recorded input: rebuilding it makes physics stale
     assert set(man["upstream"]) == {"data", "autoencoder"}
     run_stage(cfg, "autoencoder", echo=quiet)

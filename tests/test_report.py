@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 from fakes import fake_stage
 
+from flow import autoencoder as autoencoder_stage
 from flow import config as C
-from flow import tools
+from flow import data as data_stage
+from flow import emd_eval, tools
+from flow import physics as physics_stage
+from flow.captions import write_captions
 from flow.manifest import sha256_file
 from flow.stages import run_stage
 
@@ -73,6 +77,7 @@ def fake_upstream(mp, *, yosys=True, eta_plot=True, kr=True, stats=True, grid=Tr
         names = ["occupancy.png", "eta.png", "occupancy_map.png"]
         for n in names:
             _write(ctx.out / "plots" / n, png)
+        write_captions(ctx.out / "plots", {n: data_stage.CAPTIONS[n] for n in names})  # as the stage does
         if stats:
             _write(ctx.out / "stats.json", {
                 "source": "synthetic", "layout": "per_tc", "events_read": 15000, "plots": names,
@@ -89,8 +94,10 @@ def fake_upstream(mp, *, yosys=True, eta_plot=True, kr=True, stats=True, grid=Tr
                             "occupancy_mean": 2.9512, "shower_containment": 0.9903955985130543})
 
     def emd(ctx):
-        for n in ("rel_diff.png", "pred_vs_true.png"):
+        names = ["rel_diff.png", "pred_vs_true.png"]
+        for n in names:
             _write(ctx.out / "plots" / n, png)
+        write_captions(ctx.out / "plots", {n: emd_eval.CAPTIONS[n] for n in names})
         split = {"relative": _rel(0.0037637, 0.0308400, 30000), "true_emd": {"mean": 5.437, "median": 5.24},
                  "definition": "r = (pred - true) / true over pairs with true EMD >= min_emd",
                  "by_true_emd": [dict(_rel(0.0206, 0.0719, 581), lo=1.0, hi=2.0),
@@ -116,6 +123,7 @@ def fake_upstream(mp, *, yosys=True, eta_plot=True, kr=True, stats=True, grid=Tr
         names += ["emd_vs_eta.png"] if eta_plot else []
         for n in names:
             _write(ctx.out / "plots" / n, png)
+        write_captions(ctx.out / "plots", {n: autoencoder_stage.caption(n) for n in names})
         occ = [0, 2, 4, 48]
         eta = [1.6, 2.0, 2.4, 3.0]
 
@@ -461,6 +469,8 @@ def _fake_physics(ctx):
     (ctx.out / "plots").mkdir()
     for e in (2, 5):
         (ctx.out / "plots" / f"resolution_vs_eta_{e}elinks.png").write_bytes(_png(f"res {e}"))
+    write_captions(ctx.out / "plots", {n: physics_stage.caption(n) for n in
+                                       ("resolution_vs_eta_2elinks.png", "resolution_vs_eta_5elinks.png")})
     res = {"uncompressed": {"2": {"value": 0.033, "err": 0.0007}, "5": {"value": 0.033, "err": 0.0007}},
            "best_choice": {"2": {"value": 0.0339, "err": 0.0008}, "5": {"value": 0.0327, "err": 0.0007}},
            "autoencoder_emd_cnn": {"2": None, "5": {"value": 0.041, "err": 0.001}}}

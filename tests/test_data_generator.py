@@ -1,4 +1,4 @@
-"""Synthetic generator (flow.synth): geometry, determinism, physics sanity, front end."""
+"""Synthetic generator (flow.data_generator): geometry, determinism, physics sanity, front end."""
 from __future__ import annotations
 
 import hashlib
@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from flow import frontend, synth
+from flow import data_generator, frontend
 from flow.config import parse_config
 from flow.geometry import N_TC
 from flow.ntuple import read_wafers
@@ -23,7 +23,7 @@ def sample(tmp_path_factory):
     """Generated + read back sample shared by the physics tests."""
     s = settings(n_events=150, n_files=2, chunk_size=40)
     d = tmp_path_factory.mktemp("synth")
-    paths, st = synth.write_ntuples(s, d, seed=99, progress=False)
+    paths, st = data_generator.write_ntuples(s, d, seed=99, progress=False)
     w, rs = read_wafers(paths, tree=s.tree, chunk_size=s.chunk_size, layers=s.layers,
                         drop=s.drop, calvalue=s.calvalue)
     return s, paths, st, w, rs
@@ -31,7 +31,7 @@ def sample(tmp_path_factory):
 
 # -------------------------------------------------------------- geometry
 def test_tc_centres_map_to_themselves():
-    det = synth.Detector()
+    det = data_generator.Detector()
     wu = np.array([0, 3, -4, 7])
     wv = np.array([0, -2, 5, 1])
     x, y = det.tc_positions(wu, wv)
@@ -45,7 +45,7 @@ def test_tc_centres_map_to_themselves():
 
 
 def test_wafer_of_is_the_nearest_centre():
-    det = synth.Detector()
+    det = data_generator.Detector()
     rng = np.random.default_rng(0)
     x, y = rng.uniform(-150, 150, (2, 20000))
     wu, wv = det.wafer_of(x, y)
@@ -58,7 +58,7 @@ def test_wafer_of_is_the_nearest_centre():
 
 
 def test_tc_areas():
-    a = synth.tc_areas(200)
+    a = data_generator.tc_areas(200)
     assert abs(a.sum() - 49.0) < 0.5            # hexagon of apothem 7 units = 49 full cells
     assert np.median(a) == pytest.approx(1.0, abs=0.03)  # interior cells are full cells
     assert a.min() > 0.4 and a.max() < 1.8
@@ -67,9 +67,9 @@ def test_tc_areas():
 # ---------------------------------------------------------- determinism
 def test_generate_chunk_is_deterministic():
     s = settings()
-    a = synth.generate_chunk(s, 5, 0, 0, 20)
-    b = synth.generate_chunk(s, 5, 0, 0, 20)
-    c = synth.generate_chunk(s, 6, 0, 0, 20)
+    a = data_generator.generate_chunk(s, 5, 0, 0, 20)
+    b = data_generator.generate_chunk(s, 5, 0, 0, 20)
+    c = data_generator.generate_chunk(s, 6, 0, 0, 20)
     for k in a[1]:
         np.testing.assert_array_equal(a[1][k], b[1][k])
     assert a[2].as_dict() == b[2].as_dict()
@@ -78,7 +78,7 @@ def test_generate_chunk_is_deterministic():
 
 def test_root_files_are_byte_identical(tmp_path, sample):
     s, paths, _, _, _ = sample
-    again, _ = synth.write_ntuples(s, tmp_path, seed=99, progress=False)
+    again, _ = data_generator.write_ntuples(s, tmp_path, seed=99, progress=False)
     for p, q in zip(paths, again, strict=True):
         assert hashlib.sha256(p.read_bytes()).digest() == hashlib.sha256(q.read_bytes()).digest()
 
@@ -164,7 +164,7 @@ def test_noise_free_zero_suppression():
     """Without noise and pileup, every read-out TC is above the ZS threshold."""
     s = settings(synth={"noise_mip": 0.0, "pileup": {"clusters_per_wafer": 0.0,
                                                       "wafers_per_layer": 0}})
-    _, wf, st = synth.generate_chunk(s, 3, 0, 0, 20)
+    _, wf, st = data_generator.generate_chunk(s, 3, 0, 0, 20)
     data = wf["data"]
     thr = s.synth.zs_threshold_mip * frontend.MIPT_CALQ
     assert ((data == 0) | (data >= np.floor(thr))).all()

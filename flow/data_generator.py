@@ -1,6 +1,6 @@
 """Synthetic HGCAL trigger ntuples: electron showers + pileup-200-like deposits.
 
-The generator writes ROOT files in the **per-TC layout** of econt.md section 7
+The generator writes ROOT files in the **per-TC layout** of docs/reference.md section 7
 (jagged ``tc_*`` branches, one list per event) so that the synthetic and the
 real data go through the same reader (:mod:`flow.ntuple`).  The physics model
 and every parameter are documented in ``docs/data.md``; in short:
