@@ -692,6 +692,64 @@ def physics(ctx, up: Upstream, figs: Figures) -> Section:
     return sec
 
 
+def seu(up: Upstream, figs: Figures) -> Section:
+    """The cosim stage's SEU sensitivity of the weight bits and its selective-TMR proposal
+    (``cosim/seu/seu_sensitivity.json``, :mod:`flow.seu_sensitivity`)."""
+    from .captions import FILE as CAPTIONS_FILE
+    from .captions import read_captions
+
+    sec = Section("seu", "SEU sensitivity of the weight bits and selective TMR (cosim stage)")
+    rel = "seu/seu_sensitivity.json"
+    res = up.json("cosim", rel)
+    if not isinstance(res, dict):
+        reason = ("not run (cosim.seu_sensitivity.enabled: false)"
+                  if dig(up.config("cosim"), "seu_sensitivity", "enabled") is False
+                  else res.reason if isinstance(res, NA) else f"{rel} is not a JSON object")
+        return sec.add(Para(str(NA(reason)), na=True))
+    ref, cost = res.get("reference") or {}, res.get("cost") or {}
+    med, wall = ref.get("median_emd"), cost.get("wall_s")
+    sec.add(Para(f"Single upsets of the 12864-bit weight image, one bit at a time, on "
+                 f"{res.get('n_wafers')} test wafers (golden encoder + decoder, exact EMD; no RTL): "
+                 f"reference median EMD {f'{med:.4f}' if is_num(med) else '?'}; {cost.get('n_flips')} flips "
+                 f"in {f'{wall:.0f}' if is_num(wall) else '?'} s. Method and assumptions: docs/seu.md.",
+                 na=False))
+    rows = []
+    for c in sorted(res.get("classes", []), key=lambda c: -dig(c, "delta_median_emd", "mean")):
+        d = c.get("delta_median_emd") or {}
+        rows.append([c.get("label"), f"{c.get('n_measured')} / {c.get('n_bits')}",
+                     num(d.get("mean"), "+.4f"), num(d.get("sem"), ".4f"),
+                     f"{num(d.get('min'), '+.4f')} .. {num(d.get('max'), '+.4f')}",
+                     pct(c.get("frac_latent_changed"), 1, signed=False), num(c.get("damage"), ".4f")])
+    sec.add(Table("seu-classes", "Change of the median exact EMD per single upset, by bit class "
+                  "(most damaging first)",
+                  ["class", "bits measured / total", "mean", "std. error", "min .. max",
+                   "wafers with changed latents", "damage (>= 0)"], rows))
+    tmr = res.get("tmr") or {}
+    no_tmr = tmr.get("damage_no_tmr")
+
+    def cls_frac(b):
+        r = dig(b, "class_level", "residual_damage")
+        return r / no_tmr if is_num(r) and is_num(no_tmr) and no_tmr > 0 else None
+
+    rows = [[pct(b.get("budget"), 0, signed=False), num(b.get("n_protected")),
+             num(b.get("flop_equivalents"), ",.0f"), num(b.get("residual_damage"), ".5f"),
+             pct(b.get("residual_fraction"), 1, signed=False), pct(cls_frac(b), 1, signed=False)]
+            for b in tmr.get("budgets", [])]
+    sec.add(Table("seu-tmr", "Selective TMR proposal: expected damage of one random upset in the weight "
+                  "register left unprotected",
+                  ["weight bits triplicated", "bits protected", "extra flip-flop equivalents",
+                   "residual damage", "residual / no TMR (per bit)",
+                   "residual / no TMR (whole classes)"], rows,
+                  note=f"no TMR: {no_tmr}, full TMR: 0; a protected bit costs "
+                       f"{dig(tmr, 'cost_model', 'per_protected_bit') or 'not recorded'}"))
+    crel = f"seu/{CAPTIONS_FILE}"
+    caps = read_captions(up.path("cosim", crel)) if up.has("cosim", crel) else {}
+    for name in ("seu_sensitivity_map.png", "seu_tmr_curve.png"):
+        if up.has("cosim", f"seu/{name}"):
+            sec.add(figs.add_file("cosim", up.path("cosim", f"seu/{name}"), f"seu/{name}", caps.get(name)))
+    return sec
+
+
 def tools(up: Upstream) -> Section:
     sec = Section("tools", "Tool versions")
     seen: dict[str, dict[str, list[str]]] = {}

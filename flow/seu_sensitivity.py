@@ -525,6 +525,16 @@ def analyse_files(weights_bin: str | Path, decoder_h5: str | Path, test_npz: str
 
 
 # ------------------------------------------------------------------- plot
+#: captions of the plots (``seu/captions.json``, read by the report)
+CAPTIONS = {
+    "seu_sensitivity_map.png": "SEU sensitivity of the encoder's weight bits: class-mean change of the "
+                               "median exact EMD per single upset, per tensor and bit of the 6-bit code "
+                               "(golden model + decoder, no RTL); cells give measured/total bits",
+    "seu_tmr_curve.png": "Selective TMR: per-bit damage ranking and the expected damage of one random "
+                         "upset left unprotected vs the fraction of weight bits triplicated",
+}
+
+
 def plot(res: dict, out_dir: str | Path) -> list[str]:
     """``seu_sensitivity_map.png`` (class x bit position heatmap of the class-mean damage
     metric, with measured/total counts) and ``seu_tmr_curve.png`` (per-bit damage ranking
@@ -624,8 +634,11 @@ def run_in_stage(ctx) -> dict | None:
                   latent_bits=enc.latent_bits, n_wafers=s.n_wafers, n_bits_per_class=s.n_bits_per_class,
                   budgets=tuple(s.budgets), metric=s.metric, voter_flops=s.voter_flops,
                   workers=s.workers, seed=ctx.seed if s.seed is None else s.seed)
+    from .captions import write_captions
+
     out = ctx.out / "seu"
     plot(res, out)
+    write_captions(out, CAPTIONS)
     atomic_write_json(out / "seu_sensitivity.json", res)
     worst = max(res["classes"], key=lambda c: c["delta_median_emd"]["mean"])
     tmr = res["tmr"]

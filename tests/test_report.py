@@ -22,7 +22,7 @@ from flow.stages import run_stage
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 QUIET = dict(echo=lambda *a: None)
 SECTIONS = ("summary", "provenance", "dataset", "emd", "losses", "kr-check", "physics", "quantization",
-            "csim", "cosim", "tools", "stages")
+            "csim", "cosim", "seu", "tools", "stages")
 UPSTREAM = ("data", "emd", "autoencoder", "convert", "csim", "rtl", "cosim")
 
 
