@@ -32,6 +32,11 @@ CFG_DATA_BITS = 32
 ADDR_WEIGHTS = 0x000          # 402 words: the 12864-bit weight image, 32 bits per word
 ADDR_CAL = 0x200              # 18 words: the 576-bit CALVALUE image (CALVALUE t at bits 12t..12t+11)
 ADDR_DROP = 0x220             # bits [1:0]
+DROP_MASK = 0x3
+N_WEIGHT_WORDS = IMAGE_BITS // CFG_DATA_BITS         # 402
+N_CAL_WORDS = -(-N_TC * CAL_BITS // CFG_DATA_BITS)   # 18
+#: addresses outside the map (read back 0)
+UNMAPPED = (ADDR_WEIGHTS + N_WEIGHT_WORDS, ADDR_CAL - 1, ADDR_CAL + N_CAL_WORDS, ADDR_DROP + 1, 0x3FF)
 #: the testbench's own corner/random sets get these kind names
 KIND_CORNER, KIND_RANDOM = "tb_corner", "tb_random"
 
@@ -80,6 +85,22 @@ def config_writes(calvalues=None, drop=None, weights: EncoderWeights | None = No
     if drop is not None:
         out.append((ADDR_DROP, int(drop)))
     return out
+
+
+def readback_expected(writes, programmable: bool) -> dict[int, int]:
+    """What reading every mapped address (and the :data:`UNMAPPED` ones) returns after
+    ``writes`` loaded the whole configuration (docs/rtl_cosim.md, "Configuration port"):
+    the written words, drop masked to its two bits, weight addresses 0 where the weights
+    are not programmable, unmapped addresses 0."""
+    want = {a: 0 for a in UNMAPPED}
+    for a, d in writes:
+        if ADDR_WEIGHTS <= a < ADDR_WEIGHTS + N_WEIGHT_WORDS:
+            want[a] = d if programmable else 0
+        elif ADDR_CAL <= a < ADDR_CAL + N_CAL_WORDS:
+            want[a] = d
+        elif a == ADDR_DROP:
+            want[a] = d & DROP_MASK
+    return want
 
 
 # ------------------------------------------------------------------ expected
