@@ -264,3 +264,31 @@ def test_a_registered_flavour_is_cosimulated_with_no_other_edit(tmp_path, monkey
     assert r["phases"]["reconfigured"]["config_writes"] == 402 + 18 + 1
     assert man["metrics"]["prog_copy"]["n_mismatch"] == 0
 
+
+def test_tmr_corrects_and_counts_injected_upsets(tmp_path):
+    """A test build of prog_tmr (ECONT_SEU_INJECT): one upset each in a weight, a CALVALUE
+    and an output register copy while wafers stream: every output right, seu_count == 3."""
+    from flow import cosim_sim, rtl
+    from flow import rtl_flavours as RF
+
+    w = EncoderWeights.random(31)
+    spec = RF.get("prog_tmr")
+    rtl.generate(tmp_path / "rtl", w, flavours=[spec.name], check_trace=0)
+    (tmp_path / "weights.bin").write_bytes(w.to_image())
+    build = tmp_path / "build"
+    cosim_sim.build(rtl.sources(tmp_path / "rtl" / spec.name), spec.top, build,
+                    defines=["ECONT_SEU_INJECT"], log=tmp_path / "build.log")
+    out = tmp_path / "out"
+    out.mkdir()
+    cal = [2048] * 48
+    job = {"flavour": spec.name, "programmable": True, "latent_bits": 9,
+           "weights_image": str(tmp_path / "weights.bin"), "calvalues": cal, "drop": 3,
+           "default_calvalues": cal, "default_drop": 3, "vectors": None, "max_vectors": 0,
+           "min_wafers": 400, "corners": False, "seed": 7, "out_dir": str(out), "bubbles": 0,
+           "reload": 0, "first_mismatches": 5, "extra_vectors": [], "seu_inject": True}
+    res = cosim_sim.run(spec.top, build, job, build / "job.json", log=tmp_path / "sim.log",
+                        testcase="seu_inject")
+    assert res["tests"]["seu_inject"]["passed"], res["tests"]
+    chk = res["checks"]["seu_inject"]
+    assert chk["ok"] and chk["seu_count"] == 3 and len(chk["upsets"]) == 3
+    assert res["phases"]["seu_inject"]["n_total"] == 400 and res["phases"]["seu_inject"]["n_mismatch"] == 0

@@ -32,6 +32,11 @@ Tests, in order (state carries over between them):
 
 ``stream`` also checks that ``seu_count`` stays 0.
 
+Test builds of the TMR flavour (job ``seu_inject``, Verilog macro
+``ECONT_SEU_INJECT``) run ``seu_inject`` alone: while wafers stream, one bit of
+one copy is flipped in a weight, a CALVALUE and an output register (each at
+another clock); every output must still be right and ``seu_count`` must be 3.
+
 Results: ``<out_dir>/<flavour>_<phase>.npz`` (words, expected, got) and
 ``<out_dir>/<flavour>_results.json`` (per-phase mismatch summary, latency,
 II, throughput).  A test fails if any output differs.
@@ -396,3 +401,58 @@ async def readback(dut):
     assert held == [got[-1]] * 3, f"cfg_rdata did not hold {got[-1]} while cfg_re was low: {held}"
     assert seu == 0, f"seu_count is {seu}, no upset was injected"
 
+
+async def _inject(dut, after_falling_edges: int, copy: int, bit: int, log: list):
+    """Flip bit ``bit`` (global index) of TMR copy ``copy`` at the rising edge after the
+    ``after_falling_edges``-th falling edge from now."""
+    for _ in range(after_falling_edges):
+        await FallingEdge(dut.clk)
+    dut.seu_inj_copy.value = copy
+    dut.seu_inj_bit.value = bit
+    dut.seu_inj_en.value = 1
+    await FallingEdge(dut.clk)
+    dut.seu_inj_en.value = 0
+    log.append({"copy": copy, "bit": bit, "seu_count_after": _seu_count(dut)})
+
+
+@cocotb.test(skip=not JOB.seu_inject)
+async def seu_inject(dut):
+    """Test build of a TMR flavour: single upsets in the weight, CALVALUE and output
+    registers while streaming are corrected (0 wrong outputs) and counted (seu_count)."""
+    _idle(dut)
+    dut.seu_inj_en.value = 0
+    dut.seu_inj_copy.value = 0
+    dut.seu_inj_bit.value = 0
+    dut.tc_words.value = 0
+    dut.cfg_addr.value = 0
+    dut.cfg_wdata.value = 0
+    dut.rst.value = 1
+    dut.cfg_rst.value = 1
+    await _start(dut)
+    for _ in range(3):
+        await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    dut.cfg_rst.value = 0
+    await _load_job_config(dut)
+    assert _seu_count(dut) == 0, "seu_count is not 0 after reset and configuration"
+    rng = np.random.default_rng(JOB.seed + 8)
+    n = len(JOB.vectors.words)
+    # one upset each: a weight bit (copy 1), a CALVALUE bit (copy 2), an output register bit
+    # (copy 0), at different clocks while the wafers stream
+    upsets = [(1, int(rng.integers(*M.INJ_WEIGHTS))), (2, int(rng.integers(*M.INJ_CAL))),
+              (0, M.INJ_VALID_OUT + 1 + int(rng.integers(0, JOB.latent_bits * M.N_LATENT)))]
+    log: list = []
+    for k, (copy, bit) in enumerate(upsets):
+        cocotb.start_soon(_inject(dut, (k + 1) * n // 4, copy, bit, log))
+    phase = JOB.vectors
+    await _stream(dut, phase)
+    res = M.compare(phase, JOB.first_n)
+    seu = _seu_count(dut)
+    RESULTS["phases"]["seu_inject"] = res
+    RESULTS["checks"]["seu_inject"] = {"ok": res["n_mismatch"] == 0 and seu == len(upsets),
+                                       "upsets": log, "seu_count": seu, "n_wafers": n}
+    _save_results()
+    assert len(log) == len(upsets), f"only {len(log)} of {len(upsets)} upsets were injected"
+    assert res["n_mismatch"] == 0, (f"{res['n_mismatch']} wrong outputs despite TMR: "
+                                    f"{res['first_mismatches'][:3]}")
+    assert seu == len(upsets), f"seu_count {seu} after {len(upsets)} corrected upsets"
