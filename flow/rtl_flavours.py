@@ -119,7 +119,7 @@ FLAVOURS: dict[str, RtlFlavour] = {f.name: f for f in (
         description="reprogrammable weights in triplicated registers with voters",
         encoder="as prog; configuration and pipeline registers triplicated (TMR, voters, refresh)",
         # opt-in until its cosim/Yosys cost on the default config is measured (and the handoff
-        # testbench knows seu_count and the read-back)
+        # archive documents and tests seu_count and the read-back)
         in_defaults=False),
 )}
 
