@@ -46,8 +46,9 @@ def _sim_env():
 
 
 def build(sources: list[Path], top: str, build_dir: Path, *, opt: str = "-O0", jobs: int = 2,
-          log: Path | None = None) -> float:
-    """Verilate and compile ``top``; returns the build wall time (s)."""
+          log: Path | None = None, defines=()) -> float:
+    """Verilate and compile ``top`` (``defines``: Verilog macros to define, e.g. the test-build
+    SEU injection hook ``ECONT_SEU_INJECT``); returns the build wall time (s)."""
     from cocotb_tools.runner import get_runner
 
     build_dir = Path(build_dir)
@@ -63,7 +64,8 @@ def build(sources: list[Path], top: str, build_dir: Path, *, opt: str = "-O0", j
         try:
             runner.build(sources=[*map(str, sources), str(vlt)], hdl_toplevel=top,
                          build_dir=str(build_dir), always=True, clean=False,
-                         build_args=["--no-public-flat-rw", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+                         build_args=[*(f"-D{d}" for d in defines),
+                                     "--no-public-flat-rw", "-Wno-fatal", "-Wno-lint", "-Wno-style",
                                      "-CFLAGS", opt, "--x-assign", "0", "--x-initial", "0"],
                          timescale=("1ns", "1ps"), log_file=str(log) if log else None)
         except (SystemExit, Exception) as err:  # the runner raises SystemExit/CalledProcessError

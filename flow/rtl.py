@@ -49,6 +49,7 @@ from .rtl_top import (  # noqa: F401  (the interface's facts, re-exported for te
     CFG_DATA_BITS,
     DROP_ADDR,
     DROP_BITS,
+    SEU_COUNT_BITS,
     WEIGHT_BASE,
     WEIGHT_WORDS,
     _hex,
@@ -57,10 +58,11 @@ from .rtl_top import (  # noqa: F401  (the interface's facts, re-exported for te
 )
 from .tools import require, verilator_root
 
-HAND_WRITTEN = ("econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v", "econt_image_regs.v",
+HAND_WRITTEN = ("econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v", "econt_image_read.v",
+                "econt_image_regs.v",
                 "econt_shell.v")
 #: per-flavour facts of rtl.json that also become rtl metrics ``<flavour>_<key>``
-METRIC_KEYS = ("verilog_lines", "da4ml_cost", "da4ml_trace_s", "lint_s", "yosys_check_s")
+METRIC_KEYS = ("verilog_lines", "da4ml_cost", "da4ml_trace_s", "lint_s", "yosys_check_s", "tmr_bits")
 
 
 def interface(latent_bits: int, fe_reg: bool, clock_ns: float) -> dict:
@@ -74,12 +76,19 @@ def interface(latent_bits: int, fe_reg: bool, clock_ns: float) -> dict:
             "cfg_we": "in 1: configuration write strobe (one 32-bit word per clock)",
             "cfg_addr": f"in {CFG_ADDR_BITS}: configuration word address",
             "cfg_wdata": f"in {CFG_DATA_BITS}: configuration write data",
+            "cfg_re": "in 1: configuration read strobe: cfg_rdata takes the word at cfg_addr "
+                      "at the rising edge where cfg_re is sampled high",
+            "cfg_rdata": f"out {CFG_DATA_BITS}: configuration read data, the word at cfg_addr one clock "
+                         "after cfg_re (held until the next read; 0 at unmapped addresses; 0 after rst)",
             "valid_in": "in 1: a wafer is presented on tc_words",
             "tc_words": f"in {N_TC * TC_WORD_BITS}: 48 x 7-bit 4E3M TC words, TC t at [7t +: 7]",
             "valid_out": "out 1: latent/module_sum hold a wafer's result",
             "latent": f"out {N_LATENT * latent_bits}: 16 x {latent_bits}-bit ufixed<{latent_bits},1> "
                       f"codes, latent j at [{latent_bits}j +: {latent_bits}]",
             "module_sum": f"out {SUM_BITS}: 9-bit 5E4M module sum",
+            "seu_count": f"out {SEU_COUNT_BITS}: corrected single-event upsets: clocks in which the "
+                         "copies of a triplicated register disagreed (saturating, cleared by rst; "
+                         "always 0 in flavours without TMR)",
         },
         "cfg_port": {
             "addr_bits": CFG_ADDR_BITS, "data_bits": CFG_DATA_BITS,
@@ -94,6 +103,12 @@ def interface(latent_bits: int, fe_reg: bool, clock_ns: float) -> dict:
             "drop_addr": DROP_ADDR, "drop_layout": "bits [1:0] = drop (1 low density, 3 high density)",
             "write_timing": "a write takes effect at the rising edge where cfg_we is sampled high; "
                             "reprogram while no wafer is in flight",
+            "read_timing": "cfg_rdata = the word at cfg_addr sampled at the rising edge where cfg_re is "
+                           "high, on the port from then on (one clock later); a read in the same "
+                           "clock as a write to that word returns the old word",
+            "read_layout": "every writable word reads back what was written (the weight image, CALVALUE "
+                           "image and drop, drop in bits [1:0], the other bits 0); weight addresses "
+                           f"read 0 in {'/'.join(RF.fixed_names())}; unmapped addresses read 0",
         },
         "latency_cycles": latency,
         "latency_ns": latency * clock_ns,
@@ -117,7 +132,7 @@ def generate(outdir: str | Path, weights: EncoderWeights, *, latent_bits: int = 
              flavours=None, fe_reg: bool = True, calvalue_default=None, drop_default: int = 3,
              solver_options: dict | None = None, check_trace: int = 4096, seed: int = 0,
              echo=None) -> dict:
-    """Write the source sets of ``flavours`` (default: every registered flavour) below
+    """Write the source sets of ``flavours`` (default: the registered flavours not opt-in) below
     ``outdir``; returns metadata.
 
     Each flavour's generator (``flow/rtl_flavours.py``) gets the same inputs;
@@ -126,7 +141,7 @@ def generate(outdir: str | Path, weights: EncoderWeights, *, latent_bits: int = 
     model before any Verilog is written; the real proof is the cosimulation).
     """
     outdir = Path(outdir)
-    specs = [RF.get(fl) for fl in (RF.names() if flavours is None else flavours)]
+    specs = [RF.get(fl) for fl in (RF.default_names() if flavours is None else flavours)]
     cal = cal_image(calvalue_default if calvalue_default is not None else [2048] * N_TC)
     if drop_default not in (0, 1, 2, 3):
         raise DataFormatError(f"drop default: expected 0..3, got {drop_default!r}")
@@ -185,9 +200,11 @@ def verilator_env() -> dict[str, str]:
     return env
 
 
-def lint(files, top: str, log: Path | None = None) -> str:
-    """``verilator --lint-only -Wall``; raises :class:`ToolError` on any warning."""
-    cmd = [require("verilator"), "--lint-only", "-Wall", "--top-module", top, *map(str, files)]
+def lint(files, top: str, log: Path | None = None, defines=()) -> str:
+    """``verilator --lint-only -Wall`` (with ``-D<name>`` for each of ``defines``, e.g. the
+    test-build ``ECONT_SEU_INJECT``); raises :class:`ToolError` on any warning."""
+    cmd = [require("verilator"), "--lint-only", "-Wall", *(f"-D{d}" for d in defines),
+           "--top-module", top, *map(str, files)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env(), timeout=1800)
     out = (r.stdout + r.stderr)
     if log is not None:

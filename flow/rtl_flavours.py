@@ -56,6 +56,10 @@ class RtlFlavour:
     """One line: what the flavour is (the top module's header comment, the config docs)."""
     encoder: str
     """How the encoder is built (the "encoder" column of the archive's ``INTERFACE.md``)."""
+    in_defaults: bool = True
+    """Part of ``rtl.flavours`` / ``cosim.flavours`` when a config does not list them (and so of
+    the ``handoff`` archive, which ships every generated flavour); ``False``: opt-in, generated
+    only when a config names it."""
 
     def load_generator(self) -> Callable[[GeneratorInputs], FlavourSources]:
         mod, _, func = self.generator.partition(":")
@@ -109,6 +113,14 @@ FLAVOURS: dict[str, RtlFlavour] = {f.name: f for f in (
         name="prog", top="econt_ae_prog", programmable=True, generator="flow.rtl_prog:generate",
         description="reprogrammable weights (register image behind the configuration port)",
         encoder="one 8 x 6-bit multiplier per connection (680 conv + 2048 dense), adder trees"),
+    RtlFlavour(
+        name="prog_tmr", top="econt_ae_prog_tmr", programmable=True,
+        generator="flow.rtl_prog_tmr:generate",
+        description="reprogrammable weights in triplicated registers with voters",
+        encoder="as prog; configuration and pipeline registers triplicated (TMR, voters, refresh)",
+        # opt-in until its cosim/Yosys cost on the default config is measured (and the handoff
+        # archive documents and tests seu_count and the read-back)
+        in_defaults=False),
 )}
 
 
@@ -129,6 +141,11 @@ def get(name: str) -> RtlFlavour:
 def unknown_message(name) -> str:
     return (f"expected an RTL flavour registered in flow/rtl_flavours.py ({', '.join(FLAVOURS)}), "
             f"got {name!r}")
+
+
+def default_names() -> tuple[str, ...]:
+    """The flavours of a config that does not list them (``in_defaults``), in table order."""
+    return tuple(n for n, f in FLAVOURS.items() if f.in_defaults)
 
 
 def programmable_names() -> tuple[str, ...]:

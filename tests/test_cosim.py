@@ -57,12 +57,16 @@ def fake_upstream(mp, weights: EncoderWeights, n: int = 1500, seed: int = 0):
     fake_stage(mp, "convert", convert)
 
 
-def make_cfg(tmp, name="t", **cosim):
+#: every registered flavour, the opt-in prog_tmr included
+ALL_FLAVOURS = ["const", "prog", "prog_tmr"]
+
+
+def make_cfg(tmp, name="t", rtl_flavours=None, **cosim):
     base = {"min_wafers": 2500, "bubbles": 200, "reload": 300, "verilator_opt": "-O0", "yosys": [],
             "seu_sensitivity": {"enabled": False}}   # the fake upstreams have no decoder.h5
     base.update(cosim)
-    return C.parse_config({"name": name, "workdir": str(tmp), "seed": 4,
-                           "rtl": {"yosys_check": False}, "cosim": base})
+    rtl = {"yosys_check": False, **({"flavours": rtl_flavours} if rtl_flavours else {})}
+    return C.parse_config({"name": name, "workdir": str(tmp), "seed": 4, "rtl": rtl, "cosim": base})
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +75,7 @@ def cosim_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cosim")
     w = EncoderWeights.random(21)
     fake_upstream(mp, w)
-    cfg = make_cfg(tmp)
+    cfg = make_cfg(tmp, rtl_flavours=ALL_FLAVOURS, flavours=ALL_FLAVOURS)
     for st in ("data", "emd", "autoencoder", "convert", "rtl"):
         run_stage(cfg, st, **QUIET)
     man = run_stage(cfg, "cosim", **QUIET)
@@ -100,9 +104,10 @@ def test_model_config_writes_cover_the_image():
 
 
 # ----------------------------------------------------------------- stage
-def test_cosim_both_flavours_bit_exact(cosim_run):
+def test_cosim_every_flavour_bit_exact(cosim_run):
     cfg, man, rep = cosim_run
-    for fl in ("const", "prog"):
+    assert list(rep["flavours"]) == ALL_FLAVOURS
+    for fl in ALL_FLAVOURS:
         r = rep["flavours"][fl]
         assert all(t["passed"] for t in r["tests"].values()), r["tests"]
         assert r["n_mismatch"] == 0
@@ -119,17 +124,40 @@ def test_cosim_both_flavours_bit_exact(cosim_run):
 
 def test_cosim_programmable_reload_uses_random_weights(cosim_run):
     _, _, rep = cosim_run
-    prog = rep["flavours"]["prog"]["phases"]
-    assert prog["reconfigured"]["random_weights"] is True
-    assert prog["reconfigured"]["config_writes"] == 402 + 18 + 1
+    for fl in ("prog", "prog_tmr"):
+        prog = rep["flavours"][fl]["phases"]
+        assert prog["reconfigured"]["random_weights"] is True
+        assert prog["reconfigured"]["config_writes"] == 402 + 18 + 1
+        alt = prog["vectors_regs1"]
+        assert alt["drop"] == 1 and alt["calvalue_min"] == 0 and alt["calvalue_max"] == 4095
     assert rep["flavours"]["const"]["phases"]["reconfigured"]["random_weights"] is False
-    alt = prog["vectors_regs1"]
-    assert alt["drop"] == 1 and alt["calvalue_min"] == 0 and alt["calvalue_max"] == 4095
+
+
+def test_cosim_configuration_reads_back_and_no_upsets_are_counted(cosim_run):
+    """Every address read back through cfg_re/cfg_rdata after a random configuration
+    returns what was written (weights: programmable flavours only); seu_count stays 0."""
+    _, _, rep = cosim_run
+    for fl in ALL_FLAVOURS:
+        chk = rep["flavours"][fl]["checks"]
+        rb = chk["readback"]
+        assert rb["ok"] and rb["n_mismatch"] == 0 and rb["held"], (fl, rb)
+        assert rb["n_read"] == 402 + 18 + 1 + len(M.UNMAPPED)
+        assert rb["seu_count"] == 0 and chk["seu_count_stream"] == {"ok": True, "seu_count": 0}
+
+
+def test_model_readback_expectations():
+    w = EncoderWeights.random(3)
+    writes = M.config_writes(np.arange(48) * 80, 0xFFFFFFFE, w)
+    prog, const = M.readback_expected(writes, True), M.readback_expected(writes, False)
+    assert prog[M.ADDR_DROP] == const[M.ADDR_DROP] == 2          # bits [1:0] only
+    assert prog[M.ADDR_WEIGHTS + 5] == writes[5][1] and const[M.ADDR_WEIGHTS + 5] == 0
+    assert prog[M.ADDR_CAL + 1] == const[M.ADDR_CAL + 1] == writes[403][1]
+    assert all(prog[a] == 0 == const[a] for a in M.UNMAPPED)
 
 
 def test_cosim_reset_latency_and_ii(cosim_run):
     _, man, rep = cosim_run
-    for fl in ("const", "prog"):
+    for fl in ALL_FLAVOURS:
         r = rep["flavours"][fl]
         assert r["checks"]["reset"]["ok"] and r["checks"]["reset_midstream"]["ok"]
         assert r["checks"]["latency"]["latency_cycles"] == 2
@@ -235,3 +263,32 @@ def test_a_registered_flavour_is_cosimulated_with_no_other_edit(tmp_path, monkey
     assert r["phases"]["reconfigured"]["random_weights"] is True
     assert r["phases"]["reconfigured"]["config_writes"] == 402 + 18 + 1
     assert man["metrics"]["prog_copy"]["n_mismatch"] == 0
+
+
+def test_tmr_corrects_and_counts_injected_upsets(tmp_path):
+    """A test build of prog_tmr (ECONT_SEU_INJECT): one upset each in a weight, a CALVALUE
+    and an output register copy while wafers stream: every output right, seu_count == 3."""
+    from flow import cosim_sim, rtl
+    from flow import rtl_flavours as RF
+
+    w = EncoderWeights.random(31)
+    spec = RF.get("prog_tmr")
+    rtl.generate(tmp_path / "rtl", w, flavours=[spec.name], check_trace=0)
+    (tmp_path / "weights.bin").write_bytes(w.to_image())
+    build = tmp_path / "build"
+    cosim_sim.build(rtl.sources(tmp_path / "rtl" / spec.name), spec.top, build,
+                    defines=["ECONT_SEU_INJECT"], log=tmp_path / "build.log")
+    out = tmp_path / "out"
+    out.mkdir()
+    cal = [2048] * 48
+    job = {"flavour": spec.name, "programmable": True, "latent_bits": 9,
+           "weights_image": str(tmp_path / "weights.bin"), "calvalues": cal, "drop": 3,
+           "default_calvalues": cal, "default_drop": 3, "vectors": None, "max_vectors": 0,
+           "min_wafers": 400, "corners": False, "seed": 7, "out_dir": str(out), "bubbles": 0,
+           "reload": 0, "first_mismatches": 5, "extra_vectors": [], "seu_inject": True}
+    res = cosim_sim.run(spec.top, build, job, build / "job.json", log=tmp_path / "sim.log",
+                        testcase="seu_inject")
+    assert res["tests"]["seu_inject"]["passed"], res["tests"]
+    chk = res["checks"]["seu_inject"]
+    assert chk["ok"] and chk["seu_count"] == 3 and len(chk["upsets"]) == 3
+    assert res["phases"]["seu_inject"]["n_total"] == 400 and res["phases"]["seu_inject"]["n_mismatch"] == 0

@@ -8,8 +8,8 @@ from flow.errors import ConfigError
 
 
 @pytest.mark.parametrize("data, key, allowed, got", [
-    ({"rtl": {"flavours": ["asic"]}}, "rtl.flavours.0", "(const, prog)", "'asic'"),
-    ({"cosim": {"flavours": ["const", "fpga"]}}, "cosim.flavours.1", "(const, prog)", "'fpga'"),
+    ({"rtl": {"flavours": ["asic"]}}, "rtl.flavours.0", "(const, prog, prog_tmr)", "'asic'"),
+    ({"cosim": {"flavours": ["const", "fpga"]}}, "cosim.flavours.1", "(const, prog, prog_tmr)", "'fpga'"),
     ({"autoencoder": {"losses": ["mse"]}}, "autoencoder.losses.0",
      "(emd_cnn, telescope_mse, weighted_mse, sinkhorn)", "'mse'"),
     ({"autoencoder": {"conditional_losses": ["l1"]}}, "autoencoder.conditional_losses.0",
@@ -33,13 +33,15 @@ def test_wrong_type_is_still_a_type_error():
 
 def test_defaults_and_docs_come_from_the_tables():
     cfg = C.parse_config({})
-    assert cfg.rtl.flavours == cfg.cosim.flavours == list(RF.names())
+    # every registered flavour except the opt-in ones (prog_tmr)
+    assert cfg.rtl.flavours == cfg.cosim.flavours == list(RF.default_names()) == ["const", "prog"]
+    assert RF.names() == ("const", "prog", "prog_tmr")
     assert cfg.autoencoder.losses == list(L.loss_names())
     doc = {line.split(" ", 1)[0]: line for line in C.describe()}
     assert doc["rtl.flavours"].startswith("rtl.flavours (list[str]) = ['const', 'prog']")
     assert doc["rtl.flavours"].endswith(
         f"One of (flow/rtl_flavours.py): const: {RF.get('const').description}; "
-        f"prog: {RF.get('prog').description}.")
+        f"prog: {RF.get('prog').description}; prog_tmr: {RF.get('prog_tmr').description}.")
     assert "One of (flow/losses.py): emd_cnn: " in doc["autoencoder.export_loss"]
     assert all(f"; {n}: " in doc["autoencoder.losses"] for n in list(L.LOSSES)[1:])
 
@@ -52,14 +54,14 @@ def test_registering_entries_is_enough_for_the_config(monkeypatch):
                           "autoencoder": {"losses": ["l1_test"], "export_loss": "l1_test"}})
     assert cfg.rtl.flavours == ["const", "tmr_test"] and cfg.autoencoder.export_loss == "l1_test"
     assert C.parse_config({}).rtl.flavours == ["const", "prog", "tmr_test"]
-    with pytest.raises(ConfigError, match=r"\(const, prog, tmr_test\), got 'tmr'"):
+    with pytest.raises(ConfigError, match=r"\(const, prog, prog_tmr, tmr_test\), got 'tmr'"):
         C.parse_config({"rtl": {"flavours": ["tmr"]}})
 
 
 def test_flavour_table():
     assert [f.name for f in RF.FLAVOURS.values()] == list(RF.FLAVOURS)
     assert RF.get("prog").programmable and not RF.get("const").programmable
-    with pytest.raises(ConfigError, match=r"expected an RTL flavour .*\(const, prog\), got 'x'"):
+    with pytest.raises(ConfigError, match=r"expected an RTL flavour .*\(const, prog, prog_tmr\), got 'x'"):
         RF.get("x")
     with pytest.raises(Exception, match="frozen|cannot assign"):
         RF.get("prog").top = "other"

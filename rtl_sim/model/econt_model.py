@@ -32,6 +32,19 @@ CFG_DATA_BITS = 32
 ADDR_WEIGHTS = 0x000          # 402 words: the 12864-bit weight image, 32 bits per word
 ADDR_CAL = 0x200              # 18 words: the 576-bit CALVALUE image (CALVALUE t at bits 12t..12t+11)
 ADDR_DROP = 0x220             # bits [1:0]
+DROP_MASK = 0x3
+N_WEIGHT_WORDS = IMAGE_BITS // CFG_DATA_BITS         # 402
+N_CAL_WORDS = -(-N_TC * CAL_BITS // CFG_DATA_BITS)   # 18
+#: SEU injection hook of the TMR flavour (test builds): global register-bit index ranges
+#: (docs/rtl_cosim.md, "The TMR flavour"), for a front-end register (latency 2)
+INJ_WEIGHTS = (0, IMAGE_BITS)
+INJ_CAL = (IMAGE_BITS, IMAGE_BITS + N_TC * CAL_BITS)
+INJ_DROP = (INJ_CAL[1], INJ_CAL[1] + 2)
+INJ_S1_VALID = INJ_DROP[1]
+INJ_S1_DATA = (INJ_S1_VALID + 1, INJ_S1_VALID + 1 + N_TC * 8 + SUM_BITS)
+INJ_VALID_OUT = INJ_S1_DATA[1]
+#: addresses outside the map (read back 0)
+UNMAPPED = (ADDR_WEIGHTS + N_WEIGHT_WORDS, ADDR_CAL - 1, ADDR_CAL + N_CAL_WORDS, ADDR_DROP + 1, 0x3FF)
 #: the testbench's own corner/random sets get these kind names
 KIND_CORNER, KIND_RANDOM = "tb_corner", "tb_random"
 
@@ -80,6 +93,22 @@ def config_writes(calvalues=None, drop=None, weights: EncoderWeights | None = No
     if drop is not None:
         out.append((ADDR_DROP, int(drop)))
     return out
+
+
+def readback_expected(writes, programmable: bool) -> dict[int, int]:
+    """What reading every mapped address (and the :data:`UNMAPPED` ones) returns after
+    ``writes`` loaded the whole configuration (docs/rtl_cosim.md, "Configuration port"):
+    the written words, drop masked to its two bits, weight addresses 0 where the weights
+    are not programmable, unmapped addresses 0."""
+    want = {a: 0 for a in UNMAPPED}
+    for a, d in writes:
+        if ADDR_WEIGHTS <= a < ADDR_WEIGHTS + N_WEIGHT_WORDS:
+            want[a] = d if programmable else 0
+        elif ADDR_CAL <= a < ADDR_CAL + N_CAL_WORDS:
+            want[a] = d
+        elif a == ADDR_DROP:
+            want[a] = d & DROP_MASK
+    return want
 
 
 # ------------------------------------------------------------------ expected
@@ -146,6 +175,7 @@ class Job:
     seed: int
     first_n: int
     alt_vectors: list = field(default_factory=list)   # (phase, calvalues, drop) per extra vector file
+    seu_inject: bool = False                # a test build with the TMR injection hook (ECONT_SEU_INJECT)
 
 
 def load_job(path: str | os.PathLike | None = None) -> Job:
@@ -188,7 +218,8 @@ def load_job(path: str | os.PathLike | None = None) -> Job:
                default_drop=int(spec["default_drop"]), vectors=phase,
                out_dir=Path(spec["out_dir"]), n_bubbles=int(spec.get("bubbles", 0)),
                n_reload=int(spec.get("reload", 0)), seed=int(spec["seed"]),
-               first_n=int(spec.get("first_mismatches", 20)), alt_vectors=alt)
+               first_n=int(spec.get("first_mismatches", 20)), alt_vectors=alt,
+               seu_inject=bool(spec.get("seu_inject", False)))
 
 
 def load_vectors(path, name: str, max_n: int = 0) -> tuple[Phase, np.ndarray, int]:

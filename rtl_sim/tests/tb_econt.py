@@ -23,6 +23,19 @@ Tests, in order (state carries over between them):
    CALVALUEs and drop) through the configuration port.
 8. ``defaults``: cfg_rst restores the default configuration (programmable: the
    trained weight image); stream; compare.
+9. ``readback``: a random configuration (programmable: a random weight image;
+   CALVALUEs; drop with junk in the unused data bits) through the port, then
+   every address read back through ``cfg_re``/``cfg_rdata`` (one per clock)
+   and a few unmapped ones: each returns what was written (weights: 0 on
+   fixed-weight flavours; unmapped: 0); ``cfg_rdata`` holds while ``cfg_re``
+   is low.  ``seu_count`` is 0 (no upsets are injected here).
+
+``stream`` also checks that ``seu_count`` stays 0.
+
+Test builds of the TMR flavour (job ``seu_inject``, Verilog macro
+``ECONT_SEU_INJECT``) run ``seu_inject`` alone: while wafers stream, one bit of
+one copy is flipped in a weight, a CALVALUE and an output register (each at
+another clock); every output must still be right and ``seu_count`` must be 3.
 
 Results: ``<out_dir>/<flavour>_<phase>.npz`` (words, expected, got) and
 ``<out_dir>/<flavour>_results.json`` (per-phase mismatch summary, latency,
@@ -56,6 +69,7 @@ async def _start(dut):
 def _idle(dut):
     dut.valid_in.value = 0
     dut.cfg_we.value = 0
+    dut.cfg_re.value = 0
     dut.rst.value = 0
     dut.cfg_rst.value = 0
 
@@ -69,6 +83,25 @@ async def _configure(dut, writes):
         dut.cfg_we.value = 1
         await RisingEdge(dut.clk)
     dut.cfg_we.value = 0
+
+
+async def _read_back(dut, addresses) -> list[int]:
+    """Read ``addresses`` through cfg_re/cfg_rdata, one per clock: each read is set up at a
+    falling edge, sampled at the rising edge after it, and its word read from cfg_rdata at
+    the next falling edge (one clock after cfg_re), where the next read is set up."""
+    got = []
+    await FallingEdge(dut.clk)
+    for addr in addresses:
+        dut.cfg_addr.value = addr
+        dut.cfg_re.value = 1
+        await FallingEdge(dut.clk)
+        got.append(dut.cfg_rdata.value.to_unsigned())
+    dut.cfg_re.value = 0
+    return got
+
+
+def _seu_count(dut) -> int:
+    return dut.seu_count.value.to_unsigned()
 
 
 def _outputs(dut) -> tuple[int, int, int]:
@@ -223,8 +256,11 @@ async def stream(dut):
     phase.extra.update({"ii_cycles": 1 if contiguous else None, "ii_contiguous": contiguous,
                         "first_valid_cycle": int(idx[0]) if len(idx) else None})
     RESULTS["checks"]["ii"] = {"ok": contiguous, "n": n, "valid_run": int(len(idx))}
+    seu = _seu_count(dut)
+    RESULTS["checks"]["seu_count_stream"] = {"ok": seu == 0, "seu_count": seu}
     _check(phase)
     assert contiguous, "valid_out has gaps while valid_in was high every clock (II != 1)"
+    assert seu == 0, f"seu_count is {seu} after the stream, no upset was injected"
 
 
 @cocotb.test()
@@ -332,3 +368,91 @@ async def defaults(dut):
     phase = _phase("defaults", words, JOB.default_calvalues, JOB.default_drop, JOB.weights, "tb_defaults")
     await _stream(dut, phase)
     _check(phase)
+
+
+@cocotb.test()
+async def readback(dut):
+    await _start(dut)
+    _idle(dut)
+    rng = np.random.default_rng(JOB.seed + 6)
+    # a random configuration, the drop word with junk above bits [1:0]; weight words are
+    # written on every flavour (ignored where the weights are fixed)
+    drop = int(rng.integers(0, 4)) | (int(rng.integers(0, 1 << 30)) << 2)
+    writes = M.config_writes(rng.integers(0, 4096, M.N_TC), drop, M.EncoderWeights.random(JOB.seed + 7))
+    await _configure(dut, writes)
+    want = M.readback_expected(writes, JOB.programmable)
+    addrs = list(want)
+    rng.shuffle(addrs)                      # any order: no address depends on the previous read
+    got = await _read_back(dut, addrs)
+    bad = [(hex(a), want[a], g) for a, g in zip(addrs, got, strict=True) if g != want[a]]
+    # cfg_rdata holds the last word while cfg_re is low (another address on cfg_addr)
+    held = []
+    dut.cfg_addr.value = int(addrs[0])
+    for _ in range(3):
+        await FallingEdge(dut.clk)
+        held.append(dut.cfg_rdata.value.to_unsigned())
+    seu = _seu_count(dut)
+    RESULTS["checks"]["readback"] = {"ok": not bad and held == [got[-1]] * 3 and seu == 0,
+                                     "n_read": len(addrs), "n_mismatch": len(bad),
+                                     "first_mismatches": bad[:10], "held": held == [got[-1]] * 3,
+                                     "seu_count": seu}
+    _save_results()
+    assert not bad, f"read-back differs from what was written at {len(bad)} addresses: {bad[:5]}"
+    assert held == [got[-1]] * 3, f"cfg_rdata did not hold {got[-1]} while cfg_re was low: {held}"
+    assert seu == 0, f"seu_count is {seu}, no upset was injected"
+
+
+async def _inject(dut, after_falling_edges: int, copy: int, bit: int, log: list):
+    """Flip bit ``bit`` (global index) of TMR copy ``copy`` at the rising edge after the
+    ``after_falling_edges``-th falling edge from now."""
+    for _ in range(after_falling_edges):
+        await FallingEdge(dut.clk)
+    dut.seu_inj_copy.value = copy
+    dut.seu_inj_bit.value = bit
+    dut.seu_inj_en.value = 1
+    await FallingEdge(dut.clk)
+    dut.seu_inj_en.value = 0
+    log.append({"copy": copy, "bit": bit, "seu_count_after": _seu_count(dut)})
+
+
+@cocotb.test(skip=not JOB.seu_inject)
+async def seu_inject(dut):
+    """Test build of a TMR flavour: single upsets in the weight, CALVALUE and output
+    registers while streaming are corrected (0 wrong outputs) and counted (seu_count)."""
+    _idle(dut)
+    dut.seu_inj_en.value = 0
+    dut.seu_inj_copy.value = 0
+    dut.seu_inj_bit.value = 0
+    dut.tc_words.value = 0
+    dut.cfg_addr.value = 0
+    dut.cfg_wdata.value = 0
+    dut.rst.value = 1
+    dut.cfg_rst.value = 1
+    await _start(dut)
+    for _ in range(3):
+        await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    dut.cfg_rst.value = 0
+    await _load_job_config(dut)
+    assert _seu_count(dut) == 0, "seu_count is not 0 after reset and configuration"
+    rng = np.random.default_rng(JOB.seed + 8)
+    n = len(JOB.vectors.words)
+    # one upset each: a weight bit (copy 1), a CALVALUE bit (copy 2), an output register bit
+    # (copy 0), at different clocks while the wafers stream
+    upsets = [(1, int(rng.integers(*M.INJ_WEIGHTS))), (2, int(rng.integers(*M.INJ_CAL))),
+              (0, M.INJ_VALID_OUT + 1 + int(rng.integers(0, JOB.latent_bits * M.N_LATENT)))]
+    log: list = []
+    for k, (copy, bit) in enumerate(upsets):
+        cocotb.start_soon(_inject(dut, (k + 1) * n // 4, copy, bit, log))
+    phase = JOB.vectors
+    await _stream(dut, phase)
+    res = M.compare(phase, JOB.first_n)
+    seu = _seu_count(dut)
+    RESULTS["phases"]["seu_inject"] = res
+    RESULTS["checks"]["seu_inject"] = {"ok": res["n_mismatch"] == 0 and seu == len(upsets),
+                                       "upsets": log, "seu_count": seu, "n_wafers": n}
+    _save_results()
+    assert len(log) == len(upsets), f"only {len(log)} of {len(upsets)} upsets were injected"
+    assert res["n_mismatch"] == 0, (f"{res['n_mismatch']} wrong outputs despite TMR: "
+                                    f"{res['first_mismatches'][:3]}")
+    assert seu == len(upsets), f"seu_count {seu} after {len(upsets)} corrected upsets"

@@ -5,6 +5,10 @@
 // (the last word may be partial; its extra data bits are ignored).
 // cfg_rst (synchronous) loads DEFAULT.  Used for the CALVALUE registers, the
 // drop setting and the 12864-bit encoder weight image.
+//
+// Read-back: rdata is word cfg_addr - BASE of the image (combinational; the
+// missing bits of a partial last word read 0), or 0 when cfg_addr is not one
+// of this image's words.  The shell registers it on cfg_re.
 `timescale 1ns / 1ps
 `default_nettype none
 
@@ -23,7 +27,8 @@ module econt_image_regs #(
     /* verilator lint_off UNUSEDSIGNAL */
     input  wire [DATA_BITS-1:0] cfg_wdata,
     /* verilator lint_on UNUSEDSIGNAL */
-    output wire [N_BITS-1:0]    q
+    output wire [N_BITS-1:0]    q,
+    output wire [DATA_BITS-1:0] rdata
 );
     localparam integer N_WORDS = (N_BITS + DATA_BITS - 1) / DATA_BITS;
 
@@ -43,6 +48,9 @@ module econt_image_regs #(
             assign q[LO +: W] = r;
         end
     endgenerate
+
+    econt_image_read #(.N_BITS(N_BITS), .ADDR_BITS(ADDR_BITS), .DATA_BITS(DATA_BITS), .BASE(BASE))
+        u_read (.image(q), .addr(cfg_addr), .rdata(rdata));
 endmodule
 
 `default_nettype wire

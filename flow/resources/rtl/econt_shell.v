@@ -11,6 +11,10 @@
 // * rst (synchronous, active high) clears the valid pipeline and the output
 //   registers; it does not touch the configuration registers.  cfg_rst
 //   (synchronous, active high) loads the configuration defaults.
+// * configuration read-back: at a rising edge where cfg_re is sampled high,
+//   cfg_rdata takes the word at cfg_addr (CALVALUE image, drop, or ext_rdata,
+//   the flavour's own registers, e.g. the weight image; 0 at unmapped
+//   addresses) and holds it until the next read; rst clears it.
 //
 // The encoder sits between enc_aein (this shell's output) and enc_latent
 // (its input) and must be combinational.
@@ -41,6 +45,9 @@ module econt_shell #(
     input  wire                          cfg_we,
     input  wire [ADDR_BITS-1:0]          cfg_addr,
     input  wire [DATA_BITS-1:0]          cfg_wdata,
+    input  wire                          cfg_re,
+    input  wire [DATA_BITS-1:0]          ext_rdata,   // the flavour's registers at cfg_addr (or 0)
+    output reg  [DATA_BITS-1:0]          cfg_rdata,
     // data in: one wafer per clock
     input  wire                          valid_in,
     input  wire [N_TC*WORD_BITS-1:0]     tc_words,
@@ -55,20 +62,27 @@ module econt_shell #(
     // ---- configuration registers
     wire [N_TC*CAL_BITS-1:0] calvalues;
     wire [DROP_BITS-1:0]     drop;
+    wire [DATA_BITS-1:0]     cal_rdata, drop_rdata;
     econt_image_regs #(
         .N_BITS(N_TC * CAL_BITS), .ADDR_BITS(ADDR_BITS), .DATA_BITS(DATA_BITS),
         .BASE(CAL_BASE), .DEFAULT(CAL_DEFAULT)
     ) u_cal (
         .clk(clk), .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr),
-        .cfg_wdata(cfg_wdata), .q(calvalues)
+        .cfg_wdata(cfg_wdata), .q(calvalues), .rdata(cal_rdata)
     );
     econt_image_regs #(
         .N_BITS(DROP_BITS), .ADDR_BITS(ADDR_BITS), .DATA_BITS(DATA_BITS),
         .BASE(DROP_ADDR), .DEFAULT(DROP_DEFAULT)
     ) u_drop (
         .clk(clk), .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr),
-        .cfg_wdata(cfg_wdata), .q(drop)
+        .cfg_wdata(cfg_wdata), .q(drop), .rdata(drop_rdata)
     );
+    always @(posedge clk) begin
+        if (rst)
+            cfg_rdata <= {DATA_BITS{1'b0}};
+        else if (cfg_re)
+            cfg_rdata <= cal_rdata | drop_rdata | ext_rdata;
+    end
 
     // ---- front end
     wire [N_TC*AEIN_BITS-1:0] fe_aein;
