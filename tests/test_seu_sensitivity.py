@@ -260,6 +260,7 @@ def test_cosim_hook_writes_results_and_records_upstreams(tmp_path, monkeypatch):
     assert (out / "seu" / "seu_sensitivity_map.png").is_file()
     m = ctx.metrics["seu_sensitivity"]
     assert m["worst_class"] and set(m["residual_fraction"]) == {"0.1"}
+    _report_section_shows(out, saved, tmp_path)
     off = C.parse_config({"name": "seu", "workdir": str(tmp_path), "seed": 1,
                           "cosim": {"seu_sensitivity": {"enabled": False}}})
     ctx2 = StageContext(cfg=off, stage="cosim", out=out, upstream={}, checkpoint_dir=tmp_path)
@@ -273,3 +274,33 @@ def test_config_rejects_bad_budgets():
         C.parse_config({"cosim": {"seu_sensitivity": {"budgets": [1.5]}}})
     with pytest.raises(ConfigError, match="metric"):
         C.parse_config({"cosim": {"seu_sensitivity": {"metric": "max"}}})
+
+
+def _report_section_shows(out, saved, tmp_path):
+    """The report's SEU section renders these results: one row per class, one per budget,
+    both plots with the captions the hook wrote."""
+    from flow import report_sections as RS
+    from flow.report_doc import Figure, Table
+    from flow.report_inputs import Figures
+
+    class Up:                                    # the cosim artifact, as the report reads it
+        def json(self, stage, rel):
+            return json.loads((out / rel).read_text())
+
+        def config(self, stage):
+            return {}
+
+        def has(self, stage, rel):
+            return (out / rel).is_file()
+
+        def path(self, stage, rel):
+            return out / rel
+
+    figs = Figures(tmp_path / "report")
+    sec = RS.seu(Up(), figs)
+    tables = {b.id: b for b in sec.blocks if isinstance(b, Table)}
+    assert len(tables["seu-classes"].rows) == len(saved["classes"])
+    assert len(tables["seu-tmr"].rows) == len(saved["tmr"]["budgets"]) == 1
+    shown = [b for b in sec.blocks if isinstance(b, Figure)]
+    names = ("seu_sensitivity_map.png", "seu_tmr_curve.png")
+    assert [f.caption for f in shown] == [S.CAPTIONS[n] for n in names]
