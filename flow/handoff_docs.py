@@ -96,9 +96,11 @@ def interface_md(run: str, meta: dict, ports: list[tuple[str, str, int]], doc_po
       + (f", weights ({', '.join(f'`{n}`' for n in progs)}) = `registers/weights.bin` "
          f"(sha256 `{weights_sha[:16]}...`)" if progs else "") + ".")
     w("* Both are synchronous, active high; assert both for a few clocks at power-up.\n")
-    w("## Configuration interface (write-only address/data port)\n")
+    w("## Configuration interface (address/data port)\n")
     w(f"`cfg_we`, `cfg_addr[{cp['addr_bits'] - 1}:0]`, `cfg_wdata[{cp['data_bits'] - 1}:0]`: "
-      f"{cp['write_timing']}.  No read-back.\n")
+      f"{cp['write_timing']}."
+      + (f"  Read-back (`cfg_re`, `cfg_rdata[{cp['data_bits'] - 1}:0]`): {cp['read_timing']}; "
+         f"{cp['read_layout']}." if "read_timing" in cp else "  No read-back.") + "\n")
     w("| word address | words | register | layout |")
     w("|---|---|---|---|")
     wb, cb, da = cp["weight_base"], cp["cal_base"], cp["drop_addr"]

@@ -150,8 +150,10 @@ def test_archive_members_and_hashes(handoff_run):
     itf = rel["INTERFACE.md"].decode()
     for s in ("`econt_ae_const`", "`econt_ae_prog`", "| `tc_words` | input | 336 |",
               "| `latent` | output | 144 |", "| `module_sum` | output | 9 |", "`0x220`",
-              "**2 clock cycles = 50 ns**"):
+              "**2 clock cycles = 50 ns**", "Read-back (`cfg_re`, `cfg_rdata[31:0]`)",
+              "| `cfg_rdata` | output | 32 |"):
         assert s in itf, s
+    assert "No read-back" not in itf
     # the shipped testbench imports nothing of the flow or the repository
     for name in ("run.py", "test_econt_handoff.py", "econt_vectors.py"):
         tree = ast.parse(rel[f"tb/{name}"])
