@@ -717,9 +717,9 @@ def seu(up: Upstream, figs: Figures) -> Section:
     for c in sorted(res.get("classes", []), key=lambda c: -dig(c, "delta_median_emd", "mean")):
         d = c.get("delta_median_emd") or {}
         rows.append([c.get("label"), f"{c.get('n_measured')} / {c.get('n_bits')}",
-                     num(d.get("mean"), "+.4f"), num(d.get("sem"), ".4f"),
-                     f"{num(d.get('min'), '+.4f')} .. {num(d.get('max'), '+.4f')}",
-                     pct(c.get("frac_latent_changed"), 1, signed=False), num(c.get("damage"), ".4f")])
+                     num(d.get("mean"), "+.3g"), num(d.get("sem"), ".2g"),
+                     f"{num(d.get('min'), '+.3g')} .. {num(d.get('max'), '+.3g')}",
+                     pct(c.get("frac_latent_changed"), 1, signed=False), num(c.get("damage"), ".3g")])
     sec.add(Table("seu-classes", "Change of the median exact EMD per single upset, by bit class "
                   "(most damaging first)",
                   ["class", "bits measured / total", "mean", "std. error", "min .. max",
@@ -732,7 +732,7 @@ def seu(up: Upstream, figs: Figures) -> Section:
         return r / no_tmr if is_num(r) and is_num(no_tmr) and no_tmr > 0 else None
 
     rows = [[pct(b.get("budget"), 0, signed=False), num(b.get("n_protected")),
-             num(b.get("flop_equivalents"), ",.0f"), num(b.get("residual_damage"), ".5f"),
+             num(b.get("flop_equivalents"), ",.0f"), num(b.get("residual_damage"), ".3g"),
              pct(b.get("residual_fraction"), 1, signed=False), pct(cls_frac(b), 1, signed=False)]
             for b in tmr.get("budgets", [])]
     sec.add(Table("seu-tmr", "Selective TMR proposal: expected damage of one random upset in the weight "
@@ -740,13 +740,14 @@ def seu(up: Upstream, figs: Figures) -> Section:
                   ["weight bits triplicated", "bits protected", "extra flip-flop equivalents",
                    "residual damage", "residual / no TMR (per bit)",
                    "residual / no TMR (whole classes)"], rows,
-                  note=f"no TMR: {no_tmr}, full TMR: 0; a protected bit costs "
+                  note=f"no TMR: {num(no_tmr, '.3g')}, full TMR: 0; a protected bit costs "
                        f"{dig(tmr, 'cost_model', 'per_protected_bit') or 'not recorded'}"))
     crel = f"seu/{CAPTIONS_FILE}"
     caps = read_captions(up.path("cosim", crel)) if up.has("cosim", crel) else {}
-    for name in ("seu_sensitivity_map.png", "seu_tmr_curve.png"):
-        if up.has("cosim", f"seu/{name}"):
-            sec.add(figs.add_file("cosim", up.path("cosim", f"seu/{name}"), f"seu/{name}", caps.get(name)))
+    plots = [figs.add_file("cosim", up.path("cosim", f"seu/{name}"), f"seu/{name}", caps.get(name))
+             for name in ("seu_sensitivity_map.png", "seu_tmr_curve.png") if up.has("cosim", f"seu/{name}")]
+    if plots:
+        sec.add(plots)            # a list of figures is one block (a row of plots)
     return sec
 
 

@@ -282,6 +282,7 @@ def _report_section_shows(out, saved, tmp_path):
     from flow import report_sections as RS
     from flow.report_doc import Figure, Table
     from flow.report_inputs import Figures
+    from flow.report_render import render_html, render_md
 
     class Up:                                    # the cosim artifact, as the report reads it
         def json(self, stage, rel):
@@ -301,6 +302,11 @@ def _report_section_shows(out, saved, tmp_path):
     tables = {b.id: b for b in sec.blocks if isinstance(b, Table)}
     assert len(tables["seu-classes"].rows) == len(saved["classes"])
     assert len(tables["seu-tmr"].rows) == len(saved["tmr"]["budgets"]) == 1
-    shown = [b for b in sec.blocks if isinstance(b, Figure)]
+    shown = [f for b in sec.blocks if isinstance(b, list) for f in b if isinstance(f, Figure)]
     names = ("seu_sensitivity_map.png", "seu_tmr_curve.png")
     assert [f.caption for f in shown] == [S.CAPTIONS[n] for n in names]
+    # and the page renders it (HTML and Markdown), figures included
+    page = render_html("t", "PASS", "", "", "today", "seu", [sec])
+    md = render_md("t", "PASS", "", "", [sec])
+    assert 'id="tbl-seu-classes"' in page and page.count("<img") == 2 and "seu-tmr" in page
+    assert "Selective TMR proposal" in md
