@@ -70,7 +70,8 @@ def test_cli_pins_before_tensorflow_is_imported():
 
 
 def test_report_provenance_names_the_host():
-    from flow.report import UPSTREAM, _provenance
+    from flow.report_inputs import UPSTREAM
+    from flow.report_sections import provenance as _provenance
 
     host = {"cpu_model": "Test CPU 9000", "isa": ["avx", "avx2"], "usable_cpus": 3,
             "env": {"TF_ENABLE_ONEDNN_OPTS": "0", "ONEDNN_MAX_CPU_ISA": "AVX2"},

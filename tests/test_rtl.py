@@ -149,7 +149,7 @@ def test_rtl_stage_yosys_elaborates_without_latches(rtl_run):
 def test_every_flavour_has_the_same_ports_and_prog_tmr_is_triplicated(rtl_run):
     """The read-back ports and seu_count are in every top (the documented interface);
     prog_tmr's registers are econt_tmr_reg instances, the others have none."""
-    from flow.handoff import documented_ports, verilog_ports
+    from flow.handoff_archive import documented_ports, verilog_ports
 
     cfg, man, _ = rtl_run
     d = cfg.stage_dir("rtl")
