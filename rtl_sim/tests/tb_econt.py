@@ -180,10 +180,8 @@ async def _load_job_config(dut):
     return len(writes)
 
 
-# ======================================================================= tests
-@cocotb.test()
-async def reset(dut):
-    _idle(dut)
+async def _power_up(dut):
+    """Inputs to 0, the clock started, rst and cfg_rst held for 3 clocks, then released."""
     dut.tc_words.value = 0
     dut.cfg_addr.value = 0
     dut.cfg_wdata.value = 0
@@ -194,6 +192,13 @@ async def reset(dut):
         await FallingEdge(dut.clk)
     dut.rst.value = 0
     dut.cfg_rst.value = 0
+
+
+# ======================================================================= tests
+@cocotb.test()
+async def reset(dut):
+    _idle(dut)
+    await _power_up(dut)
     seen = []
     for _ in range(6):
         await FallingEdge(dut.clk)
@@ -423,16 +428,7 @@ async def seu_inject(dut):
     dut.seu_inj_en.value = 0
     dut.seu_inj_copy.value = 0
     dut.seu_inj_bit.value = 0
-    dut.tc_words.value = 0
-    dut.cfg_addr.value = 0
-    dut.cfg_wdata.value = 0
-    dut.rst.value = 1
-    dut.cfg_rst.value = 1
-    await _start(dut)
-    for _ in range(3):
-        await FallingEdge(dut.clk)
-    dut.rst.value = 0
-    dut.cfg_rst.value = 0
+    await _power_up(dut)
     await _load_job_config(dut)
     assert _seu_count(dut) == 0, "seu_count is not 0 after reset and configuration"
     rng = np.random.default_rng(JOB.seed + 8)
