@@ -39,6 +39,11 @@ from .errors import ArgumentError, SynthError
 from .tools import yosys_python
 
 KINDS = ("xilinx", "generic", "sky130")
+#: ``ltp -noff`` (logic depth) leaves out the instances of these kept modules: registers only
+#: (the TMR copies), so a path ends at them as at a flip-flop.  Counted as cells, each copy
+#: would join all its inputs to all its outputs: on prog_tmr's 12864-bit image that is a
+#: loop through the voter per bit pair, 12864^2 warnings and > 20 GB (the run was OOM-killed)
+LTP_REGISTER_MODULES = ("econt_tmr_copy",)
 #: ABC script of the generic gate mapping (after ``synth -noabc``), see :func:`_script`
 GENERIC_ABC_SCRIPT = "strash; dc2; &get -n; &nf; &put"
 
@@ -134,15 +139,18 @@ def _script(kind: str, files, top: str, dsp: bool, work: Path, liberty: Path | N
     gabc = work / "generic.abc"
     gabc.write_text(GENERIC_ABC_SCRIPT + "\n")
     generic = f"{read}; synth -flatten -noabc -top {top}; abc -script {gabc}; opt -fast; "
+    # every cell but the register-only module instances (union of the types, inverted)
+    ltp = ("ltp -noff " + " ".join(f"t:*{m}" for m in LTP_REGISTER_MODULES)
+           + " %u" * (len(LTP_REGISTER_MODULES) - 1) + " %n")
     if kind == "generic":
-        return generic + _stat(work / "stat.json", top, "-tech cmos ") + "; ltp -noff"
+        return generic + _stat(work / "stat.json", top, "-tech cmos ") + f"; {ltp}"
     if kind in ("sky130", "generic+sky130"):
         from .cosim_area import ABC_SCRIPT
 
         abc = work / "abc.script"
         abc.write_text(ABC_SCRIPT + "\n")
         # generic+sky130: the generic figures of the same synth run, then the cell mapping
-        generic += (_stat(work / "generic.json", top, "-tech cmos ") + "; ltp -noff; " if kind != "sky130"
+        generic += (_stat(work / "generic.json", top, "-tech cmos ") + f"; {ltp}; " if kind != "sky130"
                     else _stat(work / "generic.json", top) + "; ")
         return (generic + f"dfflibmap -liberty {liberty}; abc -liberty {liberty} -script {abc}; opt_clean; "
                 + _stat(work / "stat.json", top, f"-liberty {liberty} "))

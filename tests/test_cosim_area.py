@@ -309,3 +309,26 @@ def test_cosim_tmr_figures_metrics_and_markdown():
     assert "prog 1.500 mm^2 = 10 %" in md and "14.4 mm^2" in md
     cosim.tmr_figures(r := {"flavours": {"prog_tmr": fl(2.2e6, 8.4e5, 42018)}})
     assert "tmr_overhead" not in r and "tmr_overhead_sky130" not in cosim.resource_metrics(r)
+
+
+def test_logic_depth_of_a_tmr_register_ends_at_its_copies(tmp_path):
+    """``ltp`` treats the kept TMR copies (registers only) like flip-flops: without that, every
+    copy instance joins all its inputs to all its outputs, a loop per bit pair through the voter
+    (N^2 warnings; prog_tmr's 12864-bit image ran out of memory)."""
+    top = tmp_path / "t.v"
+    top.write_text("""
+module t(input wire clk, input wire cfg_rst, input wire cfg_we, input wire [9:0] cfg_addr,
+         input wire [31:0] cfg_wdata, output wire [63:0] q, output wire err);
+  econt_image_regs_tmr #(.N_BITS(64), .ADDR_BITS(10), .DATA_BITS(32), .BASE(0), .DEFAULT(64'h5)) u (
+    .clk(clk), .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr), .cfg_wdata(cfg_wdata),
+    .q(q), .rdata(), .err(err));
+endmodule
+""")
+    hw = hand_written_dir()
+    files = [hw / n for n in ("econt_image_read.v", "econt_tmr_copy.v", "econt_tmr_reg.v",
+                              "econt_image_regs_tmr.v")] + [top]
+    g = synth("generic", files, "t", tmp_path / "g.log")
+    log = (tmp_path / "g.log").read_text()
+    assert "Detected loop" not in log and "ltp -noff t:*econt_tmr_copy %n" in log
+    assert g["FF"] == 3 * 64                       # three copies kept
+    assert 2 < g["logic_depth_gates"] < 40         # vote, refresh mux, load decode; not 0, no loop
