@@ -646,14 +646,17 @@ def rtl_cosim(up: Upstream) -> Section:
                            "cells without a cell library; sky130 = SkyWater 130 nm sky130_fd_sc_hd cells "
                            "mapped with an area-only Liberty (cell area from LEF, no timing, no buffering, "
                            "clock tree or routing)"))
-    sec_area(sec, repd)
+    _area_tables(sec, repd)
     return sec
 
 
-def sec_area(sec: Section, repd: dict) -> None:
-    """The TMR overhead and the ECON-T comparison of the cosim stage's sky130 areas."""
-    from .cosim_area import AREA_LABEL
+#: the label of every sky130 figure (flow.cosim_area.AREA_LABEL; not imported: the report
+#: stage's code would then include the area model's)
+AREA_LABEL = "area only, no timing (sky130_fd_sc_hd cell areas from LEF)"
 
+
+def _area_tables(sec: Section, repd: dict) -> None:
+    """The TMR overhead and the ECON-T comparison of the cosim stage's sky130 areas."""
     rows = []
     for t, o in (repd.get("tmr_overhead") or {}).items():
         rows += [[f"{t} vs {o.get('plain')}: whole block", num(o.get("area_tmr_um2"), ",.0f"),

@@ -332,3 +332,9 @@ endmodule
     assert "Detected loop" not in log and "ltp -noff t:*econt_tmr_copy %n" in log
     assert g["FF"] == 3 * 64                       # three copies kept
     assert 2 < g["logic_depth_gates"] < 40         # vote, refresh mux, load decode; not 0, no loop
+
+
+def test_report_labels_the_area_as_the_area_model_does():
+    from flow import report_sections
+
+    assert report_sections.AREA_LABEL == A.AREA_LABEL
