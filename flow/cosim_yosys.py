@@ -160,18 +160,26 @@ def _script(kind: str, files, top: str, dsp: bool, work: Path, liberty: Path | N
 def _design(path: Path) -> dict:
     """The ``design`` record of ``stat -json -top`` (the whole hierarchy, per instance)."""
     try:
-        d = json.loads(Path(path).read_text())["design"]
+        j = json.loads(Path(path).read_text())
+        d = j["design"]
     except (OSError, ValueError, KeyError) as err:
         raise SynthError(f"expected Yosys statistics in {path}, got {err}") from None
-    return d
+    # the modules of the design: a kept module's instances are counted among the cells too
+    return {**d, "module_types": sorted(j.get("modules", {}))}
 
 
 def summarize(kind: str, stat: dict, log: str = "", top_name: str | None = None,
               generic: dict | None = None) -> dict[str, float]:
     """Summary of one run from its ``stat -json`` design record (and log, for ``ltp``)."""
     cells = {k: int(v) for k, v in stat.get("num_cells_by_type", {}).items()}
-    # $scopeinfo: Yosys' record of a flattened instance's hierarchy, not a cell of the netlist
-    total = int(stat["num_cells"]) - cells.pop("$scopeinfo", 0)
+    # $scopeinfo: Yosys' record of a flattened instance's hierarchy, not a cell of the netlist;
+    # instances of kept modules (econt_mul_us, econt_tmr_copy): Yosys 0.70 lists them by type
+    # (not in num_cells), their cells are counted already
+    cells.pop("$scopeinfo", 0)
+    for t in stat.get("module_types", ()):
+        cells.pop(t, 0)
+        cells.pop(t.removeprefix("\\"), 0)
+    total = sum(cells.values()) if cells else int(stat["num_cells"])
     if kind == "xilinx":
         pick = lambda pre: sum(v for k, v in cells.items() if k.startswith(pre))
         return {"LUT": pick("LUT"), "FF": pick("FD"), "CARRY4": cells.get("CARRY4", 0),

@@ -1,5 +1,6 @@
 """The area-only sky130 Liberty (flow.cosim_area) and the pyosys runs of the cosim resources."""
 import itertools
+import json
 import re
 import shutil
 from pathlib import Path
@@ -338,3 +339,36 @@ def test_report_labels_the_area_as_the_area_model_does():
     from flow import report_sections
 
     assert report_sections.AREA_LABEL == A.AREA_LABEL
+
+
+HIER = """
+(* keep_hierarchy *)
+module sub(input wire [3:0] a, input wire [3:0] b, output wire [4:0] s);
+  assign s = a + b;
+endmodule
+module hier(input wire clk, input wire [3:0] a, input wire [3:0] b, input wire [3:0] c,
+            output reg [4:0] x, output reg [4:0] y);
+  wire [4:0] s0, s1;
+  sub u0(.a(a), .b(b), .s(s0));
+  sub u1(.a(b), .b(c), .s(s1));
+  always @(posedge clk) begin x <= s0; y <= s1; end
+endmodule
+"""
+
+
+def test_kept_module_instances_are_counted_by_their_cells(liberty, tmp_path):
+    """A module kept in the hierarchy (as econt_mul_us, econt_tmr_copy): the area and the
+    cell counts are those of its cells, once per instance; the instances themselves are not
+    cells (Yosys 0.70's stat lists them by type: sky130 used to fail on 'econt_mul_us')."""
+    src = tmp_path / "hier.v"
+    src.write_text(HIER)
+    r = synth("sky130", [src], "hier", tmp_path / "h.log", liberty=liberty)
+    cells = r["cells_by_type"]
+    assert all(k.startswith("sky130_fd_sc_hd__") for k in cells) and r["FF"] == 10
+    assert sum(cells.values()) == r["cells"]
+    assert r["area_um2"] == pytest.approx(sum(n * lef_area(name) for name, n in cells.items()), abs=1e-3)
+    sub = json.loads((tmp_path / "h.stat" / "stat.json").read_text())["modules"]["\\sub"]
+    assert r["area_um2"] == pytest.approx(2 * sub["area"] + 10 * lef_area("sky130_fd_sc_hd__dfxtp_1"),
+                                          abs=1e-3)
+    g = synth("generic", [src], "hier", tmp_path / "g.log")
+    assert g["FF"] == 10 and g["cells"] == g["gates"] + 10
