@@ -79,22 +79,24 @@ def simulate(flavour: str, rtl_dir: Path, out_dir: Path, build_dir: Path, logs: 
 
 
 def resources(report: dict, designs, settings, logs: Path, out: Path, echo=print) -> None:
-    """Yosys (pyosys) resource runs of ``settings.yosys`` on each ``(name, files, top)`` of
-    ``designs`` into ``report``: ``report["frontend"]`` for the design named ``frontend``,
-    ``report["flavours"][name]["yosys"]`` otherwise.  ``sky130`` writes the area-only
-    Liberty to ``out``."""
+    """Yosys (pyosys) resource runs of ``settings.yosys`` (less ``settings.yosys_skip`` of the
+    flavour) on each ``(name, files, top)`` of ``designs`` into ``report``:
+    ``report["frontend"]`` for the design named ``frontend``, ``report["flavours"][name]["yosys"]``
+    otherwise.  ``sky130`` writes the area-only Liberty to ``out``."""
     from .cosim_yosys import synth_all
 
+    runs = [(name, files, top, yosys_kinds(settings, name)) for name, files, top in designs]
+    runs = [r for r in runs if r[3]]
     liberty = None
-    if "sky130" in settings.yosys:
+    if any("sky130" in r[3] for r in runs):
         from .cosim_area import LIBERTY_NAME, write_liberty
 
         liberty = write_liberty(Path(out) / f"{LIBERTY_NAME}.lib")
     kw = dict(dsp=settings.yosys_dsp, timeout_s=settings.yosys_timeout_s, liberty=liberty)
-    for name, files, top in designs:
-        echo(f"[cosim] {name}: yosys {', '.join(settings.yosys)} ...")
+    for name, files, top, kinds in runs:
+        echo(f"[cosim] {name}: yosys {', '.join(kinds)} ...")
         # generic and sky130 share one run (one synth): logs/yosys_generic+sky130_<design>.log
-        res = synth_all(settings.yosys, files, top, logs, name, **kw)
+        res = synth_all(kinds, files, top, logs, name, **kw)
         for kind, r in res.items():
             echo(f"[cosim] {name}: yosys {kind}: {_resource_line(kind, r)}")
         if name == "frontend":
@@ -105,6 +107,12 @@ def resources(report: dict, designs, settings, logs: Path, out: Path, echo=print
     if liberty is not None:
         report["sky130_liberty"] = liberty.name
         tmr_figures(report)
+
+
+def yosys_kinds(settings, design: str) -> list[str]:
+    """The Yosys runs of one design: ``cosim.yosys`` less ``cosim.yosys_skip[design]``."""
+    skip = set(settings.yosys_skip.get(design, ()))
+    return [k for k in settings.yosys if k not in skip]
 
 
 def tmr_figures(report: dict) -> None:
@@ -309,7 +317,7 @@ def run(ctx) -> None:
                             + f"; full report: {ctx.out / 'report.json'}")
 
     # ---- resources (Yosys from the pyosys wheel, one child process per run)
-    if s.yosys:
+    if any(yosys_kinds(s, d) for d in ("frontend", *s.flavours)):
         # the shared front end on its own (part of both flavours' figures), then each flavour
         fe_dir = rtl_dir / s.flavours[0]
         designs = [("frontend", [fe_dir / n for n in ("econt_tc_calq.v", "econt_adder_tree.v",

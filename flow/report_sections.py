@@ -618,12 +618,16 @@ def rtl_cosim(up: Upstream) -> Section:
              ("sky130", "area_um2")]
     rows = []
 
-    def res_row(label, getter):
+    skip = cc.get("yosys_skip") or {}
+
+    def res_row(label, getter, design=None):
         cells = [label]
         for kind, k in xcols:
             v = getter(kind, k)
             cells.append(num(v) if v is not None else
-                         NA(none_reason if not kinds or kind not in kinds else f"no {kind} {k} figure"))
+                         NA(none_reason if not kinds or kind not in kinds else
+                            f"not run for {design} (cosim.yosys_skip)" if kind in skip.get(design, ()) else
+                            f"no {kind} {k} figure"))
         return cells
 
     if not kinds:   # no Yosys run at all: one explicit cell per design instead of a row of blanks
@@ -632,7 +636,7 @@ def rtl_cosim(up: Upstream) -> Section:
                       note="enable with cosim.yosys: [xilinx, generic] (takes minutes)"))
         return sec
     for fl in flavours:
-        rows.append(res_row(fl, lambda kind, k, fl=fl: cm[fl].get(f"{kind}_{k}")))
+        rows.append(res_row(fl, lambda kind, k, fl=fl: cm[fl].get(f"{kind}_{k}"), fl))
     fe = repd.get("frontend")
     if fe:
         rows.append(res_row("front end alone", lambda kind, k: dig(fe, kind, k)))

@@ -372,3 +372,24 @@ def test_kept_module_instances_are_counted_by_their_cells(liberty, tmp_path):
                                           abs=1e-3)
     g = synth("generic", [src], "hier", tmp_path / "g.log")
     assert g["FF"] == 10 and g["cells"] == g["gates"] + 10
+
+
+def test_yosys_runs_per_design_and_the_skip_key():
+    """cosim.yosys (default: all three kinds) less cosim.yosys_skip of the design (default: no
+    synth_xilinx of prog_tmr); an empty cosim.yosys runs nothing."""
+    from flow import config as C
+    from flow import cosim
+    from flow.errors import ConfigError
+
+    s = C.parse_config({}).cosim
+    assert s.yosys == ["xilinx", "generic", "sky130"] and s.yosys_skip == {"prog_tmr": ["xilinx"]}
+    assert cosim.yosys_kinds(s, "prog_tmr") == ["generic", "sky130"]
+    assert cosim.yosys_kinds(s, "prog") == cosim.yosys_kinds(s, "frontend") == ["xilinx", "generic", "sky130"]
+    s = C.parse_config({"cosim": {"yosys": ["xilinx", "generic"], "yosys_skip": {"const": ["generic"]}}}).cosim
+    assert cosim.yosys_kinds(s, "const") == ["xilinx"] and cosim.yosys_kinds(s, "prog_tmr") == ["xilinx", "generic"]
+    s = C.parse_config({"cosim": {"yosys": []}}).cosim
+    assert all(cosim.yosys_kinds(s, d) == [] for d in ("frontend", "const", "prog", "prog_tmr"))
+    with pytest.raises(ConfigError, match="prog_tmx"):
+        C.parse_config({"cosim": {"yosys_skip": {"prog_tmx": ["xilinx"]}}})
+    with pytest.raises(ConfigError, match="vivado"):
+        C.parse_config({"cosim": {"yosys_skip": {"prog_tmr": ["vivado"]}}})
