@@ -385,8 +385,10 @@ def test_yosys_runs_per_design_and_the_skip_key():
     assert s.yosys == ["xilinx", "generic", "sky130"] and s.yosys_skip == {"prog_tmr": ["xilinx"]}
     assert cosim.yosys_kinds(s, "prog_tmr") == ["generic", "sky130"]
     assert cosim.yosys_kinds(s, "prog") == cosim.yosys_kinds(s, "frontend") == ["xilinx", "generic", "sky130"]
-    s = C.parse_config({"cosim": {"yosys": ["xilinx", "generic"], "yosys_skip": {"const": ["generic"]}}}).cosim
-    assert cosim.yosys_kinds(s, "const") == ["xilinx"] and cosim.yosys_kinds(s, "prog_tmr") == ["xilinx", "generic"]
+    s = C.parse_config({"cosim": {"yosys": ["xilinx", "generic"],
+                                  "yosys_skip": {"const": ["generic"]}}}).cosim
+    assert cosim.yosys_kinds(s, "const") == ["xilinx"]
+    assert cosim.yosys_kinds(s, "prog_tmr") == ["xilinx", "generic"]
     s = C.parse_config({"cosim": {"yosys": []}}).cosim
     assert all(cosim.yosys_kinds(s, d) == [] for d in ("frontend", "const", "prog", "prog_tmr"))
     with pytest.raises(ConfigError, match="prog_tmx"):
