@@ -355,6 +355,10 @@ def run(ctx) -> None:
         if a:
             ctx.add_summary(f"{fl}: sky130 area (area only, no timing)", _resource_line("sky130", a))
     ctx.metrics.update(resource_metrics(report))
+    for t, o in report.get("tmr_overhead", {}).items():
+        ctx.add_summary(f"{t}: TMR area overhead (sky130, area only, no timing)",
+                        f"{o['total_ratio']:.2f}x the {o['plain']} block, {o['protected_ratio']:.2f}x its "
+                        f"flip-flops ({o['delta_um2'] / 1e6:.3f} mm^2 more)")
 
     # ---- weight-bit SEU sensitivity + selective TMR (golden model, no RTL): cosim/seu/
     from .seu_sensitivity import run_in_stage as seu_sensitivity
