@@ -552,7 +552,7 @@ class CosimConfig(Section):
     """Yosys (pyosys) resource estimates: ``xilinx`` (``synth_xilinx``: LUT/FF/CARRY4),
     ``generic`` (``synth``: gate count, transistor estimate, logic depth) and/or ``sky130``
     (SkyWater 130 nm ``sky130_fd_sc_hd`` cells: area in um^2, area only, no timing; it maps the
-    ``generic`` run's netlist, +25-30 % of that run on ``prog``/``prog_tmr``, docs/rtl_cosim.md);
+    ``generic`` run's netlist: about 20-27 % of that run's time, docs/rtl_cosim.md);
     empty: none."""
     yosys_skip: dict[RtlFlavourName, list[YosysKind]] = Field(
         default_factory=lambda: {"prog_tmr": ["xilinx"]})
