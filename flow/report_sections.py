@@ -673,20 +673,28 @@ def physics(ctx, up: Upstream, figs: Figures) -> Section:
             ratio = (f"{q['value']:.3f} +- {q['err']:.3f}"
                      if isinstance(q, dict) and is_num(q.get("value")) and is_num(q.get("err"))
                      else NA("not recorded"))
+            w = dig(m, "resolution_over_weighted_mse", a, str(e))
+            over_w = (f"{w['value']:.3f} +- {w['err']:.3f}"
+                      if isinstance(w, dict) and is_num(w.get("value")) and is_num(w.get("err")) else "")
             rows.append([a, num(e, "d"), num(dig(m, "bits_per_bx", a, str(e)), "d"),
                          NA(why or "not measured") if r is None else pct(r.get("value"), signed=False),
                          "" if r is None else pct(r.get("err"), signed=False),
                          "" if r is None else ratio,
+                         "" if r is None else over_w,
                          "" if r is None else pct(dig(m, "efficiency", a, str(e)), 1, signed=False),
                          "" if r is None else num(dig(m, "median_emd", a, str(e)), ".3f")])
     sec.add(Table("physics-summary", "Effective pT resolution of matched L1 electron clusters per "
                   "output algorithm and eLink budget (test split)",
                   ["algorithm", "eLinks", "bits per BX", "resolution", "bootstrap err.",
-                   "/ uncompressed (paired)", "efficiency", "median EMD"], rows,
+                   "/ uncompressed (paired)", "/ weighted-MSE AE (paired)", "efficiency",
+                   "median EMD"], rows,
                   note=f"generated pT >= {m.get('min_gen_pt')} GeV, {m.get('n_electrons')} electrons; "
                        "bits per BX: worst-case frame (uncompressed: 48 x 22-bit CALQ, the lossless "
-                       "reference, exempt from the budget); docs/physics.md"))
-    order = [f"resolution_vs_eta_{e}elinks.png" for e in (2, 3, 4, 5)] + ["resolution_emd_vs_elinks.png"]
+                       "reference, exempt from the budget); ratios on the same electrons with a "
+                       "paired bootstrap error, autoencoders against the weighted-MSE autoencoder of "
+                       "the same seed; docs/physics.md"))
+    order = ([f"resolution_vs_eta_{e}elinks.png" for e in (2, 3, 4, 5)]
+             + ["resolution_emd_vs_elinks.png", "resolution_over_weighted_mse_vs_eta.png"])
     plots = figs.stage_plots(up, "physics", order)
     sec.add(plots if plots else Para(str(NA("the physics stage saved no plots")), na=True))
     return sec

@@ -486,6 +486,8 @@ def _fake_physics(ctx):
         "resolution_over_uncompressed": {a: {"2": None if a == "autoencoder_emd_cnn" else
                                              {"value": 1.027, "err": 0.004}, "5": None}
                                          for a in res},
+        "resolution_over_weighted_mse": {"autoencoder_emd_cnn": {"2": None,
+                                                                 "5": {"value": 0.912, "err": 0.011}}},
         "min_gen_pt": 10.0})
 
 
@@ -507,8 +509,10 @@ def test_physics_section_when_the_physics_stage_ran(tmp_path):
         md = (cfg.stage_dir("report") / "report.md").read_text()
         assert set(man["upstream"]) == {*UPSTREAM, "physics"}
         assert 'id="tbl-physics-summary"' in page
-        assert "| best_choice | 2 | 64 | 3.39 % | 0.08 % | 1.027 +- 0.004 | 100.0 % | 0.920 |" in md
-        assert "| best_choice | 5 | 158 | 3.27 % | 0.07 % | *not available: not recorded* |" in md
+        assert "| best_choice | 2 | 64 | 3.39 % | 0.08 % | 1.027 +- 0.004 |  | 100.0 % | 0.920 |" in md
+        assert "| best_choice | 5 | 158 | 3.27 % | 0.07 % | *not available: not recorded* |  |" in md
+        assert "| autoencoder_emd_cnn | 5 | 157 | 4.10 % | 0.10 % | *not available: not recorded* | " \
+               "0.912 +- 0.011 |" in md
         assert "not available: needs latent_bits=3" in md and "not available: not available" not in md
         assert "figures/physics_resolution_vs_eta_2elinks.png" in man["outputs"]
         assert _n_img(page) == man["metrics"]["n_figures"]
