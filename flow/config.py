@@ -330,6 +330,16 @@ class AutoencoderConfig(Section):
     """The loss whose encoder is exported to the hardware stages (must be in ``losses``)."""
     latent_bits: int = Field(9, ge=2, le=16)
     """Bits per latent value, ufixed<bits,1> (9 in the ASIC; 3/5/7 for fewer links)."""
+    elinks: list[Literal[2, 3, 4, 5]] = Field(default_factory=lambda: [5], min_length=1)
+    """eLink budgets the exported encoder is produced for; the latent width of a budget is
+    3/5/7/9 bits for 2/3/4/5 eLinks (``encoder_file.ELINK_LATENT_BITS``).  The budget of
+    ``latent_bits`` is the compared model itself; every other one is trained with
+    ``export_loss`` under the same rule (to convergence, same wafers and learning rate),
+    from the exported model (``elinks_init: finetune``) or from scratch, checked golden ==
+    QKeras, evaluated, and exported to ``elinks/<n>/`` (``weights.bin`` + ``encoder.json``)."""
+    elinks_init: Literal["finetune", "scratch"] = "finetune"
+    """Start of the other budgets' trainings: the exported model's weights (fine-tuning to
+    the narrower latent quantizer) or a fresh initialisation (to measure that both agree)."""
     epochs: int = Field(300, ge=1)
     """Epoch cap per model.  Every model trains until its validation loss stops
     improving (early stopping); one that reaches the cap instead is *not

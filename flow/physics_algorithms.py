@@ -58,6 +58,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .encoder_file import ELINK_LATENT_BITS
 from .errors import InputRangeError, ShapeError, describe_values
 from .frontend import CALQ_BITS
 from .geometry import GROUPS_4X4, N_TC, SUPERCELLS_2X2
@@ -67,7 +68,7 @@ BITS_PER_ELINK = 32
 #: eLink budgets of a module.
 ELINKS = (2, 3, 4, 5)
 #: autoencoder bits per latent value by eLink budget (public training code).
-AE_LATENT_BITS = {2: 3, 3: 5, 4: 7, 5: 9}
+AE_LATENT_BITS = ELINK_LATENT_BITS
 AE_N_LATENT = 16
 AE_HEADER_BITS = 4
 AE_SUM_BITS = 9

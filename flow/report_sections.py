@@ -443,6 +443,7 @@ def losses(up: Upstream, figs: Figures, out: Path) -> tuple[Section, Section]:
                                      "has no vs_eta bins")), na=True))
     sec.add(plots if plots else Para(str(NA("the autoencoder stage saved no plots")), na=True))
     sec.add(*_cnn_check(up))
+    sec.add(*_elinks(m))
 
     kr_sec = Section("kr-check", "KR-dual (NEEMo-style) cross-check of exact EMD")
     kr = m.get("kr_dual_check") or (ev.get("kr_dual_check") if isinstance(ev, dict) else None)
@@ -464,6 +465,30 @@ def losses(up: Upstream, figs: Figures, out: Path) -> tuple[Section, Section]:
     else:
         kr_sec.add(Para(str(NA("the KR-dual check was not run (autoencoder.kr_check_pairs = 0)")), na=True))
     return sec, kr_sec
+
+
+def _elinks(m: dict) -> list:
+    """The exported loss's encoder per eLink budget (``elinks`` metric of the autoencoder)."""
+    el = m.get("elinks")
+    if not isinstance(el, dict) or not el:
+        return []
+    rows = []
+    for n in sorted(el, key=int):
+        r = el[n]
+        conv = r.get("converged")
+        g = r.get("golden") or {}
+        rows.append([num(int(n), "d"), num(r.get("latent_bits"), "d"),
+                     "the compared model" if not r.get("trained") else f"trained ({r.get('init')})",
+                     num(r.get("median_emd"), ".4f"), num(r.get("boot_std"), ".4f", "no bootstrap"),
+                     num(r.get("epochs_run"), "d"),
+                     Status(conv is True, "" if conv is True else "reached the epoch cap"),
+                     num(g.get("n_mismatch"), "d") if r.get("trained") else "see above"])
+    return [Table("elink-encoders", f"Exported-loss ({m.get('export_loss')}) encoder per eLink budget",
+                  ["eLinks", "latent bits", "model", "median EMD", "bootstrap std", "epochs run",
+                   "converged", "golden != QKeras"], rows,
+                  note="16 latents x latent bits + 9-bit module sum + 4-bit header within 32 bits per "
+                       "eLink per BX; the other budgets train under the same rule as the compared models "
+                       "(autoencoder.elinks, elinks_init); exported to autoencoder/elinks/<n>/")]
 
 
 def _cnn_check(up: Upstream) -> list:

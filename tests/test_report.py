@@ -173,7 +173,13 @@ def fake_upstream(mp, *, yosys=True, eta_plot=True, kr=True, stats=True, grid=Tr
                             "emd_cnn_over_telescope_by_occupancy": [0.28, 0.31, None],
                             "cnn_on_ae_pairs_rel_std": {"emd_cnn": 0.0412},
                             "golden_mismatches": dict.fromkeys(medians, 0), "golden_n_total": 6 * 111591,
-                            "kr_dual_check": krd, "n_test": 111591, "n_train": 200000})
+                            "kr_dual_check": krd, "n_test": 111591, "n_train": 200000,
+                            "elinks": {"2": {"latent_bits": 3, "trained": True, "init": "finetune",
+                                             "median_emd": 1.4321, "boot_std": 0.0042, "epochs_run": 23,
+                                             "converged": True, "golden": {"n_total": 5, "n_mismatch": 0}},
+                                       "5": {"latent_bits": 9, "trained": False, "init": "the compared model",
+                                             "median_emd": 0.7622, "boot_std": 0.003, "epochs_run": 61,
+                                             "converged": True}}})
 
     def convert(ctx):
         _write(ctx.out / "vectors_meta.json", {"formats": {
@@ -375,7 +381,7 @@ def test_structure_and_key_numbers(full):
         assert f'href="#{sec}"' in page
     for tid in ("checks", "key-results", "provenance", "dataset", "splits", "emd-model", "emd-grid",
                 "emd-resolution", "emd-by-emd", "loss-comparison", "loss-vs-occupancy", "loss-vs-eta",
-                "cnn-on-reconstructions", "kr-dual", "formats", "golden-qkeras", "csim", "rtl", "cosim",
+                "cnn-on-reconstructions", "elink-encoders", "kr-dual", "formats", "golden-qkeras", "csim", "rtl", "cosim",
                 "cosim-phases", "resources", "tools", "stages"):
         assert f'<table class="report-table" id="tbl-{tid}">' in page, tid
     assert '<div id="verdict" class="verdict pass">PASS</div>' in page
@@ -386,7 +392,7 @@ def test_structure_and_key_numbers(full):
                    "yes vs telescope MSE (lower median EMD for every seed)", "6.11 %",
                    "0.745", "ap_ufixed&lt;9,1,AP_RND_CONV,AP_SAT&gt;", "177,815",
                    "188,633", "41,167", "336,959", "16,264", "25 ns", "fixed&lt;21,9,TRN,WRAP,0&gt;",
-                   "sky130 area um^2 (area only, no timing)"):
+                   "sky130 area um^2 (area only, no timing)", "1.4321", "trained (finetune)"):
         assert number in page, number
     for st in UPSTREAM:           # every stage's manifest sha256 and config hash
         smf = cfg.stage_dir(st) / "manifest.json"
