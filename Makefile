@@ -22,7 +22,7 @@ deps = $(STAMP) $(CONFIG) $(CODE_$(1))
 # (flow/codehash.py, standard library only: works before `make install`); regenerated
 # when a file of the package or the testbench is added, removed or edited
 CODE_MK    := build/.code_deps.mk
-CODE_SRC   := $(shell find flow rtl_sim -name __pycache__ -prune -o -print 2>/dev/null)
+CODE_SRC   := $(shell find flow -name __pycache__ -prune -o -print 2>/dev/null)
 NO_CODE_GOALS := help install sysdeps sysdeps-python sysdeps-chromium doctor lint test test-slow clean distclean
 ifneq ($(filter-out $(NO_CODE_GOALS),$(MAKECMDGOALS)),)
 include $(CODE_MK)
@@ -158,7 +158,7 @@ bench: $(STAMP)
 	$(FLOW) bench --config $(CONFIG)
 
 lint: $(STAMP)
-	$(PY) -m ruff check flow tests rtl_sim
+	$(PY) -m ruff check flow tests
 
 clean:
 	rm -rf build
