@@ -381,8 +381,8 @@ def test_structure_and_key_numbers(full):
         assert f'href="#{sec}"' in page
     for tid in ("checks", "key-results", "provenance", "dataset", "splits", "emd-model", "emd-grid",
                 "emd-resolution", "emd-by-emd", "loss-comparison", "loss-vs-occupancy", "loss-vs-eta",
-                "cnn-on-reconstructions", "elink-encoders", "kr-dual", "formats", "golden-qkeras", "csim", "rtl", "cosim",
-                "cosim-phases", "resources", "tools", "stages"):
+                "cnn-on-reconstructions", "elink-encoders", "kr-dual", "formats", "golden-qkeras", "csim",
+                "rtl", "cosim", "cosim-phases", "resources", "tools", "stages"):
         assert f'<table class="report-table" id="tbl-{tid}">' in page, tid
     assert '<div id="verdict" class="verdict pass">PASS</div>' in page
     assert "Test report &lt;&amp;&gt;: run full" in page       # title escaped
