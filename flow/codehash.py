@@ -56,6 +56,7 @@ RESOURCES: dict[str, tuple[str, ...]] = {
     "flow.handoff_archive": ("flow/resources/handoff/*.py", "flow/resources/handoff/*.txt"),   # tb/
     "flow.handoff_docs": ("flow/resources/handoff/*.tmpl",),
     "flow.cosim_sim": ("rtl_sim/*/*.py",),
+    "flow.cosim_seu": ("flow/resources/handoff/test_econt_seu.py",),   # the SEU campaign testbench
 }
 
 

@@ -74,6 +74,10 @@ def classes(hook: bool, latent_bits: int, fe_reg: bool) -> dict[str, list[tuple[
     return out
 
 
+def _sources(flavour_dir: Path) -> list[Path]:
+    return [flavour_dir / n for n in (flavour_dir / "filelist.f").read_text().split()]
+
+
 def class_bits(ranges) -> int:
     return sum(hi - lo for lo, hi in ranges)
 
@@ -301,7 +305,6 @@ def run_in_stage(ctx, *, rtl_dir: Path, meta: dict, vec_path: Path, weights_imag
     from . import cosim_sim
     from . import rtl_flavours as RF
     from .atomic import atomic_write_json
-    from .cosim import _sources
     from .vectors import read_vectors
 
     s = ctx.settings
