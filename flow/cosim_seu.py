@@ -329,7 +329,7 @@ def run_in_stage(ctx, *, rtl_dir: Path, meta: dict, vec_path: Path, weights_imag
         hook = spec.seu_hook
         bdir = ctx.checkpoint_dir / "sim_build" / (f"{fl}_seu" if hook else fl)
         build_s = 0.0
-        if hook or not (bdir / "Vtop").exists():        # prog: the cosim build above is reused
+        if hook or not (bdir / spec.top).exists():      # prog: the cosim build above is reused
             build_s = cosim_sim.build(_sources(rtl_dir / fl), spec.top, bdir, opt=s.verilator_opt,
                                       jobs=s.build_jobs, log=logs / f"build_{fl}_seu.log",
                                       defines=["ECONT_SEU_INJECT"] if hook else ())
