@@ -697,9 +697,9 @@ def _seu_campaign(up: Upstream, sec: Section) -> None:
     and upset class."""
     rel = "seu.json"
     res = up.json("cosim", rel) if up.has("cosim", rel) else NA(
-        "no RTL SEU campaign (cosim.seu_upsets: 0, no programmable flavour, or a run older than it)")
+        "RTL SEU campaign not run (cosim.seu_upsets: 0, no programmable flavour, or a run older than it)")
     if not isinstance(res, dict):
-        sec.add(Para(f"RTL SEU campaign: {res.reason if isinstance(res, NA) else 'not a JSON object'}",
+        sec.add(Para(str(res if isinstance(res, NA) else NA(f"RTL SEU campaign: {rel} is not a JSON object")),
                      na=True))
         return
     fls = res.get("flavours") or {}
@@ -749,7 +749,7 @@ def seu(up: Upstream, figs: Figures) -> Section:
         reason = ("not run (cosim.seu_sensitivity.enabled: false)"
                   if dig(up.config("cosim"), "seu_sensitivity", "enabled") is False
                   else res.reason if isinstance(res, NA) else f"{rel} is not a JSON object")
-        return sec.add(Para(f"Weight-bit sensitivity: {NA(reason)}", na=True))
+        return sec.add(Para(str(NA(f"weight-bit sensitivity: {reason}")), na=True))
     ref, cost = res.get("reference") or {}, res.get("cost") or {}
     med, wall = ref.get("median_emd"), cost.get("wall_s")
     sec.add(Para(f"Single upsets of the 12864-bit weight image, one bit at a time, on "
