@@ -124,8 +124,8 @@ FLAVOURS: dict[str, RtlFlavour] = {f.name: f for f in (
         description="reprogrammable weights in triplicated registers with voters",
         encoder="as prog; configuration and pipeline registers triplicated (TMR, voters, refresh)",
         seu_hook=True,
-        # opt-in until its cosim/Yosys cost on the default config is measured (and the handoff
-        # archive documents and tests seu_count and the read-back)
+        # not in the flavours of a config that lists none (tests, small configs): a third
+        # Verilator build; configs/default.yaml lists it (its cosim cost: docs/seu.md)
         in_defaults=False),
 )}
 
