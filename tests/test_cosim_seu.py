@@ -255,3 +255,61 @@ def test_report_section_shows_the_campaign(tmp_path):
     md = render_md("t", "PASS", "", "", [sec])
     assert 'id="tbl-seu-campaign"' in page and "RTL SEU campaign" in md
     assert "prog_tmr: 20 upsets" in md and "cosim.seu_sensitivity.enabled: false" in md
+
+
+def test_cosim_stage_fails_when_tmr_corrupts_a_wafer(tmp_path, monkeypatch):
+    """The whole cosim stage (simulations faked as passing, the campaign's testbench faked
+    with one corrupted wafer): a MismatchError with expected vs got, no artifact, and the
+    failed run's seu.json kept in cosim.failed/."""
+    from fakes import fake_stage
+    from test_cosim import QUIET, fake_upstream
+
+    from flow import cosim, cosim_sim
+    from flow.stages import run_stage
+
+    w = EncoderWeights.random(7)
+    fake_upstream(monkeypatch, w, n=60)
+
+    def fake_rtl(ctx):
+        (ctx.out / "prog_tmr").mkdir()
+        (ctx.out / "prog_tmr" / "filelist.f").write_text("econt_ae_prog_tmr.v\n")
+        (ctx.out / "prog_tmr" / "econt_ae_prog_tmr.v").write_text("// fake\n")
+        (ctx.out / "rtl.json").write_text(json.dumps({
+            "flavours": {"prog_tmr": {}}, "latent_bits": LB,
+            "defaults": {"calvalue_image_hex": "800" * 48, "drop": 3},
+            "interface": {"clock_ns": 25.0, "latency_cycles": 2}}))
+    fake_stage(monkeypatch, "rtl", fake_rtl)
+
+    def fake_simulate(fl, *a, **k):
+        return {"phases": {"stream": {"n_total": 60, "n_mismatch": 0, "ii_cycles": 1, "wafers_per_s": 1.0}},
+                "checks": {"latency": {"latency_cycles": 2}}, "tests": {}, "n_total": 60, "n_mismatch": 0,
+                "build_s": 0.0, "run_wall_s": 0.0, "top": "econt_ae_prog_tmr"}
+    monkeypatch.setattr(cosim, "simulate", fake_simulate)
+    monkeypatch.setattr(cosim_sim, "build", lambda *a, **k: 0.0)
+
+    def fake_tb(top, build_dir, plan, plan_path, log=None):
+        z = np.load(plan["vectors"])
+        n = plan["start"] + len(plan["upsets"]) * plan["period"] + plan["tail"]
+        idx = np.arange(n) % len(z["latent"])
+        sums = z["sum_code"][idx].copy()
+        sums[plan["start"] + plan["period"] + 1] ^= 4        # one wrong module sum, upset #1's window
+        n_up = len(plan["upsets"])
+        return {"n_clocks": n, "n_wafers_in": n, "latent": z["latent"][idx], "sum_code": sums,
+                "seu_count": np.arange(1, n_up + 1), "seu_count_before": 0, "seu_count_final": n_up,
+                "sim_wall_s": 0.1, "run_wall_s": 0.1}
+    monkeypatch.setattr(S, "run_tb", fake_tb)
+    cfg = C.parse_config({"name": "sf", "workdir": str(tmp_path), "seed": 4,
+                          "rtl": {"flavours": ["prog_tmr"], "yosys_check": False},
+                          "cosim": {"flavours": ["prog_tmr"], "yosys": [], "seu_upsets": 10,
+                                    "seu_sensitivity": {"enabled": False}}})
+    for st in ("data", "emd", "autoencoder", "convert", "rtl"):
+        run_stage(cfg, st, **QUIET)
+    with pytest.raises(MismatchError, match=r"SEU campaign on prog_tmr \(10 single upsets\): expected 0 "
+                                            r"corrupted wafers, got 1 \(upset #1 .*module_sum expected \d+ "
+                                            r"got \d+") as err:
+        run_stage(cfg, "cosim", **QUIET)
+    assert "seu_count" not in str(err.value)                # the count was right
+    assert not cfg.stage_dir("cosim").exists()
+    kept = cfg.run_dir / "cosim.failed"
+    assert json.loads((kept / "seu.json").read_text())["flavours"]["prog_tmr"]["corrupted_wafers"] == 1
+    assert (kept / "report.json").is_file()
