@@ -249,6 +249,7 @@ def analyse(plan: dict, res: dict, vectors: dict, *, bits: dict[str, int] | None
              "corrupted_per_upset": round(float(nc.mean()), 4) if len(nc) else 0.0,
              "span_wafers_mean": round(float(span.mean()), 2) if len(span) else 0.0,
              "span_wafers_max": int(span.max()) if len(span) else 0,
+             "last_corrupted_offset_max": max((r["last"] for r in vis), default=-1),
              "corrupted_after_restore": int(sum(r["after_restore"] for r in sel)) if not hook else None,
              "seu_count_increments": int(sum(r["seu_inc"] for r in sel))}
         if not hook:
@@ -256,7 +257,11 @@ def analyse(plan: dict, res: dict, vectors: dict, *, bits: dict[str, int] | None
             c["corrupted_fraction_while_held"] = round(c["corrupted_wafers"] / max(1, c["exposed_wafers"]), 5)
         by_class[name] = c
     corrected = int(res["seu_count_final"]) - int(res.get("seu_count_before", 0))
-    out = {"method": "hook" if hook else "port", "injected": n_up, "corrected": corrected,
+    duration = ("none: each upset is outvoted at once and refreshed away at the next rising edge" if hook
+                else f"until the register is rewritten (here: held {hold} clocks, then rewritten through the "
+                     "port; the wafers after the rewrite are right again, 'corrupted_after_restore')")
+    out = {"method": "hook" if hook else "port", "duration": duration, "injected": n_up,
+           "corrected": corrected,
            "corrupted_wafers": int(bad.sum()) + extra_out, "unattributed_corrupted_wafers": unattributed,
            "n_wafers": n_in, "n_valid_out": n_out, "n_clocks": int(res["n_clocks"]),
            "period_clocks": period, "hold_clocks": hold if not hook else None,

@@ -108,6 +108,8 @@ def test_prog_upsets_corrupt_exactly_the_golden_model_wafers(models):
     assert [row["n_corrupted"] for row in rows] == [int(differ[k0].sum()), int(differ[k1].sum())]
     assert r["corrupted_wafers"] == int(differ.sum()) and r["unattributed_corrupted_wafers"] == 0
     assert all(row["after_restore"] == 0 for row in rows)   # correct again after the rewrite
+    assert r["classes"]["weights"]["last_corrupted_offset_max"] <= S.HOLD - 1
+    assert r["classes"]["calvalue"]["last_corrupted_offset_max"] <= S.HOLD
     assert r["corrected"] == 0 and r["injected"] == 2
 
 
