@@ -57,6 +57,7 @@ RESOURCES: dict[str, tuple[str, ...]] = {
     "flow.handoff_docs": ("flow/resources/handoff/*.tmpl",),
     # the shipped testbench and runner: the cosim stage runs them (one testbench)
     "flow.cosim_sim": ("flow/resources/handoff/*.py", "flow/resources/handoff/*.txt"),
+    "flow.cosim_seu": ("flow/resources/handoff/test_econt_seu.py",),   # the SEU campaign testbench
 }
 
 

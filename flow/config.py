@@ -567,6 +567,12 @@ class CosimConfig(Section):
     """Let ``synth_xilinx`` map multipliers to DSP48 (default ``-nodsp``: all logic in LUTs)."""
     yosys_timeout_s: int = Field(7200, ge=60)
     """Wall-time limit of one Yosys run."""
+    seu_upsets: int = Field(0, ge=0, le=60000)
+    """Random single upsets of the RTL SEU campaign per programmable flavour (``prog``:
+    configuration-register upsets through the configuration port, each held 16 clocks then
+    rewritten; ``prog_tmr``: its test build's injection hook, every upset must be corrected
+    and counted); 0: no campaign (``flow/cosim_seu.py``, ``docs/seu.md``; the default config
+    asks for 10000, the smoke config for 200).  At most 60000: ``seu_count`` is 16 bits wide."""
     seu_sensitivity: SeuSensitivityConfig = Field(default_factory=SeuSensitivityConfig)
     """Weight-bit SEU sensitivity and selective TMR (golden model, no RTL)."""
 

@@ -18,6 +18,8 @@ on success the stage runs Yosys and writes::
     cosim/report.json, cosim/report.md     per flavour: mismatches, latency, II, throughput, resources
     cosim/<flavour>/<flavour>_<phase>.npz  words, expected and captured outputs of every phase
     cosim/<flavour>/<flavour>_results.json the testbench's own results
+    cosim/seu.json                         the RTL SEU campaign (``cosim.seu_upsets``, flow/cosim_seu.py)
+    cosim/seu/                             per-upset rows; weight-bit sensitivity (flow/seu_sensitivity.py)
     cosim/logs/                            Verilator build, simulation and Yosys logs
 """
 from __future__ import annotations
@@ -291,6 +293,17 @@ def run(ctx) -> None:
         raise MismatchError("RTL testbench checks failed (no output mismatch): "
                             + "; ".join(f"{fl}: {', '.join(f)}" for fl, f in failed.items())
                             + f"; full report: {ctx.out / 'report.json'}")
+
+    # ---- RTL SEU campaign on the programmable flavours (cosim/seu.json; fails if TMR misses one)
+    from .cosim_seu import run_in_stage as seu_campaign
+
+    try:
+        seu_campaign(ctx, rtl_dir=rtl_dir, meta=meta, vec_path=vec_path,
+                     weights_image=enc.weights_path, latent_bits=latent_bits)
+    except MismatchError:
+        atomic_write_json(ctx.out / "report.json", report)
+        (ctx.out / "report.md").write_text(_markdown(report))
+        raise
 
     # ---- resources (Yosys from the pyosys wheel, one child process per run)
     if s.yosys:

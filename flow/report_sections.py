@@ -725,20 +725,64 @@ def physics(ctx, up: Upstream, figs: Figures) -> Section:
     return sec
 
 
+def _seu_campaign(up: Upstream, sec: Section) -> None:
+    """The RTL SEU campaign (``cosim/seu.json``, :mod:`flow.cosim_seu`): a row per flavour
+    and upset class."""
+    rel = "seu.json"
+    res = up.json("cosim", rel) if up.has("cosim", rel) else NA(
+        "RTL SEU campaign not run (cosim.seu_upsets: 0, no programmable flavour, or a run older than it)")
+    if not isinstance(res, dict):
+        sec.add(Para(str(res if isinstance(res, NA) else NA(f"RTL SEU campaign: {rel} is not a JSON object")),
+                     na=True))
+        return
+    fls = res.get("flavours") or {}
+
+    def how(r):
+        return ("injection hook, one bit of one TMR copy" if r.get("method") == "hook" else
+                f"configuration word rewritten with one bit inverted, restored {r.get('hold_clocks')} "
+                "clocks later")
+    sec.add(Para("RTL SEU campaign: random single upsets while the golden vectors stream back to back; "
+                 "every output compared with its golden code. "
+                 + "; ".join(f"{fl}: {r.get('injected')} upsets ({how(r)}), {r.get('corrupted_wafers')} "
+                             f"corrupted wafers, seu_count {r.get('corrected')}" for fl, r in fls.items())
+                 + ". Classes and method: docs/seu.md.", na=False))
+    rows = []
+    for fl, r in fls.items():
+        for name, c in (r.get("classes") or {}).items():
+            held = c.get("corrupted_fraction_while_held")
+            rows.append([fl, name, num(c.get("n_bits")), num(c.get("n_upsets")),
+                         num(c.get("upsets_corrupting")), num(c.get("corrupted_wafers")),
+                         num(c.get("corrupted_per_upset"), ".3g"),
+                         pct(held, 1, signed=False) if is_num(held) else "",
+                         "persists until reload" if r.get("method") == "port" else "0 (corrected)",
+                         num(c.get("corrupted_after_restore")) if c.get("corrupted_after_restore") is not None
+                         else "", num(c.get("seu_count_increments"))])
+    sec.add(Table("seu-campaign", "RTL SEU campaign per flavour and upset class",
+                  ["flavour", "class", "bits", "upsets", "upsets corrupting output", "corrupted wafers",
+                   "corrupted wafers per upset", "corrupted while held", "duration",
+                   "corrupted after reload", "seu_count increments"], rows,
+                  note="prog: each configuration upset is held 16 clocks (16 wafers), then its word is "
+                       "rewritten; in a chip it persists until the configuration is reloaded. "
+                       "prog_tmr: pass = 0 corrupted wafers and seu_count = upsets injected."))
+
+
 def seu(up: Upstream, figs: Figures) -> Section:
-    """The cosim stage's SEU sensitivity of the weight bits and its selective-TMR proposal
+    """The cosim stage's RTL SEU campaign (``cosim/seu.json``, :mod:`flow.cosim_seu`), SEU
+    sensitivity of the weight bits and its selective-TMR proposal
     (``cosim/seu/seu_sensitivity.json``, :mod:`flow.seu_sensitivity`)."""
     from .captions import FILE as CAPTIONS_FILE
     from .captions import read_captions
 
-    sec = Section("seu", "SEU sensitivity of the weight bits and selective TMR (cosim stage)")
+    sec = Section("seu", "Single-event upsets: RTL campaign, weight-bit sensitivity and selective TMR "
+                         "(cosim stage)")
+    _seu_campaign(up, sec)
     rel = "seu/seu_sensitivity.json"
     res = up.json("cosim", rel)
     if not isinstance(res, dict):
         reason = ("not run (cosim.seu_sensitivity.enabled: false)"
                   if dig(up.config("cosim"), "seu_sensitivity", "enabled") is False
                   else res.reason if isinstance(res, NA) else f"{rel} is not a JSON object")
-        return sec.add(Para(str(NA(reason)), na=True))
+        return sec.add(Para(str(NA(f"weight-bit sensitivity: {reason}")), na=True))
     ref, cost = res.get("reference") or {}, res.get("cost") or {}
     med, wall = ref.get("median_emd"), cost.get("wall_s")
     sec.add(Para(f"Single upsets of the 12864-bit weight image, one bit at a time, on "

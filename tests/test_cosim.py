@@ -59,7 +59,8 @@ ALL_FLAVOURS = ["const", "prog", "prog_tmr"]
 
 def make_cfg(tmp, name="t", rtl_flavours=None, **cosim):
     base = {"min_wafers": 2500, "bubbles": 200, "reload": 300, "verilator_opt": "-O0", "yosys": [],
-            "seu_sensitivity": {"enabled": False}}   # the fake upstreams have no decoder.h5
+            "seu_sensitivity": {"enabled": False},   # the fake upstreams have no decoder.h5
+            "seu_upsets": 25}                        # the RTL SEU campaign, small (flow/cosim_seu.py)
     base.update(cosim)
     rtl = {"yosys_check": False, **({"flavours": rtl_flavours} if rtl_flavours else {})}
     return C.parse_config({"name": name, "workdir": str(tmp), "seed": 4, "rtl": rtl, "cosim": base})
@@ -123,6 +124,26 @@ def test_cosim_every_flavour_bit_exact(cosim_run):
         assert man["metrics"][fl]["n_mismatch"] == 0
         assert (cfg.stage_dir("cosim") / fl / f"{fl}_stream.npz").is_file()
     assert (cfg.stage_dir("cosim") / "report.md").read_text().count("| const |") == 1
+
+
+def test_cosim_seu_campaign_end_to_end(cosim_run):
+    """The stage's SEU campaign on the programmable flavours: prog corrupts wafers only while
+    an upset is held and none after the rewrite; prog_tmr corrects and counts every upset."""
+    cfg, man, _ = cosim_run
+    seu = json.loads((cfg.stage_dir("cosim") / "seu.json").read_text())
+    assert set(seu["flavours"]) == {"prog", "prog_tmr"}            # const has no configuration to upset
+    t, p = seu["flavours"]["prog_tmr"], seu["flavours"]["prog"]
+    assert t["method"] == "hook" and t["injected"] == t["corrected"] == 25 and t["corrupted_wafers"] == 0
+    assert set(t["classes"]) == {"weights", "calvalue", "drop", "pipeline_valid", "pipeline_data"}
+    assert p["method"] == "port" and p["injected"] == 25 and p["corrected"] == 0
+    assert set(p["classes"]) == {"weights", "calvalue", "drop"}
+    assert sum(c["n_upsets"] for c in p["classes"].values()) == 25
+    assert p["unattributed_corrupted_wafers"] == 0 and p["corrupted_wafers"] > 0
+    assert all(c["corrupted_after_restore"] == 0 for c in p["classes"].values())
+    assert man["metrics"]["seu"] == {fl: {k: seu["flavours"][fl][k] for k in ("injected", "corrected",
+                                                                              "corrupted_wafers")}
+                                     for fl in ("prog", "prog_tmr")}
+    assert (cfg.stage_dir("cosim") / "seu" / "campaign_prog_tmr.npz").is_file()
 
 
 def test_cosim_programmable_reload_uses_random_weights(cosim_run):
