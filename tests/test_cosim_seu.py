@@ -265,6 +265,7 @@ def test_cosim_stage_fails_when_tmr_corrupts_a_wafer(tmp_path, monkeypatch):
     from test_cosim import QUIET, fake_upstream
 
     from flow import cosim
+    from flow.rtl import interface
     from flow.stages import run_stage
 
     w = EncoderWeights.random(7)
@@ -277,7 +278,7 @@ def test_cosim_stage_fails_when_tmr_corrupts_a_wafer(tmp_path, monkeypatch):
         (ctx.out / "rtl.json").write_text(json.dumps({
             "flavours": {"prog_tmr": {}}, "latent_bits": LB,
             "defaults": {"calvalue_image_hex": "800" * 48, "drop": 3},
-            "interface": {"clock_ns": 25.0, "latency_cycles": 2}}))
+            "interface": interface(LB, True, 25.0)}))
     fake_stage(monkeypatch, "rtl", fake_rtl)
 
     def fake_simulate(fl, *a, **k):
