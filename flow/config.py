@@ -331,6 +331,16 @@ class AutoencoderConfig(Section):
     """The loss whose encoder is exported to the hardware stages (must be in ``losses``)."""
     latent_bits: int = Field(9, ge=2, le=16)
     """Bits per latent value, ufixed<bits,1> (9 in the ASIC; 3/5/7 for fewer links)."""
+    elinks: list[Literal[2, 3, 4, 5]] = Field(default_factory=lambda: [5], min_length=1)
+    """eLink budgets the exported encoder is produced for; the latent width of a budget is
+    3/5/7/9 bits for 2/3/4/5 eLinks (``encoder_file.ELINK_LATENT_BITS``).  The budget of
+    ``latent_bits`` is the compared model itself; every other one is trained with
+    ``export_loss`` under the same rule (to convergence, same wafers and learning rate),
+    from the exported model (``elinks_init: finetune``) or from scratch, checked golden ==
+    QKeras, evaluated, and exported to ``elinks/<n>/`` (``weights.bin`` + ``encoder.json``)."""
+    elinks_init: Literal["finetune", "scratch"] = "finetune"
+    """Start of the other budgets' trainings: the exported model's weights (fine-tuning to
+    the narrower latent quantizer) or a fresh initialisation (to measure that both agree)."""
     epochs: int = Field(300, ge=1)
     """Epoch cap per model.  Every model trains until its validation loss stops
     improving (early stopping); one that reaches the cap instead is *not
@@ -564,6 +574,12 @@ class CosimConfig(Section):
     """Let ``synth_xilinx`` map multipliers to DSP48 (default ``-nodsp``: all logic in LUTs)."""
     yosys_timeout_s: int = Field(7200, ge=60)
     """Wall-time limit of one Yosys run."""
+    seu_upsets: int = Field(0, ge=0, le=60000)
+    """Random single upsets of the RTL SEU campaign per programmable flavour (``prog``:
+    configuration-register upsets through the configuration port, each held 16 clocks then
+    rewritten; ``prog_tmr``: its test build's injection hook, every upset must be corrected
+    and counted); 0: no campaign (``flow/cosim_seu.py``, ``docs/seu.md``; the default config
+    asks for 10000, the smoke config for 200).  At most 60000: ``seu_count`` is 16 bits wide."""
     seu_sensitivity: SeuSensitivityConfig = Field(default_factory=SeuSensitivityConfig)
     """Weight-bit SEU sensitivity and selective TMR (golden model, no RTL)."""
 

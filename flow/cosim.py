@@ -2,9 +2,11 @@
 
 For every flavour the ``rtl`` stage generated (and ``cosim.flavours`` asks
 for): build the Verilator model, run the cocotb testbench
-(``rtl_sim/tests/tb_econt.py``) on the ``convert`` stage's golden vectors
-plus the testbench's corner and random wafers, and compare every output bit
-(``docs/rtl_cosim.md`` lists the tests).  The expected outputs come from the
+(the handoff archive's ``tb/``: ``flow/resources/handoff/``, through
+:mod:`flow.cosim_sim`) on vector sets in the archive's format
+(:mod:`flow.cosim_sets`: the ``convert`` stage's golden vectors plus corner,
+random, reload, other-register and default-register sets), and compare every
+output bit (``docs/rtl_cosim.md`` lists the tests).  The expected outputs come from the
 golden model (``flow.frontend`` + ``flow.encoder``), never from the RTL
 generator; the reference weights and latent width are the autoencoder's
 ``weights.bin`` and ``encoder.json`` (:mod:`flow.encoder_file`).
@@ -16,19 +18,25 @@ on success the stage runs Yosys and writes::
     cosim/report.json, cosim/report.md     per flavour: mismatches, latency, II, throughput, resources
     cosim/<flavour>/<flavour>_<phase>.npz  words, expected and captured outputs of every phase
     cosim/<flavour>/<flavour>_results.json the testbench's own results
+    cosim/seu.json                         the RTL SEU campaign (``cosim.seu_upsets``, flow/cosim_seu.py)
+    cosim/seu/                             per-upset rows; weight-bit sensitivity (flow/seu_sensitivity.py)
     cosim/logs/                            Verilator build, simulation and Yosys logs
 """
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from . import rtl_flavours as RF
 from .atomic import atomic_write_json
+from .encoder import EncoderWeights
 from .encoder_file import load_encoder
 from .errors import MismatchError, StageInputError
+from .tb_vectors import cal_from_hex as _cal_from_hex
+from .tb_vectors import check_address_map
 from .vectors import read_vectors
 
 
@@ -36,40 +44,58 @@ def _sources(flavour_dir: Path) -> list[Path]:
     return [flavour_dir / n for n in (flavour_dir / "filelist.f").read_text().split()]
 
 
-def _cal_from_hex(hex_image: str, n: int = 48) -> list[int]:
-    v = int(hex_image, 16)
-    return [(v >> (12 * t)) & 0xFFF for t in range(n)]
-
-
 def simulate(flavour: str, rtl_dir: Path, out_dir: Path, build_dir: Path, logs: Path, *,
-             weights_image: Path, latent_bits: int, calvalues, drop: int, default_calvalues,
+             weights: EncoderWeights, latent_bits: int, calvalues, drop: int, default_calvalues,
              default_drop: int, vectors: Path | None, settings, seed: int, extra_vectors=(),
+             latency_cycles: int = 2, clock_ns: float = 25.0, defines=(), testcases=(), test_modules=(),
              echo=print) -> dict:
-    """Build and run one flavour's testbench; returns its result record.  The top module
-    and whether the weights are programmable come from the flavour registry."""
-    from . import cosim_sim
+    """Write one flavour's vector sets in the handoff archive's format (:mod:`flow.cosim_sets`),
+    run the shipped testbench and runner on them (:mod:`flow.cosim_sim`) and return its result
+    record with the testbench's records as the cosim's phases.  The top module and whether
+    the weights are programmable come from the flavour registry."""
+    from . import cosim_sets, cosim_sim
 
     spec = RF.get(flavour)
-    top = spec.top
     out_dir.mkdir(parents=True, exist_ok=True)
-    build_s = cosim_sim.build(_sources(rtl_dir / flavour), top, build_dir, opt=settings.verilator_opt,
-                              jobs=settings.build_jobs, log=logs / f"build_{flavour}.log")
-    echo(f"[cosim] {flavour}: Verilator model built in {build_s:.1f} s ({settings.verilator_opt})")
-    job = {
-        "flavour": flavour, "programmable": spec.programmable, "latent_bits": latent_bits,
-        "weights_image": str(weights_image),
-        "calvalues": [int(c) for c in calvalues], "drop": int(drop),
-        "default_calvalues": [int(c) for c in default_calvalues], "default_drop": int(default_drop),
-        "vectors": str(vectors) if vectors else None, "max_vectors": settings.max_vectors,
-        "min_wafers": settings.min_wafers, "corners": settings.corners, "seed": seed,
-        "out_dir": str(out_dir), "bubbles": settings.bubbles, "reload": settings.reload,
-        "first_mismatches": settings.first_mismatches,
-        "extra_vectors": [{"name": p.stem, "path": str(p)} for p in extra_vectors],
-    }
-    res = cosim_sim.run(top, build_dir, job, build_dir / "job.json", log=logs / f"sim_{flavour}.log")
-    res["build_s"] = round(build_s, 2)
-    res["top"] = top
-    phases = res.get("phases", {})
+    build_dir = Path(build_dir)
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    sets = cosim_sets.build_sets(programmable=spec.programmable, weights=weights, latent_bits=latent_bits,
+                                 calvalues=calvalues, drop=drop, default_calvalues=default_calvalues,
+                                 default_drop=default_drop, vectors=vectors, settings=settings, seed=seed,
+                                 extra_vectors=extra_vectors)
+    root = build_dir / "tb_root"
+    cosim_sets.write_root(root, flavour, spec.top, rtl_dir / flavour / "filelist.f", spec.programmable, sets,
+                          latent_bits, latency_cycles=latency_cycles, clock_ns=clock_ns,
+                          seu_inject="ECONT_SEU_INJECT" in defines)
+    res = cosim_sim.run_testbench(root, flavour, build_dir, opt=settings.verilator_opt,
+                                  jobs=settings.build_jobs, bubbles=settings.bubbles, seed=seed,
+                                  first_mismatches=settings.first_mismatches, defines=defines,
+                                  testcases=testcases, test_modules=test_modules, logs=logs)
+    echo(f"[cosim] {flavour}: Verilator model built in {res['build_s']:.1f} s ({settings.verilator_opt})")
+    tb_out = Path(res.pop("out_dir"))
+    if (tb_out / f"{flavour}_results.json").is_file():
+        shutil.copyfile(tb_out / f"{flavour}_results.json", out_dir / f"{flavour}_results.json")
+    by_name = {vs["name"]: vs for vs in sets}
+    phases = {}
+    for rec, r in res.pop("sets", {}).items():
+        name = cosim_sets.phase_name(rec)
+        vs = by_name.get(rec.split(":")[-1], sets[0])
+        p = dict(r, sim_wall_s=r.get("wall_s"))
+        if rec in by_name:
+            p.update(vs.get("info", {}))
+            if "ii_contiguous" in r:
+                p["ii_cycles"] = 1 if r["ii_contiguous"] else None
+            if rec.startswith("vectors_regs"):
+                p.update({"drop": vs["drop"], "calvalue_min": int(vs["calvalues"].min()),
+                          "calvalue_max": int(vs["calvalues"].max())})
+        cap = tb_out / "captured" / f"{flavour}_{rec.replace(':', '_')}.hex"
+        if cap.is_file():
+            cosim_sets.save_phase(out_dir / f"{flavour}_{name}.npz", vs, cap, latent_bits)
+        phases[name] = p
+    res["phases"] = phases
+    res["run_wall_s"] = res.get("sim_s")
+    res["top"] = spec.top
     res["n_total"] = sum(p["n_total"] for p in phases.values())
     res["n_mismatch"] = sum(p["n_mismatch"] for p in phases.values())
     st = phases.get("stream", {})
@@ -269,7 +295,7 @@ def run(ctx) -> None:
         raise StageInputError(f"the rtl stage was generated for latent_bits {meta['latent_bits']}, but "
                               f"autoencoder/encoder.json says {latent_bits}; rerun `make rtl`")
     # (the weights are not compared with rtl.json's: RTL from other weights must fail by simulation)
-    weights_image = enc.weights_path
+    weights = enc.weights
     vec_path = ctx.upstream["convert"].path("vectors.npz")
     # vectors with other CALVALUEs / drop (convert.n_alt_registers)
     extra = [ctx.upstream["convert"].path(rel) for rel in sorted(ctx.upstream["convert"].manifest["outputs"])
@@ -282,6 +308,7 @@ def run(ctx) -> None:
     default_cal = _cal_from_hex(meta["defaults"]["calvalue_image_hex"])
     default_drop = int(meta["defaults"]["drop"])
     clock_ns = float(meta["interface"]["clock_ns"])
+    check_address_map(meta["interface"]["cfg_port"])
 
     logs = ctx.out / "logs"
     logs.mkdir()
@@ -290,10 +317,11 @@ def run(ctx) -> None:
                     "flavours": {}}
     build_root = ctx.checkpoint_dir / "sim_build"
     for fl in s.flavours:
-        res = simulate(fl, rtl_dir, ctx.out / fl, build_root / fl, logs, weights_image=weights_image,
+        res = simulate(fl, rtl_dir, ctx.out / fl, build_root / fl, logs, weights=weights,
                        latent_bits=latent_bits, calvalues=calvalues, drop=drop,
                        default_calvalues=default_cal, default_drop=default_drop, vectors=vec_path,
-                       settings=s, seed=ctx.seed, extra_vectors=extra)
+                       settings=s, seed=ctx.seed, extra_vectors=extra,
+                       latency_cycles=int(meta["interface"]["latency_cycles"]), clock_ns=clock_ns)
         st = res["phases"].get("stream", {})
         res["latency_cycles"] = res.get("checks", {}).get("latency", {}).get("latency_cycles")
         res["ii_cycles"] = st.get("ii_cycles")
@@ -317,6 +345,17 @@ def run(ctx) -> None:
         raise MismatchError("RTL testbench checks failed (no output mismatch): "
                             + "; ".join(f"{fl}: {', '.join(f)}" for fl, f in failed.items())
                             + f"; full report: {ctx.out / 'report.json'}")
+
+    # ---- RTL SEU campaign on the programmable flavours (cosim/seu.json; fails if TMR misses one)
+    from .cosim_seu import run_in_stage as seu_campaign
+
+    try:
+        seu_campaign(ctx, rtl_dir=rtl_dir, meta=meta, vec_path=vec_path,
+                     weights_image=enc.weights_path, latent_bits=latent_bits)
+    except MismatchError:
+        atomic_write_json(ctx.out / "report.json", report)
+        (ctx.out / "report.md").write_text(_markdown(report))
+        raise
 
     # ---- resources (Yosys from the pyosys wheel, one child process per run)
     if any(yosys_kinds(s, d) for d in ("frontend", *s.flavours)):
@@ -386,9 +425,12 @@ def bench(cfg, workdir) -> dict[str, float]:
         for fl in cfg.cosim.flavours:
             t0 = time.perf_counter()
             res = simulate(fl, rtl.dir, tmp / "out" / fl, tmp / "build" / fl, logs,
-                           weights_image=rtl.path("weights.bin"), latent_bits=int(meta["latent_bits"]),
+                           weights=EncoderWeights.from_image(rtl.path("weights.bin").read_bytes()),
+                           latent_bits=int(meta["latent_bits"]),
                            calvalues=cal, drop=drop, default_calvalues=cal, default_drop=drop,
-                           vectors=None, settings=settings, seed=1, echo=lambda *a: None)
+                           vectors=None, settings=settings, seed=1, echo=lambda *a: None,
+                           latency_cycles=int(meta["interface"]["latency_cycles"]),
+                           clock_ns=float(meta["interface"]["clock_ns"]))
             if res["n_mismatch"] or _failures(res):
                 raise MismatchError(f"bench cosim of {fl} failed: {_failures(res)}")
             out[f"cosim_{fl}_build_s"] = float(res["build_s"])

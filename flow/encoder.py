@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputRangeError, ShapeError, describe_values
+from .errors import InputRangeError, ShapeError, checked_int_codes, describe_values
 from .fixedpoint import FixedFormat, requantize, to_code
 from .frontend import AEIN_FMT
 from .geometry import N_TC, to_8x8
@@ -152,16 +152,8 @@ class EncoderWeights:
 # ---------------------------------------------------------- golden model
 def check_aein_codes(codes) -> np.ndarray:
     """AEin codes ``(N, 48)``, integers 0..255; errors say what arrived."""
-    a = np.asarray(codes)
-    if a.ndim != 2 or a.shape[1] != N_TC:
-        raise ShapeError(f"AEin codes: expected shape (N, {N_TC}), got {a.shape}")
-    if a.dtype.kind not in "iu":
-        raise InputRangeError(f"AEin codes: expected integer codes (ufixed<8,1>), got dtype {a.dtype}")
-    bad = (a < 0) | (a > INPUT_FMT.max_code)
-    if np.any(bad):
-        raise InputRangeError(f"AEin codes: expected integers in [0, {INPUT_FMT.max_code}], got "
-                              f"{describe_values(a[bad])}")
-    return a.astype(np.int64)
+    return checked_int_codes(codes, "AEin codes", N_TC, INPUT_FMT.max_code + 1,
+                             dtype_text="integer codes (ufixed<8,1>)")
 
 
 def golden_conv(aein_codes, w: EncoderWeights) -> np.ndarray:

@@ -26,6 +26,11 @@ WEIGHTS_BIN = "weights.bin"
 FORMAT = "econt-encoder/1"
 KEYS = ("format", "latent_bits", "n_latent", "image_bits", "weights_file", "weights_sha256", "formats")
 RERUN = "rerun `make autoencoder` (python -m flow autoencoder)"
+#: bits per latent value by ECON-T eLink budget: 16 latents + 9-bit module sum + 4-bit header
+#: within 32 bits per eLink per BX (the public training code's ``bitsPerOutputLink``)
+ELINK_LATENT_BITS = {2: 3, 3: 5, 4: 7, 5: 9}
+#: where the autoencoder stage exports the encoder of another eLink budget than the main one
+ELINK_DIR = "elinks/{n}"
 
 
 def _fmt(f) -> dict:

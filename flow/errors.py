@@ -87,3 +87,24 @@ def describe_values(a, limit: int = 5) -> str:
     shown = ", ".join(repr(x.item() if hasattr(x, "item") else x) for x in a[:limit])
     more = f", ... ({a.size} in all)" if a.size > limit else ""
     return f"[{shown}{more}]"
+
+
+def checked_int_codes(values, what: str, n_cols: int, limit: int, *, limit_text: str | None = None,
+                      dtype_text: str = "integer codes"):
+    """``values`` as an int64 array of shape ``(n, n_cols)`` holding integers in
+    ``[0, limit)`` (messages write ``[0, limit - 1]``, or ``[0, limit_text)``); otherwise a
+    :class:`ShapeError` or :class:`InputRangeError` naming ``what`` and saying what was
+    expected and what arrived."""
+    import numpy as np
+
+    a = np.asarray(values)
+    if a.ndim != 2 or a.shape[1] != n_cols:
+        raise ShapeError(f"{what}: expected shape (N, {n_cols}), got {a.shape}")
+    if a.dtype.kind not in "iu":
+        raise InputRangeError(f"{what}: expected {dtype_text}, got dtype {a.dtype}")
+    a = a.astype(np.int64)
+    bad = (a < 0) | (a >= limit)
+    if bad.any():
+        span = f"[0, {limit_text})" if limit_text else f"[0, {limit - 1}]"
+        raise InputRangeError(f"{what}: expected integers in {span}, got {describe_values(a[bad])}")
+    return a

@@ -5,7 +5,6 @@ deterministic ``.tar.gz`` that holds them (:func:`build_archive`)."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.util
 import io
 import json
@@ -13,22 +12,24 @@ import re
 import sys
 import tarfile
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from . import rtl_flavours as RF
-from .encoder import IMAGE_BITS, N_LATENT, EncoderWeights
+from .encoder import EncoderWeights
 from .encoder_file import load_encoder
-from .errors import FlowError, InputRangeError, MismatchError, StageInputError
-from .frontend import AEIN_BITS, CAL_BITS, SUM_BITS, TC_WORD_BITS
-from .geometry import N_TC
-from .handoff_docs import CFG_DATA_BITS, interface_md, readme_md, registers_readme, vectors_readme
+from .errors import FlowError, MismatchError, StageInputError
+from .frontend import TC_WORD_BITS
+from .handoff_docs import interface_md, readme_md, registers_readme, vectors_readme
 from .manifest import git_revision, sha256_file
+from .tb_vectors import FORMAT, check_address_map, injection_map, sha256_bytes, vectors_json
+from .tb_vectors import cal_from_hex as _cal_from_hex
+from .tb_vectors import pack_rows as _pack_rows
+from .tb_vectors import weight_files as _weight_files
+from .tb_vectors import write_set_files as _write_set_files
 from .vectors import golden, read_vectors
 
-FORMAT = "econt-ae-handoff/1"
 #: fixed member mtime (2000-01-01 00:00 UTC): the archive bytes depend on content only
 ARCHIVE_MTIME = 946684800
 #: the shipped testbench (``tb/``)
@@ -44,10 +45,6 @@ def archive_name(run: str) -> str:
 
 
 # ================================================================ helpers
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def select(kind: np.ndarray, budget: int) -> np.ndarray:
     """Sorted indices of at most ``budget`` vectors, spread evenly over the kinds:
     kinds smaller than their share whole, the others evenly spaced within the kind
@@ -67,39 +64,6 @@ def select(kind: np.ndarray, budget: int) -> np.ndarray:
             take.append(g[np.unique(np.linspace(0, len(g) - 1, m).round().astype(np.int64))])
         left -= min(len(g), m)
     return np.sort(np.concatenate(take)) if take else np.zeros(0, np.int64)
-
-
-def _pack_rows(fields: np.ndarray, bits: int) -> list[int]:
-    """``(N, k)`` unsigned fields -> N bus values, field i at bits [bits*i +: bits]."""
-    v = np.asarray(fields, dtype=np.uint64)
-    n, k = v.shape
-    if np.any(v >> np.uint64(bits)):
-        raise InputRangeError(f"expected fields that fit in {bits} bits (< {1 << bits}), got up to "
-                              f"{int(v.max())}")
-    bitmat = ((v[:, :, None] >> np.arange(bits, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
-    by = np.packbits(bitmat.reshape(n, k * bits), axis=1, bitorder="little")
-    return [int.from_bytes(row.tobytes(), "little") for row in by]
-
-
-def _hex_text(values, bits: int, comment: str) -> bytes:
-    digits = -(-bits // 4)
-    lines = [f"// {c}" for c in comment.splitlines()]
-    lines += [f"{int(v):0{digits}x}" for v in values]
-    return ("\n".join(lines) + "\n").encode()
-
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An ``.npz`` (what ``np.savez_compressed`` writes) with fixed zip timestamps."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(arrays):
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            arr = io.BytesIO()
-            np.lib.format.write_array(arr, np.asarray(arrays[name]), allow_pickle=False)
-            zf.writestr(info, arr.getvalue())
-    return buf.getvalue()
 
 
 def tar_gz(top: str, files: dict[str, bytes], executable=EXECUTABLE) -> bytes:
@@ -179,26 +143,6 @@ def documented_ports(itf: dict) -> dict[str, tuple[str, int, str]]:
     return out
 
 
-def _cal_from_hex(hex_image: str) -> list[int]:
-    v = int(hex_image, 16)
-    return [(v >> (CAL_BITS * t)) & ((1 << CAL_BITS) - 1) for t in range(N_TC)]
-
-
-def config_writes(cfg_port: dict, weights: EncoderWeights, calvalues, drop: int) -> list[tuple[int, int]]:
-    """(address, data) writes that set the weight image, the CALVALUEs and drop
-    (address map from rtl.json: ``interface.cfg_port``)."""
-    mask = (1 << CFG_DATA_BITS) - 1
-    img = int.from_bytes(weights.to_image(), "little")
-    out = [(cfg_port["weight_base"] + a, (img >> (CFG_DATA_BITS * a)) & mask)
-           for a in range(cfg_port["weight_words"])]
-    cal = sum(int(c) << (CAL_BITS * t) for t, c in enumerate(calvalues))
-    out += [(cfg_port["cal_base"] + a, (cal >> (CFG_DATA_BITS * a)) & mask)
-            for a in range(cfg_port["cal_words"])]
-    out.append((cfg_port["drop_addr"], int(drop)))
-    return out
-
-
-
 # ========================================================== vector sets
 def _read_vectors(path: Path, sel_budget: int) -> dict:
     v = read_vectors(path)
@@ -265,65 +209,6 @@ def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[st
 
 
 # ============================================================ archive members
-def _write_set_files(files: dict[str, bytes], vs: dict, latent_bits: int, cfg_port: dict) -> dict:
-    name = vs["name"]
-    n = len(vs["words"])
-    words = _pack_rows(vs["words"], TC_WORD_BITS)
-    latent = _pack_rows(vs["latent"], latent_bits)
-    aein = _pack_rows(vs["aein"], AEIN_BITS)
-    head = f"ECON-T autoencoder handoff, vector set '{name}': {n} wafers, line i = wafer i"
-    f = {"npz": f"vectors/{name}.npz", "words": f"vectors/{name}_words.hex",
-         "latent": f"vectors/{name}_latent.hex", "sum": f"vectors/{name}_sum.hex",
-         "aein": f"vectors/{name}_aein.hex", "kind": f"vectors/{name}_kind.hex",
-         "config": f"registers/{name}_config.hex", "calvalue": f"registers/{name}_calvalue.mem"}
-    files[f["words"]] = _hex_text(words, N_TC * TC_WORD_BITS,
-                                  f"{head}\ntc_words[{N_TC * TC_WORD_BITS - 1}:0]: TC t at [7t +: 7]")
-    files[f["latent"]] = _hex_text(latent, N_LATENT * latent_bits,
-                                   f"{head}\nexpected latent[{N_LATENT * latent_bits - 1}:0]: "
-                                   f"latent j at [{latent_bits}j +: {latent_bits}]")
-    files[f["sum"]] = _hex_text(vs["sum_code"], SUM_BITS, f"{head}\nexpected module_sum[8:0] (5E4M)")
-    files[f["aein"]] = _hex_text(aein, N_TC * AEIN_BITS, f"{head}\ninternal AEin"
-                                 f"[{N_TC * AEIN_BITS - 1}:0] (debug): TC t at [8t +: 8]")
-    files[f["kind"]] = _hex_text(vs["kind"], 8, f"{head}\nkind index: "
-                                 + ", ".join(f"{k}={n_}" for k, n_ in enumerate(vs["kind_names"])))
-    writes = config_writes(cfg_port, vs["weights"], vs["calvalues"], vs["drop"])
-    files[f["config"]] = _hex_text(
-        [(a << CFG_DATA_BITS) | d for a, d in writes], cfg_port["addr_bits"] + CFG_DATA_BITS,
-        f"registers of vector set '{name}': {len(writes)} configuration writes, one per clock\n"
-        f"line = {{cfg_addr[{cfg_port['addr_bits'] - 1}:0], cfg_wdata[31:0]}}: weight image, CALVALUEs, drop")
-    files[f["calvalue"]] = _hex_text(vs["calvalues"], CAL_BITS,
-                                     f"CALVALUE of TC 0..47 for vector set '{name}' (12-bit, 2048 = 1.0); "
-                                     f"drop = {vs['drop']}")
-    files[f["npz"]] = _npz_bytes({
-        "words": vs["words"].astype(np.uint8), "latent": vs["latent"].astype(np.uint16),
-        "sum_code": vs["sum_code"].astype(np.uint16), "aein": vs["aein"].astype(np.uint8),
-        "kind": vs["kind"].astype(np.uint8), "kind_names": np.asarray(vs["kind_names"]),
-        "calvalues": np.asarray(vs["calvalues"], dtype=np.uint16), "drop": np.int64(vs["drop"]),
-        "source_index": np.asarray(vs["index"], dtype=np.int64)})
-    counts = {vs["kind_names"][k]: int((vs["kind"] == k).sum()) for k in range(len(vs["kind_names"]))
-              if (vs["kind"] == k).any()}
-    entry = {"name": name, "n": n, "flavours": vs["flavours"], "source": vs["source"],
-             "n_source": int(vs["n_source"]), "kind_names": vs["kind_names"], "counts": counts,
-             "calvalues": [int(c) for c in vs["calvalues"]], "drop": int(vs["drop"]),
-             "weights": f"registers/{vs['weights_name']}.bin",
-             "weights_sha256": sha256_bytes(vs["weights"].to_image()),
-             "default_registers": vs["default_registers"],
-             "config_writes": len(writes), "files": f}
-    if "n_differ_from_trained" in vs:
-        entry["n_differ_from_trained"] = vs["n_differ_from_trained"]
-    return entry
-
-
-def _weight_files(files: dict[str, bytes], stem: str, w: EncoderWeights, cfg_port: dict) -> None:
-    img = w.to_image()
-    files[f"registers/{stem}.bin"] = img
-    files[f"registers/{stem}.mem"] = w.to_mem().encode()
-    words = [int.from_bytes(img[4 * a:4 * a + 4], "little") for a in range(cfg_port["weight_words"])]
-    files[f"registers/{stem}_words.hex"] = _hex_text(
-        words, 32, f"{stem}: {IMAGE_BITS}-bit weight image as {len(words)} configuration words; "
-                   f"line a -> cfg_addr 0x{cfg_port['weight_base']:03x} + a")
-
-
 def _check_shipped_reader(files: dict[str, bytes], sets: list[dict], latent_bits: int) -> None:
     """Read the written files back with the archive's own reader: same codes as the arrays."""
     V = _load_shipped_vectors_module()
@@ -340,6 +225,19 @@ def _check_shipped_reader(files: dict[str, bytes], sets: list[dict], latent_bits
                     or got.sums != [int(x) for x in vs["sum_code"]]):
                 raise FlowError(f"handoff: the shipped reader reads vector set {vs['name']} back wrong "
                                 "(bug in the handoff writer)")
+
+
+def seu_files(cosim_outputs) -> dict[str, str]:
+    """The cosim stage's SEU results to ship: archive path -> cosim output path
+    (``seu/*``: the weight-bit sensitivity map, selective-TMR proposal and their plots;
+    ``seu.json``: the injection campaign, when the cosim stage ran one)."""
+    out = {}
+    for rel in sorted(cosim_outputs):
+        if rel.startswith("seu/") and rel.endswith((".json", ".png", ".svg", ".pdf", ".md")):
+            out[rel] = rel
+        elif rel == "seu.json":
+            out["seu/seu.json"] = rel
+    return out
 
 
 def _upstream_record(ctx) -> dict:
@@ -411,22 +309,24 @@ def build_archive(ctx) -> tuple[str, bytes, dict]:
         if ports is not None and p != ports:
             raise StageInputError(f"rtl: {info['top']} has other ports than the other flavour")
         ports = p
+        spec = RF.get(fl)
         fl_rec[fl] = {"top": info["top"], "filelist": f"rtl/{fl}/filelist.f", "files": order,
-                      "verilog_lines": info.get("verilog_lines")}
+                      "verilog_lines": info.get("verilog_lines"), "programmable": spec.programmable}
+        if "seu_inj_en" in files[f"rtl/{fl}/{info['top']}.v"].decode():
+            # the TMR flavour's test-build injection hook (`ECONT_SEU_INJECT`): tb/run.py --seu-inject
+            fl_rec[fl]["seu_inject"] = injection_map(latent_bits, int(itf["latency_cycles"]) == 2)
 
     # ---- vectors and registers
     sets = build_sets(ctx, weights, latent_bits, flavours, defaults)
     cfg_port = itf["cfg_port"]
+    check_address_map(cfg_port)
     _weight_files(files, "weights", weights, cfg_port)
     for vs in sets:
         if vs["weights_name"] != "weights":
             _weight_files(files, vs["weights_name"], vs["weights"], cfg_port)
     entries = [_write_set_files(files, vs, latent_bits, cfg_port) for vs in sets]
-    vec_json = {"format": FORMAT, "latent_bits": latent_bits, "n_tc": N_TC, "n_latent": N_LATENT,
-                "word_bits": TC_WORD_BITS, "sum_bits": SUM_BITS, "aein_bits": AEIN_BITS,
-                "formats": vmeta.get("formats", {}), "golden": vmeta.get("golden"),
-                "order": "the testbench runs the sets in this order", "sets": entries}
-    files["vectors/vectors.json"] = (json.dumps(vec_json, indent=1) + "\n").encode()
+    files["vectors/vectors.json"] = vectors_json(latent_bits, entries, vmeta.get("formats", {}),
+                                             vmeta.get("golden"))
     files["vectors/README.md"] = vectors_readme(meta).encode()
     reg_json = {"address_map": cfg_port, "defaults": {"calvalues": defaults[0], "drop": defaults[1],
                                                       "weights": "registers/weights.bin",
@@ -441,11 +341,18 @@ def build_archive(ctx) -> tuple[str, bytes, dict]:
     for name in TB_FILES:
         files[f"tb/{name}"] = (TB_DIR / name).read_bytes()
 
+    # ---- SEU results of the cosim stage (when it ran them): seu/
+    seu = seu_files(cos.manifest.get("outputs", {}))
+    for rel, src in seu.items():
+        files[rel] = cos.path(src).read_bytes()
+
     # ---- documents
     prov = {"git": git_revision(), "weights_sha256": wsha, "upstream": _upstream_record(ctx)}
     files["INTERFACE.md"] = interface_md(run, meta, ports, doc_ports, vmeta.get("formats", {}), defaults,
                                          wsha).encode()
-    files["README.md"] = readme_md(run, top, meta, sets, cosim, prov).encode()
+    files["README.md"] = readme_md(run, top, meta, sets, cosim, prov,
+                                   seu_flavours=[fl for fl, r in fl_rec.items() if r.get("seu_inject")],
+                                   seu_files=sorted(seu)).encode()
 
     # ---- manifest.json and MANIFEST.sha256
     listing = {rel: {"sha256": sha256_bytes(data), "bytes": len(data)} for rel, data in sorted(files.items())}
@@ -467,6 +374,7 @@ def build_archive(ctx) -> tuple[str, bytes, dict]:
                      | {"ports": [{"name": n, "dir": d, "width": wd, "meaning": doc_ports[n][2]}
                                   for n, d, wd in ports]},
         "cosim": cosim,
+        "seu": sorted(seu),
         "vectors": {e["name"]: {"n": e["n"], "flavours": e["flavours"]} for e in entries},
         "files": listing,
     }

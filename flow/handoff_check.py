@@ -70,9 +70,10 @@ def run_archive_tb(archive: Path, *, jobs: int = 2, timeout_s: float = 3600, ext
         results = base / "results"
         t0 = time.perf_counter()
         try:
+            # --seu-inject: the TMR flavour's injection test build too (when it is shipped)
             r = subprocess.run([sys.executable, "tb/run.py", "--jobs", str(jobs), "--out", str(results),
-                                *extra_args], cwd=root, env=env, capture_output=True, text=True,
-                               timeout=timeout_s)
+                                "--seu-inject", *extra_args], cwd=root, env=env, capture_output=True,
+                               text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise SelfCheckError(f"self-check: tb/run.py did not finish within {timeout_s:.0f} s") from None
         wall = time.perf_counter() - t0

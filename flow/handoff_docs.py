@@ -170,7 +170,10 @@ def registers_readme(meta: dict, sets: list[dict], defaults) -> str:
                      default_drop=def_drop, set_rows=rows)
 
 
-def readme_md(run: str, top: str, meta: dict, sets: list[dict], cosim: dict, prov: dict) -> str:
+def readme_md(run: str, top: str, meta: dict, sets: list[dict], cosim: dict, prov: dict,
+              seu_flavours=(), seu_files=()) -> str:
+    """``seu_flavours``: the shipped flavours with an SEU injection hook; ``seu_files``: the
+    archive's ``seu/`` files (the cosim stage's SEU results)."""
     fl_rows = "\n".join(f"| `{fl}` | `{info['top']}` | `rtl/{fl}/` |"
                         for fl, info in meta["flavours"].items())
     set_rows = "\n".join(
@@ -180,7 +183,9 @@ def readme_md(run: str, top: str, meta: dict, sets: list[dict], cosim: dict, pro
         for vs in sets)
     n_tb = {fl: expected_tb_total(sets, fl) for fl in meta["flavours"]}
     expected = [f"[tb] {fl}: {n} wafers, 0 mismatching; tests: reset ok, latency ok, vectors ok, "
-                "bubbles ok, reset_midstream ok, defaults ok" for fl, n in n_tb.items()]
+                "bubbles ok, reset_midstream ok, defaults ok, readback ok, seu_inject skipped"
+                for fl, n in n_tb.items()]
+    expected += [f"[tb] {fl}: SEU injection build: 3 upsets injected, seu_count 3, ok" for fl in seu_flavours]
     expected.append(f"[tb] PASS: {sum(n_tb.values())} wafers compared, 0 mismatching, 0 failed tests "
                     "(... s); report: .../results/report.json")
     cos_rows = "\n".join(f"| `{fl}` | {r['n_total']} | {r['n_mismatch']} | {r.get('latency_cycles')} clk | "
@@ -189,7 +194,21 @@ def readme_md(run: str, top: str, meta: dict, sets: list[dict], cosim: dict, pro
     lb = int(meta["latent_bits"])
     nominal = next((vs for vs in sets if vs["name"] == "nominal"), sets[0])
     cp = meta["interface"]["cfg_port"]
-    return _template("README.md.tmpl", run=run, top=top, flavour_rows=fl_rows,
+    if seu_files:
+        seu_section = ("The cosim stage's single-event-upset results, as it wrote them:\n\n"
+                       + "\n".join(f"* `{f}`" for f in seu_files) + "\n\n"
+                       "`seu/seu_sensitivity.json`: per weight-bit position class, the change of the median "
+                       "exact EMD when that bit is flipped in the golden model (no RTL), and the "
+                       "selective-TMR proposal (which bits to protect for a given area budget); the plots "
+                       "show the sensitivity map and the proposal.  `seu/seu.json`, when present: the RTL "
+                       "injection campaign (per flavour: upsets injected, corrected, corrupted wafers).")
+    else:
+        seu_section = "The cosim stage of this run wrote no SEU results."
+    if seu_flavours:
+        seu_section += (f"\n\nFlavour(s) {', '.join(f'`{f}`' for f in seu_flavours)} carry the test-build "
+                        "injection hook (Verilog macro `ECONT_SEU_INJECT`; `INTERFACE.md`): `tb/run.py "
+                        "--seu-inject` builds them a second time with it and runs the `seu_inject` test.")
+    return _template("README.md.tmpl", run=run, top=top, flavour_rows=fl_rows, seu_section=seu_section,
                      expected_output="\n".join(expected), n_latent=N_LATENT, latent_bits=lb,
                      latency=meta["interface"]["latency_cycles"], set_rows=set_rows, cosim_rows=cos_rows,
                      git=prov["git"], weights_sha256=prov["weights_sha256"], upstream_rows=up_rows,

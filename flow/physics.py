@@ -92,7 +92,28 @@ def _evaluate(name, e, dec_train, dec_test, train, test, det, s, seed, calq_emd,
         f"+- {res['err'] if res['err'] is None else round(res['err'], 4)}, efficiency "
         f"{tab['efficiency']['value']}, median EMD {emd['median']}")
     return {"resolution": tab, "median_emd": emd, "calibration": cal.as_dict(),
-            "skipped": {"train": skip_tr, "test": skip_te}, "_ratio": ratio}
+            "skipped": {"train": skip_tr, "test": skip_te}, "_ratio": ratio,
+            "_abseta": np.abs(cl_te.gen_eta)}
+
+
+def _paired(r: dict, ref: dict, n_boot: int, seed: int) -> dict:
+    """Resolution of ``r`` over ``ref`` on the same test electrons, integrated and per
+    |eta| bin (``R.ETA_EDGES``), each with its paired-bootstrap error."""
+    a, b, abseta = r["_ratio"], ref["_ratio"], r["_abseta"]
+    rows = []
+    for lo, hi in zip(R.ETA_EDGES[:-1], R.ETA_EDGES[1:], strict=True):
+        inside = (abseta >= lo) & (abseta < hi)
+        q = R.paired_resolution_ratio(np.where(inside, a, np.nan), b, n_boot=n_boot, seed=seed)
+        rows.append({"lo": round(float(lo), 3), "hi": round(float(hi), 3), **q})
+    return {**R.paired_resolution_ratio(a, b, n_boot=n_boot, seed=seed), "vs_eta": rows}
+
+
+def _reference_model(name: str, names: list[str], loss: str) -> str | None:
+    """The autoencoder model trained with ``loss`` to compare ``name`` with: the same seed
+    suffix when the models are per seed (``autoencoder_<loss>_seed<i>``), else the plain one."""
+    seed = name.rsplit("_seed", 1)[1] if "_seed" in name else None
+    want = f"autoencoder_{loss}" + (f"_seed{seed}" if seed is not None else "")
+    return want if want in names else None
 
 
 def _autoencoder_models(ctx) -> dict[str, tuple[Path, Path]]:
@@ -253,20 +274,29 @@ def run(ctx) -> None:
                     f"{A.AE_LATENT_BITS}; reported as not available")
 
     algorithms = list(s.algorithms) + ae_names
-    over_unc = {}
+    over_unc, over_unc_eta, over_wmse = {}, {}, {}
     for a in algorithms:
-        over_unc[a] = {}
+        over_unc[a], over_unc_eta[a] = {}, {}
+        wm = _reference_model(a, ae_names, "weighted_mse") if a in ae_names else None
+        if wm is not None and wm != a:
+            over_wmse[a] = {}
         for e in elinks:
             r, u = results[a][str(e)], (results.get("uncompressed") or {}).get(str(e))
-            over_unc[a][str(e)] = (None if r is None or u is None else
-                                   R.paired_resolution_ratio(r["_ratio"], u["_ratio"],
-                                                             n_boot=s.n_boot, seed=seed))
+            q = None if r is None or u is None else _paired(r, u, s.n_boot, seed)
+            over_unc[a][str(e)] = None if q is None else {k: q[k] for k in ("value", "err", "n")}
+            over_unc_eta[a][str(e)] = None if q is None else q["vs_eta"]
             if r is not None:
-                r["resolution_over_uncompressed"] = over_unc[a][str(e)]
+                r["resolution_over_uncompressed"] = q
+            if a in over_wmse:
+                w = results[wm][str(e)]
+                over_wmse[a][str(e)] = None if r is None or w is None else _paired(r, w, s.n_boot, seed)
+                if r is not None:
+                    r["resolution_over_weighted_mse"] = over_wmse[a][str(e)]
     for a in algorithms:
         for e in elinks:
             if results[a][str(e)] is not None:
                 results[a][str(e)].pop("_ratio", None)
+                results[a][str(e)].pop("_abseta", None)
     resolution = {a: {str(e): (None if results[a][str(e)] is None else
                                {k: results[a][str(e)]["resolution"]["integrated"][k]
                                 for k in ("value", "err")})
@@ -313,6 +343,8 @@ def run(ctx) -> None:
         "resolution_vs_eta": vs_eta, "bits_per_bx": bits, "n_electrons": n_electrons,
         "median_emd": med_emd, "efficiency": eff, "unavailable": unavailable,
         "resolution_over_uncompressed": over_unc,
+        "resolution_over_uncompressed_vs_eta": over_unc_eta,
+        "resolution_over_weighted_mse": over_wmse,
         "threshold_sum_mipt": thresholds, "min_gen_pt": s.min_gen_pt,
         "train_events": int(np.unique(train["event"]).size),
         "test_events": int(np.unique(test["event"]).size),
@@ -335,8 +367,13 @@ def caption(name: str) -> str:
     if name == "resolution_emd_vs_elinks.png":
         return ("Electron resolution (integrated, generated pT above the cut) and median exact EMD vs "
                 "eLink budget")
+    if name == "resolution_over_weighted_mse_vs_eta.png":
+        return ("Electron resolution of each autoencoder relative to the weighted-MSE autoencoder "
+                "(same seed) vs |eta|, on the same test electrons with a paired bootstrap error "
+                "(the paper's Fig. 7 comparison)")
     e = name.removeprefix("resolution_vs_eta_").removesuffix("elinks.png")
-    return f"Electron effective resolution vs |eta| at {e} eLinks, and its ratio to uncompressed CALQ"
+    return (f"Electron effective resolution vs |eta| at {e} eLinks, and its ratio to uncompressed "
+            "CALQ on the same electrons (paired bootstrap errors)")
 
 
 def make_plots(plot_dir: Path, algorithms: list[str], elinks: list[int], results: dict) -> list[str]:
@@ -365,20 +402,21 @@ def make_plots(plot_dir: Path, algorithms: list[str], elinks: list[int], results
             y = np.asarray([np.nan if q["value"] is None else q["value"] for q in rows])
             dy = np.asarray([np.nan if q["err"] is None else q["err"] for q in rows])
             ax.errorbar(x, y, yerr=dy, marker="o", ms=4, capsize=2, label=a, color=colors[a])
-            if ref is not None and a != "uncompressed":
-                rr = ref[str(e)]["resolution"]["vs_eta"]
-                y0 = np.asarray([np.nan if q["value"] is None else q["value"] for q in rr])
-                ratio = y / y0
-                if np.nanmax(ratio, initial=0) > ratio_lim[1]:
-                    off_scale.append(f"{a} (up to {np.nanmax(ratio):.1f})")
-                axr.plot(x, np.clip(ratio, *ratio_lim), marker="o", ms=4, color=colors[a])
+            q = r.get("resolution_over_uncompressed")
+            if ref is not None and a != "uncompressed" and q is not None:
+                qy = np.asarray([np.nan if p["value"] is None else p["value"] for p in q["vs_eta"]])
+                qe = np.asarray([np.nan if p["err"] is None else p["err"] for p in q["vs_eta"]])
+                if np.nanmax(qy, initial=0) > ratio_lim[1]:
+                    off_scale.append(f"{a} (up to {np.nanmax(qy):.1f})")
+                axr.errorbar(x, np.clip(qy, *ratio_lim), yerr=np.where(qy > ratio_lim[1], np.nan, qe),
+                             marker="o", ms=4, capsize=2, color=colors[a])
         ax.set_yscale("log")
         ax.set_ylabel("effective resolution (68 % half-width / mean)")
         ax.set_title(f"{e} eLinks ({A.budget_bits(e)} bits per BX)", fontsize="medium")
         ax.legend(fontsize="small", frameon=False)
         axr.axhline(1.0, color="k", lw=0.8)
         axr.set_ylim(*ratio_lim)
-        axr.set_ylabel("ratio to uncompressed")
+        axr.set_ylabel("ratio to uncompressed\n(same electrons)")
         axr.set_xlabel(r"generated electron $|\eta|$")
         if off_scale:
             axr.text(0.01, 0.95, "clipped: " + ", ".join(off_scale), transform=axr.transAxes,
@@ -413,6 +451,26 @@ def make_plots(plot_dir: Path, algorithms: list[str], elinks: list[int], results
     name = "resolution_emd_vs_elinks.png"
     fig.savefig(plot_dir / name, dpi=80, metadata={"Software": None})
     written.append(name)
+    pairs = [(a, e) for a in algorithms for e in elinks
+             if (results[a][str(e)] or {}).get("resolution_over_weighted_mse")]
+    if pairs:
+        fig = Figure(figsize=(8, 5))
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        for a, e in pairs:
+            q = results[a][str(e)]["resolution_over_weighted_mse"]["vs_eta"]
+            x = np.asarray([(p["lo"] + p["hi"]) / 2 for p in q])
+            y = np.asarray([np.nan if p["value"] is None else p["value"] for p in q])
+            dy = np.asarray([np.nan if p["err"] is None else p["err"] for p in q])
+            ax.errorbar(x, y, yerr=dy, marker="o", ms=4, capsize=2, color=colors[a],
+                        label=f"{a.removeprefix('autoencoder_')} ({e} eLinks)")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xlabel(r"generated electron $|\eta|$")
+        ax.set_ylabel("resolution / weighted-MSE autoencoder's (same electrons)")
+        ax.legend(fontsize="small", frameon=False)
+        name = "resolution_over_weighted_mse_vs_eta.png"
+        fig.savefig(plot_dir / name, dpi=80, metadata={"Software": None})
+        written.append(name)
     write_captions(plot_dir, {n: caption(n) for n in written})
     return written
 

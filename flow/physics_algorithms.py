@@ -58,7 +58,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputRangeError, ShapeError, describe_values
+from .encoder_file import ELINK_LATENT_BITS
+from .errors import InputRangeError, ShapeError, checked_int_codes, describe_values
 from .frontend import CALQ_BITS
 from .geometry import GROUPS_4X4, N_TC, SUPERCELLS_2X2
 
@@ -67,7 +68,7 @@ BITS_PER_ELINK = 32
 #: eLink budgets of a module.
 ELINKS = (2, 3, 4, 5)
 #: autoencoder bits per latent value by eLink budget (public training code).
-AE_LATENT_BITS = {2: 3, 3: 5, 4: 7, 5: 9}
+AE_LATENT_BITS = ELINK_LATENT_BITS
 AE_N_LATENT = 16
 AE_HEADER_BITS = 4
 AE_SUM_BITS = 9
@@ -152,17 +153,8 @@ def _read(bits: np.ndarray, offset, width: int) -> np.ndarray:
 
 
 def _check_calq(calq) -> np.ndarray:
-    a = np.asarray(calq)
-    if a.ndim != 2 or a.shape[1] != N_TC:
-        raise ShapeError(f"CALQ: expected shape (n, {N_TC}), got {a.shape}")
-    if a.dtype.kind not in "iu":
-        raise InputRangeError(f"CALQ: expected an integer array, got dtype {a.dtype}")
-    a = a.astype(np.int64)
-    bad = (a < 0) | (a >= (1 << CALQ_BITS))
-    if bad.any():
-        raise InputRangeError(f"CALQ: expected integers in [0, 2^{CALQ_BITS}), got "
-                              f"{describe_values(a[bad])}")
-    return a
+    return checked_int_codes(calq, "CALQ", N_TC, 1 << CALQ_BITS, limit_text=f"2^{CALQ_BITS}",
+                             dtype_text="an integer array")
 
 
 def _check_drop(drop: int) -> int:

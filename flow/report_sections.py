@@ -443,6 +443,7 @@ def losses(up: Upstream, figs: Figures, out: Path) -> tuple[Section, Section]:
                                      "has no vs_eta bins")), na=True))
     sec.add(plots if plots else Para(str(NA("the autoencoder stage saved no plots")), na=True))
     sec.add(*_cnn_check(up))
+    sec.add(*_elinks(m))
 
     kr_sec = Section("kr-check", "KR-dual (NEEMo-style) cross-check of exact EMD")
     kr = m.get("kr_dual_check") or (ev.get("kr_dual_check") if isinstance(ev, dict) else None)
@@ -464,6 +465,30 @@ def losses(up: Upstream, figs: Figures, out: Path) -> tuple[Section, Section]:
     else:
         kr_sec.add(Para(str(NA("the KR-dual check was not run (autoencoder.kr_check_pairs = 0)")), na=True))
     return sec, kr_sec
+
+
+def _elinks(m: dict) -> list:
+    """The exported loss's encoder per eLink budget (``elinks`` metric of the autoencoder)."""
+    el = m.get("elinks")
+    if not isinstance(el, dict) or not el:
+        return []
+    rows = []
+    for n in sorted(el, key=int):
+        r = el[n]
+        conv = r.get("converged")
+        g = r.get("golden") or {}
+        rows.append([num(int(n), "d"), num(r.get("latent_bits"), "d"),
+                     "the compared model" if not r.get("trained") else f"trained ({r.get('init')})",
+                     num(r.get("median_emd"), ".4f"), num(r.get("boot_std"), ".4f", "no bootstrap"),
+                     num(r.get("epochs_run"), "d"),
+                     Status(conv is True, "" if conv is True else "reached the epoch cap"),
+                     num(g.get("n_mismatch"), "d") if r.get("trained") else "see above"])
+    return [Table("elink-encoders", f"Exported-loss ({m.get('export_loss')}) encoder per eLink budget",
+                  ["eLinks", "latent bits", "model", "median EMD", "bootstrap std", "epochs run",
+                   "converged", "golden != QKeras"], rows,
+                  note="16 latents x latent bits + 9-bit module sum + 4-bit header within 32 bits per "
+                       "eLink per BX; the other budgets train under the same rule as the compared models "
+                       "(autoencoder.elinks, elinks_init); exported to autoencoder/elinks/<n>/")]
 
 
 def _cnn_check(up: Upstream) -> list:
@@ -719,39 +744,91 @@ def physics(ctx, up: Upstream, figs: Figures) -> Section:
             ratio = (f"{q['value']:.3f} +- {q['err']:.3f}"
                      if isinstance(q, dict) and is_num(q.get("value")) and is_num(q.get("err"))
                      else NA("not recorded"))
+            w = dig(m, "resolution_over_weighted_mse", a, str(e))
+            over_w = (f"{w['value']:.3f} +- {w['err']:.3f}"
+                      if isinstance(w, dict) and is_num(w.get("value")) and is_num(w.get("err")) else "")
             rows.append([a, num(e, "d"), num(dig(m, "bits_per_bx", a, str(e)), "d"),
                          NA(why or "not measured") if r is None else pct(r.get("value"), signed=False),
                          "" if r is None else pct(r.get("err"), signed=False),
                          "" if r is None else ratio,
+                         "" if r is None else over_w,
                          "" if r is None else pct(dig(m, "efficiency", a, str(e)), 1, signed=False),
                          "" if r is None else num(dig(m, "median_emd", a, str(e)), ".3f")])
     sec.add(Table("physics-summary", "Effective pT resolution of matched L1 electron clusters per "
                   "output algorithm and eLink budget (test split)",
                   ["algorithm", "eLinks", "bits per BX", "resolution", "bootstrap err.",
-                   "/ uncompressed (paired)", "efficiency", "median EMD"], rows,
+                   "/ uncompressed (paired)", "/ weighted-MSE AE (paired)", "efficiency",
+                   "median EMD"], rows,
                   note=f"generated pT >= {m.get('min_gen_pt')} GeV, {m.get('n_electrons')} electrons; "
                        "bits per BX: worst-case frame (uncompressed: 48 x 22-bit CALQ, the lossless "
-                       "reference, exempt from the budget); docs/physics.md"))
-    order = [f"resolution_vs_eta_{e}elinks.png" for e in (2, 3, 4, 5)] + ["resolution_emd_vs_elinks.png"]
+                       "reference, exempt from the budget); ratios on the same electrons with a "
+                       "paired bootstrap error, autoencoders against the weighted-MSE autoencoder of "
+                       "the same seed; docs/physics.md"))
+    order = ([f"resolution_vs_eta_{e}elinks.png" for e in (2, 3, 4, 5)]
+             + ["resolution_emd_vs_elinks.png", "resolution_over_weighted_mse_vs_eta.png"])
     plots = figs.stage_plots(up, "physics", order)
     sec.add(plots if plots else Para(str(NA("the physics stage saved no plots")), na=True))
     return sec
 
 
+def _seu_campaign(up: Upstream, sec: Section) -> None:
+    """The RTL SEU campaign (``cosim/seu.json``, :mod:`flow.cosim_seu`): a row per flavour
+    and upset class."""
+    rel = "seu.json"
+    res = up.json("cosim", rel) if up.has("cosim", rel) else NA(
+        "RTL SEU campaign not run (cosim.seu_upsets: 0, no programmable flavour, or a run older than it)")
+    if not isinstance(res, dict):
+        sec.add(Para(str(res if isinstance(res, NA) else NA(f"RTL SEU campaign: {rel} is not a JSON object")),
+                     na=True))
+        return
+    fls = res.get("flavours") or {}
+
+    def how(r):
+        return ("injection hook, one bit of one TMR copy" if r.get("method") == "hook" else
+                f"configuration word rewritten with one bit inverted, restored {r.get('hold_clocks')} "
+                "clocks later")
+    sec.add(Para("RTL SEU campaign: random single upsets while the golden vectors stream back to back; "
+                 "every output compared with its golden code. "
+                 + "; ".join(f"{fl}: {r.get('injected')} upsets ({how(r)}), {r.get('corrupted_wafers')} "
+                             f"corrupted wafers, seu_count {r.get('corrected')}" for fl, r in fls.items())
+                 + ". Classes and method: docs/seu.md.", na=False))
+    rows = []
+    for fl, r in fls.items():
+        for name, c in (r.get("classes") or {}).items():
+            held = c.get("corrupted_fraction_while_held")
+            rows.append([fl, name, num(c.get("n_bits")), num(c.get("n_upsets")),
+                         num(c.get("upsets_corrupting")), num(c.get("corrupted_wafers")),
+                         num(c.get("corrupted_per_upset"), ".3g"),
+                         pct(held, 1, signed=False) if is_num(held) else "",
+                         "persists until reload" if r.get("method") == "port" else "0 (corrected)",
+                         num(c.get("corrupted_after_restore")) if c.get("corrupted_after_restore") is not None
+                         else "", num(c.get("seu_count_increments"))])
+    sec.add(Table("seu-campaign", "RTL SEU campaign per flavour and upset class",
+                  ["flavour", "class", "bits", "upsets", "upsets corrupting output", "corrupted wafers",
+                   "corrupted wafers per upset", "corrupted while held", "duration",
+                   "corrupted after reload", "seu_count increments"], rows,
+                  note="prog: each configuration upset is held 16 clocks (16 wafers), then its word is "
+                       "rewritten; in a chip it persists until the configuration is reloaded. "
+                       "prog_tmr: pass = 0 corrupted wafers and seu_count = upsets injected."))
+
+
 def seu(up: Upstream, figs: Figures) -> Section:
-    """The cosim stage's SEU sensitivity of the weight bits and its selective-TMR proposal
+    """The cosim stage's RTL SEU campaign (``cosim/seu.json``, :mod:`flow.cosim_seu`), SEU
+    sensitivity of the weight bits and its selective-TMR proposal
     (``cosim/seu/seu_sensitivity.json``, :mod:`flow.seu_sensitivity`)."""
     from .captions import FILE as CAPTIONS_FILE
     from .captions import read_captions
 
-    sec = Section("seu", "SEU sensitivity of the weight bits and selective TMR (cosim stage)")
+    sec = Section("seu", "Single-event upsets: RTL campaign, weight-bit sensitivity and selective TMR "
+                         "(cosim stage)")
+    _seu_campaign(up, sec)
     rel = "seu/seu_sensitivity.json"
     res = up.json("cosim", rel)
     if not isinstance(res, dict):
         reason = ("not run (cosim.seu_sensitivity.enabled: false)"
                   if dig(up.config("cosim"), "seu_sensitivity", "enabled") is False
                   else res.reason if isinstance(res, NA) else f"{rel} is not a JSON object")
-        return sec.add(Para(str(NA(reason)), na=True))
+        return sec.add(Para(str(NA(f"weight-bit sensitivity: {reason}")), na=True))
     ref, cost = res.get("reference") or {}, res.get("cost") or {}
     med, wall = ref.get("median_emd"), cost.get("wall_s")
     sec.add(Para(f"Single upsets of the 12864-bit weight image, one bit at a time, on "

@@ -56,6 +56,11 @@ class RtlFlavour:
     """One line: what the flavour is (the top module's header comment, the config docs)."""
     encoder: str
     """How the encoder is built (the "encoder" column of the archive's ``INTERFACE.md``)."""
+    seu_hook: bool = False
+    """Its test build (Verilog macro ``ECONT_SEU_INJECT``) has the SEU injection hook
+    ``seu_inj_*`` (flip one bit of one TMR copy), used by the cosim stage's SEU campaign
+    (``flow/cosim_seu.py``); programmable flavours without it get configuration upsets
+    through the configuration port."""
     in_defaults: bool = True
     """Part of ``rtl.flavours`` / ``cosim.flavours`` when a config does not list them (and so of
     the ``handoff`` archive, which ships every generated flavour); ``False``: opt-in, generated
@@ -118,8 +123,9 @@ FLAVOURS: dict[str, RtlFlavour] = {f.name: f for f in (
         generator="flow.rtl_prog_tmr:generate",
         description="reprogrammable weights in triplicated registers with voters",
         encoder="as prog; configuration and pipeline registers triplicated (TMR, voters, refresh)",
-        # opt-in until its cosim/Yosys cost on the default config is measured (and the handoff
-        # archive documents and tests seu_count and the read-back)
+        seu_hook=True,
+        # not in the flavours of a config that lists none (tests, small configs): a third
+        # Verilator build; configs/default.yaml lists it (its cosim cost: docs/seu.md)
         in_defaults=False),
 )}
 

@@ -55,8 +55,8 @@ def test_outputs_and_metrics(run):
     assert set(m["median_emd"]) == set(models)
     for v in m["median_emd"].values():
         assert 0 < v["min"] <= v["median"] <= v["max"] < 13.8
-    assert m["golden_mismatches"] == {name: 0 for name in models}
-    assert m["golden_n_total"] == 200 * 2 * len(models)
+    assert m["golden_mismatches"] == {**{name: 0 for name in models}, "emd_cnn_2elinks": 0}
+    assert m["golden_n_total"] == 200 * 2 * len(models) + 200      # + the 2-eLink encoder
     # one epoch under a cap of one: every model hit the cap, so none is converged
     assert m["epoch_cap"] == 1
     assert m["epochs_run"] == {name: [2, 2] if name == "emd_cnn" else [1, 1] for name in models}
@@ -75,6 +75,36 @@ def test_outputs_and_metrics(run):
     assert len(rows) == 1 + 2 * len(models) and "stopped_early" in rows[0]
     kr = m["kr_dual_check"]
     assert kr["n"] > 0 and kr["max_ratio"] <= 1.0 + 1e-3   # a lower bound of exact EMD
+
+
+def test_every_elink_budget_gets_its_encoder(run):
+    """smoke: autoencoder.elinks = [2, 5]: 5 eLinks is the compared 9-bit model, 2 eLinks a
+    3-bit encoder fine-tuned from it under the same rule, golden-checked and exported."""
+    cfg, man = run
+    out = cfg.stage_dir("autoencoder")
+    m = man["metrics"]
+    assert cfg.autoencoder.elinks == [2, 5]
+    i = m["export_seed"]
+    for rel in ("elinks.json", "elinks/2/weights.bin", "elinks/2/encoder.json",
+                f"models/emd_cnn_2elinks/seed{i}/encoder.h5"):
+        assert rel in man["outputs"], rel
+    assert not any(o.startswith("elinks/5/") for o in man["outputs"])   # that one is weights.bin
+    e2, e5 = m["elinks"]["2"], m["elinks"]["5"]
+    assert (e2["latent_bits"], e2["trained"], e2["init"], e2["seed_index"]) == (3, True, "finetune", i)
+    assert e2["golden"] == {"n_total": 200, "n_mismatch": 0}
+    assert e2["epochs_run"] == 1 and e2["converged"] is False            # the tiny cap of one epoch
+    assert 0 < e2["median_emd"] < 13.8
+    assert (e5["latent_bits"], e5["trained"]) == (9, False)
+    ev = json.loads((out / "eval.json").read_text())
+    assert e5["median_emd"] == ev["models"]["emd_cnn"]["seeds"][i]["median"]
+    assert json.loads((out / "elinks.json").read_text()) == m["elinks"]
+    enc = read_encoder(out / "elinks/2/encoder.json", out / "elinks/2/weights.bin")
+    assert enc.latent_bits == 3
+    from qkeras.utils import load_qmodel
+
+    k = load_qmodel(str(out / f"models/emd_cnn_2elinks/seed{i}/encoder.h5"), compile=False)
+    assert int(k.get_layer("latent").quantizer.bits) == 3
+    assert (out / "elinks/2/weights.bin").read_bytes() == E.EncoderWeights.from_keras(k).to_image()
 
 
 def test_closed_loop_runs_one_round(run):

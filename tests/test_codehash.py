@@ -27,8 +27,7 @@ QUIET = {"echo": lambda *a: None}
 def tree(tmp_path, monkeypatch):
     """A copy of the package and the testbench that flow.codehash reads instead of the real one."""
     root = tmp_path / "src"
-    for d in ("flow", "rtl_sim"):
-        shutil.copytree(ROOT / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "flow", root / "flow", ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(H, "ROOT", root)
     return root
 
@@ -48,8 +47,11 @@ def test_stage_code_follows_imports_and_resources():
         rel = H.module_file(name).relative_to(H.ROOT).as_posix()
         assert all(rel not in H.stage_code(s).files for s in STAGES), rel
     cosim = H.stage_code("cosim").files
-    assert "rtl_sim/model/econt_model.py" in cosim and "rtl_sim/tests/tb_econt.py" in cosim
-    # the cocotb model imports the golden model: it is part of cosim's code
+    # the shipped testbench and runner (one testbench for cosim and handoff)
+    for f in ("run.py", "test_econt_handoff.py", "econt_vectors.py"):
+        assert f"flow/resources/handoff/{f}" in cosim and f"flow/resources/handoff/{f}" in H.stage_code(
+            "handoff").files
+    # the vector sets come from the golden model: it is part of cosim's code
     assert "flow/encoder.py" in cosim and "flow/frontend.py" in cosim
     assert any(f.startswith("flow/resources/hls/") for f in H.stage_code("csim").files)
     report = ("report", "report_doc", "report_inputs", "report_render", "report_sections", "captions")
@@ -81,7 +83,7 @@ def test_every_resource_file_belongs_to_a_module():
         strings = [n.value for n in ast.walk(tree)
                    if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
                    and (re.match(r"(.*/)?resources/", n.value)
-                        or (n.value in ("resources", "rtl_sim") and id(n) in in_path))]
+                        or (n.value == "resources" and id(n) in in_path))]
         if strings:
             assert name in H.RESOURCES, f"{path.name} reads files it does not declare in codehash.RESOURCES"
 
@@ -98,8 +100,9 @@ def test_editing_a_shared_core_changes_the_hash_of_every_stage_that_imports_it(t
     # a resource file and the testbench count as code too
     _edit(tree / "flow" / "resources" / "report" / "report.css")
     assert H.stage_code("report").sha256 != after["report"]
-    _edit(tree / "rtl_sim" / "model" / "econt_model.py")
+    _edit(tree / "flow" / "resources" / "handoff" / "test_econt_handoff.py")
     assert H.stage_code("cosim").sha256 != after["cosim"]
+    assert H.stage_code("handoff").sha256 != after["handoff"]
     assert H.stage_code("csim").sha256 == after["csim"]
 
 
@@ -185,8 +188,7 @@ def test_make_rules_list_each_stage_code_and_every_file():
 def test_make_reruns_the_stages_whose_code_changed(tmp_path):
     """`make -n` on a copy of the tree: touching flow/frontend.py reruns data, touching
     flow/cosim_area.py reruns rtl and cosim but not data."""
-    for d in ("flow", "rtl_sim"):
-        shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "flow", tmp_path / "flow", ignore=shutil.ignore_patterns("__pycache__"))
     for f in ("Makefile", "pyproject.toml"):
         shutil.copy2(ROOT / f, tmp_path / f)
     (tmp_path / "configs").mkdir()

@@ -104,23 +104,24 @@ def test_only_the_runner_imports_stage_modules():
     assert not bad, f"shared modules import stage modules: {bad}"
 
 
-#: what the cosim reference model may import from the flow: the golden model and the
-#: golden-vector contract (the reference of the bit-exact chain), nothing of the device side
-REFERENCE_MODULES = {"encoder", "frontend", "geometry", "fixedpoint", "vectors", "errors"}
+#: what the cosim's expectations (the vector sets it writes for the shipped testbench) may
+#: import from the flow: the golden model, the golden-vector contract and the testbench's file
+#: format, nothing of the device side
+REFERENCE_MODULES = {"encoder", "frontend", "geometry", "fixedpoint", "vectors", "errors", "tb_vectors"}
+#: the modules that compute and write those expectations
+EXPECTATION_MODULES = ("cosim_sets", "tb_vectors")
 
 
 def _device_side(mod: str) -> bool:
     return mod == "rtl" or mod.startswith(("rtl_", "cosim", "convert"))
 
 
-def test_cosim_reference_model_shares_no_code_with_the_device():
-    files = sorted((ROOT / "rtl_sim").rglob("*.py"))
-    assert files
-    for f in files:
-        got = flow_imports(f)
-        assert got <= REFERENCE_MODULES, f"{f.relative_to(ROOT)} imports {sorted(got - REFERENCE_MODULES)}"
+def test_cosim_expectations_share_no_code_with_the_device():
+    for m in EXPECTATION_MODULES:
+        got = flow_imports(FLOW / f"{m}.py")
+        assert got <= REFERENCE_MODULES, f"flow/{m}.py imports {sorted(got - REFERENCE_MODULES)}"
     # and what those modules import when loaded (transitively) stays off the device side too
-    seen, todo = set(), list(REFERENCE_MODULES)
+    seen, todo = set(), [m for m in REFERENCE_MODULES]
     while todo:
         m = todo.pop()
         if m in seen:
@@ -128,14 +129,23 @@ def test_cosim_reference_model_shares_no_code_with_the_device():
         seen.add(m)
         todo += flow_imports(FLOW / f"{m}.py", top_level_only=True)
     assert not [m for m in seen if _device_side(m)], sorted(seen)
-    # the same at run time: what loading the model really imports
-    code = ("import sys; sys.path.insert(0, 'rtl_sim'); import model.econt_model  # noqa\n"
+    # the same at run time: what loading the set builder really imports
+    code = ("import sys; import flow.cosim_sets  # noqa\n"
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('flow.'))))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
     assert r.returncode == 0, r.stderr
-    loaded = {m.split(".")[1] for m in r.stdout.split()}
+    loaded = {m.split(".")[1] for m in r.stdout.split()} - {"cosim_sets"}
     assert "vectors" in loaded and not [m for m in loaded if _device_side(m)], sorted(loaded)
+
+
+def test_the_shipped_testbench_imports_nothing_of_the_flow():
+    """cosim and the handoff archive run the same testbench; its reference is the vector files."""
+    for f in sorted((FLOW / "resources" / "handoff").glob("*.py")):
+        tree = ast.parse(f.read_text())
+        mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert "flow" not in mods, f.name
 
 
 # ============================================================ dataset splits
@@ -429,12 +439,12 @@ def test_each_stage_declares_the_inputs_it_reads(pipeline):
     assert "autoencoder" in STAGES["cosim"].upstream          # cosim reads weights.bin/encoder.json
     for st in ("convert", "rtl"):
         _check_declared(cfg, recs[st])
-    # cosim: also the files it hands to the testbench (a child process reads them)
-    paths = [handed["weights_image"], handed["vectors"], *handed["extra_vectors"]]
-    assert handed["weights_image"] == cfg.stage_dir("autoencoder") / "weights.bin"
+    # cosim: also the files its vector sets are read from (in simulate(), stubbed here)
+    paths = [handed["vectors"], *handed["extra_vectors"]]
     _check_declared(cfg, recs["cosim"], extra_reads=paths)
     opened = {str(_path(a[0])) for e, a in recs["cosim"]["events"] if e == "open" and _path(a[0])}
     assert str(cfg.stage_dir("autoencoder") / ENCODER_JSON) in opened
+    assert str(cfg.stage_dir("autoencoder") / "weights.bin") in opened
 
 
 def test_undeclared_reads_are_caught(pipeline, tmp_path):

@@ -1,22 +1,18 @@
 """The cosim stage: cocotb/Verilator cosimulation of both flavours against the golden model."""
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from fakes import fake_stage
 
 from flow import config as C
+from flow import cosim_sets as S
+from flow import tb_vectors as T
 from flow.encoder import EncoderWeights, golden_encode
 from flow.encoder_file import write_encoder
 from flow.errors import MismatchError, StageInputError
 from flow.frontend import FrontEnd
 from flow.stages import run_stage
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "rtl_sim"))
-from model import econt_model as M  # noqa: E402
 
 QUIET = dict(echo=lambda *a: None)
 
@@ -63,7 +59,8 @@ ALL_FLAVOURS = ["const", "prog", "prog_tmr"]
 
 def make_cfg(tmp, name="t", rtl_flavours=None, **cosim):
     base = {"min_wafers": 2500, "bubbles": 200, "reload": 300, "verilator_opt": "-O0", "yosys": [],
-            "seu_sensitivity": {"enabled": False}}   # the fake upstreams have no decoder.h5
+            "seu_sensitivity": {"enabled": False},   # the fake upstreams have no decoder.h5
+            "seu_upsets": 25}                        # the RTL SEU campaign, small (flow/cosim_seu.py)
     base.update(cosim)
     rtl = {"yosys_check": False, **({"flavours": rtl_flavours} if rtl_flavours else {})}
     return C.parse_config({"name": name, "workdir": str(tmp), "seed": 4, "rtl": rtl, "cosim": base})
@@ -84,23 +81,30 @@ def cosim_run(tmp_path_factory):
 
 
 # ----------------------------------------------------------------- model
-def test_model_packing_roundtrip():
+def test_set_packing_roundtrip():
     rng = np.random.default_rng(0)
     v = rng.integers(0, 512, (50, 16))
-    ints = M.pack_fields(v, 9)
+    ints = T.pack_rows(v, 9)
     assert ints[3] == sum(int(x) << (9 * j) for j, x in enumerate(v[3]))
-    assert np.array_equal(M.unpack_fields(ints, 9, 16), v)
+    assert np.array_equal(S.unpack_fields(ints, 9, 16), v)
 
 
-def test_model_config_writes_cover_the_image():
+def test_config_writes_cover_the_image():
     w = EncoderWeights.random(3)
-    writes = M.config_writes(np.arange(48) * 80, 3, w)
+    A = T.ADDRESS_MAP
+    writes = T.config_writes(A, w, np.arange(48) * 80, 3)
     assert len(writes) == 402 + 18 + 1
-    img = sum(d << (32 * (a - M.ADDR_WEIGHTS)) for a, d in writes if a < M.ADDR_CAL)
+    img = sum(d << (32 * (a - A["weight_base"])) for a, d in writes if a < A["cal_base"])
     assert img.to_bytes(1608, "little") == w.to_image()
-    cal = sum(d << (32 * (a - M.ADDR_CAL)) for a, d in writes if M.ADDR_CAL <= a < M.ADDR_DROP)
+    cal = sum(d << (32 * (a - A["cal_base"])) for a, d in writes if A["cal_base"] <= a < A["drop_addr"])
     assert [(cal >> (12 * t)) & 0xFFF for t in range(48)] == list(np.arange(48) * 80)
-    assert writes[-1] == (M.ADDR_DROP, 3)
+    assert writes[-1] == (A["drop_addr"], 3)
+
+
+def test_address_map_is_the_documented_one():
+    from flow.rtl import interface
+
+    T.check_address_map(interface(9, True, 25.0)["cfg_port"])
 
 
 # ----------------------------------------------------------------- stage
@@ -114,12 +118,32 @@ def test_cosim_every_flavour_bit_exact(cosim_run):
         st = r["phases"]["stream"]
         # 1500 vectors + the corner set, topped up to 2500 wafers
         assert st["n_total"] >= 2500 and st["n_mismatch"] == 0
-        assert set(st["by_kind"]) == {"even", "odd", M.KIND_CORNER, M.KIND_RANDOM}
+        assert set(st["by_kind"]) == {"even", "odd", S.KIND_CORNER, S.KIND_RANDOM}
         for ph in ("bubbles", "after_reset", "reconfigured", "reloaded", "vectors_regs1", "defaults"):
             assert r["phases"][ph]["n_mismatch"] == 0 and r["phases"][ph]["n_total"] > 0
         assert man["metrics"][fl]["n_mismatch"] == 0
         assert (cfg.stage_dir("cosim") / fl / f"{fl}_stream.npz").is_file()
     assert (cfg.stage_dir("cosim") / "report.md").read_text().count("| const |") == 1
+
+
+def test_cosim_seu_campaign_end_to_end(cosim_run):
+    """The stage's SEU campaign on the programmable flavours: prog corrupts wafers only while
+    an upset is held and none after the rewrite; prog_tmr corrects and counts every upset."""
+    cfg, man, _ = cosim_run
+    seu = json.loads((cfg.stage_dir("cosim") / "seu.json").read_text())
+    assert set(seu["flavours"]) == {"prog", "prog_tmr"}            # const has no configuration to upset
+    t, p = seu["flavours"]["prog_tmr"], seu["flavours"]["prog"]
+    assert t["method"] == "hook" and t["injected"] == t["corrected"] == 25 and t["corrupted_wafers"] == 0
+    assert set(t["classes"]) == {"weights", "calvalue", "drop", "pipeline_valid", "pipeline_data"}
+    assert p["method"] == "port" and p["injected"] == 25 and p["corrected"] == 0
+    assert set(p["classes"]) == {"weights", "calvalue", "drop"}
+    assert sum(c["n_upsets"] for c in p["classes"].values()) == 25
+    assert p["unattributed_corrupted_wafers"] == 0 and p["corrupted_wafers"] > 0
+    assert all(c["corrupted_after_restore"] == 0 for c in p["classes"].values())
+    assert man["metrics"]["seu"] == {fl: {k: seu["flavours"][fl][k] for k in ("injected", "corrected",
+                                                                              "corrupted_wafers")}
+                                     for fl in ("prog", "prog_tmr")}
+    assert (cfg.stage_dir("cosim") / "seu" / "campaign_prog_tmr.npz").is_file()
 
 
 def test_cosim_programmable_reload_uses_random_weights(cosim_run):
@@ -141,18 +165,8 @@ def test_cosim_configuration_reads_back_and_no_upsets_are_counted(cosim_run):
         chk = rep["flavours"][fl]["checks"]
         rb = chk["readback"]
         assert rb["ok"] and rb["n_mismatch"] == 0 and rb["held"], (fl, rb)
-        assert rb["n_read"] == 402 + 18 + 1 + len(M.UNMAPPED)
+        assert rb["n_read"] == 402 + 18 + 1 + 5                 # + 5 unmapped addresses
         assert rb["seu_count"] == 0 and chk["seu_count_stream"] == {"ok": True, "seu_count": 0}
-
-
-def test_model_readback_expectations():
-    w = EncoderWeights.random(3)
-    writes = M.config_writes(np.arange(48) * 80, 0xFFFFFFFE, w)
-    prog, const = M.readback_expected(writes, True), M.readback_expected(writes, False)
-    assert prog[M.ADDR_DROP] == const[M.ADDR_DROP] == 2          # bits [1:0] only
-    assert prog[M.ADDR_WEIGHTS + 5] == writes[5][1] and const[M.ADDR_WEIGHTS + 5] == 0
-    assert prog[M.ADDR_CAL + 1] == const[M.ADDR_CAL + 1] == writes[403][1]
-    assert all(prog[a] == 0 == const[a] for a in M.UNMAPPED)
 
 
 def test_cosim_reset_latency_and_ii(cosim_run):
@@ -266,29 +280,24 @@ def test_a_registered_flavour_is_cosimulated_with_no_other_edit(tmp_path, monkey
 
 
 def test_tmr_corrects_and_counts_injected_upsets(tmp_path):
-    """A test build of prog_tmr (ECONT_SEU_INJECT): one upset each in a weight, a CALVALUE
-    and an output register copy while wafers stream: every output right, seu_count == 3."""
-    from flow import cosim_sim, rtl
+    """A test build of prog_tmr (ECONT_SEU_INJECT) running the shipped testbench's seu_inject
+    test: one upset each in a weight, a CALVALUE and an output register copy while wafers
+    stream: every output right, seu_count == 3."""
+    from flow import cosim, rtl
     from flow import rtl_flavours as RF
 
     w = EncoderWeights.random(31)
     spec = RF.get("prog_tmr")
     rtl.generate(tmp_path / "rtl", w, flavours=[spec.name], check_trace=0)
-    (tmp_path / "weights.bin").write_bytes(w.to_image())
-    build = tmp_path / "build"
-    cosim_sim.build(rtl.sources(tmp_path / "rtl" / spec.name), spec.top, build,
-                    defines=["ECONT_SEU_INJECT"], log=tmp_path / "build.log")
-    out = tmp_path / "out"
-    out.mkdir()
+    settings = C.CosimConfig(min_wafers=400, corners=False, bubbles=0, reload=0, first_mismatches=5,
+                             verilator_opt="-O0")
     cal = [2048] * 48
-    job = {"flavour": spec.name, "programmable": True, "latent_bits": 9,
-           "weights_image": str(tmp_path / "weights.bin"), "calvalues": cal, "drop": 3,
-           "default_calvalues": cal, "default_drop": 3, "vectors": None, "max_vectors": 0,
-           "min_wafers": 400, "corners": False, "seed": 7, "out_dir": str(out), "bubbles": 0,
-           "reload": 0, "first_mismatches": 5, "extra_vectors": [], "seu_inject": True}
-    res = cosim_sim.run(spec.top, build, job, build / "job.json", log=tmp_path / "sim.log",
-                        testcase="seu_inject")
+    res = cosim.simulate(spec.name, tmp_path / "rtl", tmp_path / "out", tmp_path / "build", tmp_path / "logs",
+                         weights=w, latent_bits=9, calvalues=cal, drop=3, default_calvalues=cal,
+                         default_drop=3, vectors=None, settings=settings, seed=7,
+                         defines=["ECONT_SEU_INJECT"], testcases=["seu_inject"], **QUIET)
     assert res["tests"]["seu_inject"]["passed"], res["tests"]
     chk = res["checks"]["seu_inject"]
     assert chk["ok"] and chk["seu_count"] == 3 and len(chk["upsets"]) == 3
     assert res["phases"]["seu_inject"]["n_total"] == 400 and res["phases"]["seu_inject"]["n_mismatch"] == 0
+    assert (tmp_path / "out" / "prog_tmr_seu_inject.npz").is_file()

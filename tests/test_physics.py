@@ -336,6 +336,27 @@ def test_paired_ratio_cancels_the_common_fluctuation():
     assert R.paired_resolution_ratio(c, a, n_boot=20)["n"] == 4990
 
 
+def test_paired_ratio_per_eta_bin_is_the_ratio_on_that_bin():
+    from flow.physics import _paired
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    abseta = rng.uniform(1.6, 3.0, n)
+    ref = 1 + 0.03 * rng.standard_normal(n)
+    worse = 1 + (0.03 + 0.03 * (abseta > 2.3)) * rng.standard_normal(n)   # worse at high |eta|
+    ref[::7] = np.nan                                                    # unmatched electrons
+    q = _paired({"_ratio": worse, "_abseta": abseta}, {"_ratio": ref}, n_boot=50, seed=1)
+    assert q["n"] == int(np.isfinite(ref).sum())
+    assert len(q["vs_eta"]) == len(R.ETA_EDGES) - 1
+    for row in q["vs_eta"]:
+        inside = (abseta >= row["lo"]) & (abseta < row["hi"])
+        direct = R.paired_resolution_ratio(worse[inside], ref[inside], n_boot=50, seed=1)
+        assert row["n"] == direct["n"] and row["value"] == pytest.approx(direct["value"], rel=1e-12)
+    lo = [r["value"] for r in q["vs_eta"] if r["hi"] <= 2.3]
+    hi = [r["value"] for r in q["vs_eta"] if r["lo"] >= 2.3]
+    assert max(lo) < 1.3 < min(hi)
+
+
 def test_resolution_table_bins_and_efficiency():
     n = 4000
     rng = np.random.default_rng(1)
@@ -380,7 +401,8 @@ def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
 
         tf.keras.utils.set_random_seed(1)
         for name, bits, n_in in (("emd_cnn", 9, 16), ("w5", 5, 16), ("w4", 4, 16),
-                                 ("tele/seed0", 9, 16), ("c+cond/seed0", 9, 19)):
+                                 ("tele/seed0", 9, 16), ("weighted_mse/seed0", 9, 16),
+                                 ("c+cond/seed0", 9, 19)):
             d = ctx.out / "models" / name          # both layouts: <loss>/ and <model>/seed<i>/
             d.mkdir(parents=True)
             E.build_qkeras_encoder(bits).save(d / "encoder.h5")
@@ -426,6 +448,15 @@ def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
     paired = m["resolution_over_uncompressed"]
     assert paired["uncompressed"]["5"] == {"value": 1.0, "err": 0.0, "n": u_n(m)}
     assert paired["autoencoder_emd_cnn"]["2"] is None and paired["autoencoder_emd_cnn"]["5"]["n"] > 0
+    # per |eta| bin, on the same electrons; every autoencoder relative to the weighted-MSE one
+    # of its seed (none for the seedless models, not itself)
+    vs = m["resolution_over_uncompressed_vs_eta"]
+    assert len(vs["best_choice"]["3"]) == 14
+    assert all(q["value"] in (None, 1.0) for q in vs["uncompressed"]["5"])
+    assert set(m["resolution_over_weighted_mse"]) == {"autoencoder_tele_seed0", "autoencoder_c+cond_seed0"}
+    w = m["resolution_over_weighted_mse"]["autoencoder_tele_seed0"]
+    assert w["2"] is None and w["5"]["n"] > 0 and len(w["5"]["vs_eta"]) == 14
+    assert "resolution_over_weighted_mse_vs_eta.png" in m["plots"]
     out = cfg.stage_dir("physics")
     assert (out / "summary.csv").read_text().count("\n") == 1 + 4 * len(m["algorithms"])
     assert all((out / "plots" / p).is_file() for p in m["plots"])

@@ -173,7 +173,13 @@ def fake_upstream(mp, *, yosys=True, eta_plot=True, kr=True, stats=True, grid=Tr
                             "emd_cnn_over_telescope_by_occupancy": [0.28, 0.31, None],
                             "cnn_on_ae_pairs_rel_std": {"emd_cnn": 0.0412},
                             "golden_mismatches": dict.fromkeys(medians, 0), "golden_n_total": 6 * 111591,
-                            "kr_dual_check": krd, "n_test": 111591, "n_train": 200000})
+                            "kr_dual_check": krd, "n_test": 111591, "n_train": 200000,
+                            "elinks": {"2": {"latent_bits": 3, "trained": True, "init": "finetune",
+                                             "median_emd": 1.4321, "boot_std": 0.0042, "epochs_run": 23,
+                                             "converged": True, "golden": {"n_total": 5, "n_mismatch": 0}},
+                                       "5": {"latent_bits": 9, "trained": False, "init": "the compared model",
+                                             "median_emd": 0.7622, "boot_std": 0.003, "epochs_run": 61,
+                                             "converged": True}}})
 
     def convert(ctx):
         _write(ctx.out / "vectors_meta.json", {"formats": {
@@ -382,8 +388,8 @@ def test_structure_and_key_numbers(full):
         assert f'href="#{sec}"' in page
     for tid in ("checks", "key-results", "provenance", "dataset", "splits", "emd-model", "emd-grid",
                 "emd-resolution", "emd-by-emd", "loss-comparison", "loss-vs-occupancy", "loss-vs-eta",
-                "cnn-on-reconstructions", "kr-dual", "formats", "golden-qkeras", "csim", "rtl", "cosim",
-                "cosim-phases", "resources", "tools", "stages"):
+                "cnn-on-reconstructions", "elink-encoders", "kr-dual", "formats", "golden-qkeras", "csim",
+                "rtl", "cosim", "cosim-phases", "resources", "tools", "stages"):
         assert f'<table class="report-table" id="tbl-{tid}">' in page, tid
     assert '<div id="verdict" class="verdict pass">PASS</div>' in page
     assert "Test report &lt;&amp;&gt;: run full" in page       # title escaped
@@ -393,7 +399,7 @@ def test_structure_and_key_numbers(full):
                    "yes vs telescope MSE (lower median EMD for every seed)", "6.11 %",
                    "0.745", "ap_ufixed&lt;9,1,AP_RND_CONV,AP_SAT&gt;", "177,815",
                    "188,633", "41,167", "336,959", "16,264", "25 ns", "fixed&lt;21,9,TRN,WRAP,0&gt;",
-                   "sky130 area um^2 (area only, no timing)"):
+                   "sky130 area um^2 (area only, no timing)", "1.4321", "trained (finetune)"):
         assert number in page, number
     # TMR overhead and the ECON-T comparison (hand-made sky130 results in the fake cosim report):
     # (3.0e5 + 0.7e6) / 3.0e5 = 3.33x the protected registers; 2.2e6 / 1.5e6 = 1.47x the block
@@ -503,6 +509,8 @@ def _fake_physics(ctx):
         "resolution_over_uncompressed": {a: {"2": None if a == "autoencoder_emd_cnn" else
                                              {"value": 1.027, "err": 0.004}, "5": None}
                                          for a in res},
+        "resolution_over_weighted_mse": {"autoencoder_emd_cnn": {"2": None,
+                                                                 "5": {"value": 0.912, "err": 0.011}}},
         "min_gen_pt": 10.0})
 
 
@@ -524,8 +532,10 @@ def test_physics_section_when_the_physics_stage_ran(tmp_path):
         md = (cfg.stage_dir("report") / "report.md").read_text()
         assert set(man["upstream"]) == {*UPSTREAM, "physics"}
         assert 'id="tbl-physics-summary"' in page
-        assert "| best_choice | 2 | 64 | 3.39 % | 0.08 % | 1.027 +- 0.004 | 100.0 % | 0.920 |" in md
-        assert "| best_choice | 5 | 158 | 3.27 % | 0.07 % | *not available: not recorded* |" in md
+        assert "| best_choice | 2 | 64 | 3.39 % | 0.08 % | 1.027 +- 0.004 |  | 100.0 % | 0.920 |" in md
+        assert "| best_choice | 5 | 158 | 3.27 % | 0.07 % | *not available: not recorded* |  |" in md
+        assert "| autoencoder_emd_cnn | 5 | 157 | 4.10 % | 0.10 % | *not available: not recorded* | " \
+               "0.912 +- 0.011 |" in md
         assert "not available: needs latent_bits=3" in md and "not available: not available" not in md
         assert "figures/physics_resolution_vs_eta_2elinks.png" in man["outputs"]
         assert _n_img(page) == man["metrics"]["n_figures"]

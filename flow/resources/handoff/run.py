@@ -6,10 +6,15 @@
     .venv/bin/python tb/run.py --flavour prog       # one flavour
     .venv/bin/python tb/run.py --sim icarus         # another simulator cocotb supports
     .venv/bin/python tb/run.py --filelist my/netlist.f --top econt_ae_prog --flavour prog
+    .venv/bin/python tb/run.py --seu-inject         # + the TMR flavour's SEU injection test build
 
 For each flavour: build the DUT with cocotb's Python runner, run
 ``tb/test_econt_handoff.py`` against the expected integer codes in
 ``vectors/``, and write ``results/report.json`` + ``results/report.md``.
+``--seu-inject`` also builds each flavour with an injection hook (the TMR
+flavour: Verilog macro ``ECONT_SEU_INJECT``) and runs its ``seu_inject`` test.
+The flow's cosimulation runs this same script on a directory of the same
+layout (``--root``) that it writes itself.
 Exit status: 0 every output matched and every test passed, 1 a mismatch or a
 failed test, 2 the testbench could not run (no simulator, build error, ...).
 """
@@ -38,6 +43,8 @@ class SetupError(Exception):
 def verify_manifest(root: Path) -> list[str]:
     """Files whose sha256 differs from MANIFEST.sha256 (or that are missing)."""
     bad = []
+    if not (root / "MANIFEST.sha256").is_file():
+        return ["MANIFEST.sha256 (missing)"]
     lines = (root / "MANIFEST.sha256").read_text().splitlines()
     for line in lines:
         if not line.strip():
@@ -100,8 +107,8 @@ def find_verilator() -> dict[str, str]:
     return env
 
 
-def sources_of(flavour: str, manifest: dict, filelist: str | None) -> list[Path]:
-    f = Path(filelist) if filelist else ROOT / manifest["flavours"][flavour]["filelist"]
+def sources_of(flavour: str, manifest: dict, filelist: str | None, root: Path = ROOT) -> list[Path]:
+    f = Path(filelist) if filelist else root / manifest["flavours"][flavour]["filelist"]
     if not f.is_file():
         raise SetupError(f"file list {f} does not exist")
     out = []
@@ -117,14 +124,18 @@ def sources_of(flavour: str, manifest: dict, filelist: str | None) -> list[Path]
 
 
 def run_flavour(flavour: str, top: str, sources: list[Path], args, manifest: dict, out_dir: Path,
-                env_sim: dict[str, str]) -> dict:
+                env_sim: dict[str, str], root: Path = ROOT, *, defines=(), testcase=None,
+                build_name: str | None = None) -> dict:
+    """Build ``top`` from ``sources`` (Verilog macros ``defines``) and run the testbench
+    (``testcase``: only these tests) plus any ``--test-module``; returns its results."""
     from cocotb_tools.runner import get_runner
 
-    sets = [e["name"] for e in json.loads((ROOT / "vectors" / "vectors.json").read_text())["sets"]
+    sets = [e["name"] for e in json.loads((root / "vectors" / "vectors.json").read_text())["sets"]
             if flavour in e["flavours"] and (not args.set or e["name"] in args.set)]
     if not sets:
         raise SetupError(f"no vector set for flavour {flavour}" + (f" among {args.set}" if args.set else ""))
-    build_dir = Path(args.build_dir).resolve() / flavour
+    build_dir = Path(args.build_dir).resolve() / (build_name or flavour)
+    out_dir.mkdir(parents=True, exist_ok=True)
     build_dir.mkdir(parents=True, exist_ok=True)
     build_args: list[str] = list(args.build_arg or [])
     srcs = [str(s) for s in sources]
@@ -138,10 +149,16 @@ def run_flavour(flavour: str, top: str, sources: list[Path], args, manifest: dic
         build_args = ["--no-public-flat-rw", "-Wno-fatal", "-Wno-lint", "-Wno-style", "-CFLAGS", args.opt,
                       "--x-assign", "0", "--x-initial", "0", *build_args]
     itf = manifest["interface"]
-    job = {"root": str(ROOT), "flavour": flavour, "top": top, "out_dir": str(out_dir),
+    fl_info = manifest["flavours"][flavour]
+    job = {"root": str(root), "flavour": flavour, "top": top, "out_dir": str(out_dir),
            "latency_cycles": itf["latency_cycles"], "clock_ns": itf["clock_ns"],
            "first_mismatches": args.first_mismatches, "bubbles": args.bubbles, "seed": args.seed,
-           "defaults": args.defaults, "sets": args.set or []}
+           "defaults": args.defaults, "sets": args.set or [], "capture": args.capture,
+           "programmable": bool(fl_info.get("programmable", True)),
+           "seu_inject": fl_info.get("seu_inject") if "ECONT_SEU_INJECT" in defines else None,
+           # which sets the bubbles / reset_midstream / defaults tests stream (default: see the testbench)
+           **{k: v for k, v in manifest.get("testbench", {}).items()
+              if k in ("bubbles_set", "midstream_set", "defaults_set")}}
     job_path = build_dir / "job.json"
     job_path.write_text(json.dumps(job, indent=1))
     res_file = out_dir / f"{flavour}_results.json"
@@ -156,12 +173,23 @@ def run_flavour(flavour: str, top: str, sources: list[Path], args, manifest: dic
     if args.sim == "verilator":
         os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + f" -j{args.jobs}").strip()
     runner = get_runner(args.sim)
-    log_b, log_t = out_dir / f"build_{flavour}.log", out_dir / f"sim_{flavour}.log"
+    tag = build_name or flavour
+    log_b, log_t = out_dir / f"build_{tag}.log", out_dir / f"sim_{tag}.log"
+    # extra cocotb modules (--test-module path/to/test_x.py): their directories on the path
+    test_modules = []
+    for tm in args.test_module or []:
+        tm = Path(tm).resolve()
+        if not tm.is_file():
+            raise SetupError(f"test module {tm} does not exist")
+        if str(tm.parent) not in sys.path:
+            sys.path.insert(0, str(tm.parent))
+        test_modules.append(tm.stem)
     t0 = time.perf_counter()
     try:
         try:
             runner.build(sources=srcs, hdl_toplevel=top, build_dir=str(build_dir), always=True,
-                         build_args=build_args, timescale=("1ns", "1ps"), log_file=str(log_b))
+                         build_args=build_args, defines={d: 1 for d in defines},
+                         timescale=("1ns", "1ps"), log_file=str(log_b))
         except (SystemExit, Exception) as err:
             tail = "\n".join(log_b.read_text().splitlines()[-25:]) if log_b.exists() else ""
             raise SetupError(f"{args.sim} build of {top} failed ({err}):\n{tail}") from None
@@ -169,7 +197,8 @@ def run_flavour(flavour: str, top: str, sources: list[Path], args, manifest: dic
         print(f"[tb] {flavour}: {top} built with {args.sim} in {t_build:.1f} s", flush=True)
         t1 = time.perf_counter()
         try:
-            runner.test(test_module=TB_MODULE, hdl_toplevel=top, build_dir=str(build_dir),
+            runner.test(test_module=[TB_MODULE, *test_modules], hdl_toplevel=top,
+                        build_dir=str(build_dir), testcase=testcase or None,
                         test_dir=str(build_dir), hdl_toplevel_lang="verilog",
                         extra_env={"ECONT_HANDOFF_JOB": str(job_path)}, results_xml=str(xml),
                         log_file=str(log_t), seed=args.seed)
@@ -193,7 +222,8 @@ def run_flavour(flavour: str, top: str, sources: list[Path], args, manifest: dic
                 if el is not None:
                     msg = (el.get("message") or el.text or "")[:2000]
             failed = tc.find("failure") is not None or tc.find("error") is not None
-            tests[tc.get("name")] = {"passed": not failed, "message": msg}
+            tests[tc.get("name")] = {"passed": not failed, "message": msg,
+                                     "skipped": tc.find("skipped") is not None}
     res = json.loads(res_file.read_text()) if res_file.exists() else {"sets": {}, "checks": {}}
     res.update({"tests": tests, "top": top, "build_s": round(t_build, 2), "sim_s": round(t_sim, 2),
                 "sources": [str(s) for s in sources]})
@@ -224,6 +254,13 @@ def markdown(rep: dict) -> str:
             ii_ok = r.get("checks", {}).get("ii", {}).get("ok")
             lines.append(f"- latency {lat.get('latency_cycles')} clocks (documented "
                          f"{lat.get('documented_cycles')}), II 1: {ii_ok}")
+        rb = r.get("checks", {}).get("readback")
+        if rb:
+            lines.append(f"- read-back: {rb['n_read']} addresses, {rb['n_mismatch']} differing")
+        inj = r.get("seu_inject", {}).get("checks", {}).get("seu_inject")
+        if inj:
+            lines.append(f"- SEU injection build: {len(inj['upsets'])} upsets injected, seu_count "
+                         f"{inj['seu_count']}, {'ok' if inj['ok'] else 'FAILED'}")
     if rep["first_mismatches"]:
         lines += ["", "## First mismatches", "", "| flavour | vectors | wafer | field | expected | got |",
                   "|---|---|---|---|---|---|"]
@@ -252,12 +289,25 @@ def main(argv=None) -> int:
     ap.add_argument("--defaults", type=int, default=1000, help="wafers streamed after cfg_rst")
     ap.add_argument("--first-mismatches", type=int, default=20, help="mismatching wafers listed per set")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--root", default=str(ROOT), help="directory with manifest.json, vectors/ and registers/ "
+                    "(default: this archive)")
+    ap.add_argument("--define", action="append", default=[], help="Verilog macro to define (repeatable)")
+    ap.add_argument("--testcase", action="append", help="run only these tests (repeatable)")
+    ap.add_argument("--test-module", action="append", help="another cocotb test module (a .py file) to run "
+                    "after the testbench, with the same job (repeatable)")
+    ap.add_argument("--seu-inject", action="store_true", help="also build each flavour that has an SEU "
+                    "injection hook (manifest.json) with ECONT_SEU_INJECT and run its seu_inject test")
+    ap.add_argument("--capture", action="store_true", help="write the captured outputs "
+                    "(<out>/captured/<flavour>_<set>.hex: index latent module_sum per line)")
+    ap.add_argument("--no-file-checks", action="store_true", help="skip the MANIFEST.sha256 and .npz/.hex "
+                    "cross-checks")
     ap.add_argument("--strict", action="store_true",
                     help="fail (exit 1) if a file differs from MANIFEST.sha256 or .npz and .hex disagree")
     args = ap.parse_args(argv)
     # the runner turns failing cocotb tests into sys.exit() under pytest; this script reads results itself
     os.environ.pop("PYTEST_CURRENT_TEST", None)
-    manifest = json.loads((ROOT / "manifest.json").read_text())
+    root = Path(args.root).resolve()
+    manifest = json.loads((root / "manifest.json").read_text())
     out_dir = Path(args.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     flavours = args.flavour or list(manifest["flavours"])
@@ -268,11 +318,13 @@ def main(argv=None) -> int:
     if args.filelist and len(flavours) != 1:
         print("[tb] --filelist needs exactly one --flavour", file=sys.stderr)
         return 2
-    warnings = [f"{f} differs from MANIFEST.sha256" for f in verify_manifest(ROOT)]
-    warnings += check_npz_matches_hex(ROOT)
+    warnings = []
+    if not args.no_file_checks:
+        warnings = [f"{f} differs from MANIFEST.sha256" for f in verify_manifest(root)]
+        warnings += check_npz_matches_hex(root)
     for w in warnings:
         print(f"[tb] WARNING: {w}", file=sys.stderr)
-    rep: dict = {"archive": ROOT.name, "simulator": args.sim, "flavours": {}, "warnings": warnings,
+    rep: dict = {"archive": root.name, "simulator": args.sim, "flavours": {}, "warnings": warnings,
                  "python": sys.version.split()[0]}
     t0 = time.perf_counter()
     status = 0
@@ -282,8 +334,15 @@ def main(argv=None) -> int:
             rep["verilator"] = env_sim["_VERILATOR"]
         for fl in flavours:
             top = args.top or manifest["flavours"][fl]["top"]
-            srcs = sources_of(fl, manifest, args.filelist)
-            rep["flavours"][fl] = run_flavour(fl, top, srcs, args, manifest, out_dir, env_sim)
+            srcs = sources_of(fl, manifest, args.filelist, root)
+            rep["flavours"][fl] = run_flavour(fl, top, srcs, args, manifest, out_dir, env_sim, root,
+                                              defines=args.define, testcase=args.testcase)
+            if args.seu_inject and manifest["flavours"][fl].get("seu_inject"):
+                # a test build with the injection hook: the seu_inject test alone
+                rep["flavours"][fl]["seu_inject"] = run_flavour(
+                    fl, top, srcs, args, manifest, out_dir / "seu_inject", env_sim, root,
+                    defines=[*args.define, "ECONT_SEU_INJECT"], testcase=["seu_inject"],
+                    build_name=f"{fl}_seu_inject")
     except SetupError as err:
         rep["error"] = str(err)
         print(f"[tb] ERROR: {err}", file=sys.stderr)
@@ -294,6 +353,8 @@ def main(argv=None) -> int:
                                for s in r["sets"].values() for m in s["first_mismatches"]][:50]
     failed_tests = [f"{fl}/{name}" for fl, r in rep["flavours"].items()
                     for name, t in r["tests"].items() if not t["passed"]]
+    failed_tests += [f"{fl}/seu_inject build/{name}" for fl, r in rep["flavours"].items()
+                     for name, t in r.get("seu_inject", {}).get("tests", {}).items() if not t["passed"]]
     rep["failed_tests"] = failed_tests
     rep["passed"] = (status == 0 and rep["n_mismatch"] == 0 and not failed_tests and rep["n_total"] > 0
                      and not (args.strict and warnings))
@@ -302,7 +363,13 @@ def main(argv=None) -> int:
     (out_dir / "report.md").write_text(markdown(rep))
     for fl, r in rep["flavours"].items():
         print(f"[tb] {fl}: {r['n_total']} wafers, {r['n_mismatch']} mismatching; tests: "
-              + ", ".join(f"{n} {'ok' if t['passed'] else 'FAILED'}" for n, t in r["tests"].items()))
+              + ", ".join(f"{n} {'skipped' if t.get('skipped') else 'ok' if t['passed'] else 'FAILED'}"
+                          for n, t in r["tests"].items()))
+        inj = r.get("seu_inject", {}).get("checks", {}).get("seu_inject")
+        if "seu_inject" in r:
+            print(f"[tb] {fl}: SEU injection build: " + (
+                f"{len(inj['upsets'])} upsets injected, seu_count {inj['seu_count']}, "
+                f"{'ok' if inj['ok'] else 'FAILED'}" if inj else "no result"))
     for m in rep["first_mismatches"][:10]:
         print(f"[tb]   {m['flavour']}/{m['set']} wafer {m['index']}: {m['field']} expected {m['expected']} "
               f"got {m['got']}")

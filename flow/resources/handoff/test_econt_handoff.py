@@ -4,7 +4,8 @@ Run by ``tb/run.py`` (cocotb's Python runner) once per flavour; the job
 (JSON, path in ``$ECONT_HANDOFF_JOB``) names the flavour, the archive root and
 where to write results.  Every expected value is an integer code from the
 archive's ``vectors/`` (computed by the flow's bit-exact golden model); this
-file computes nothing itself.
+file computes nothing itself.  The flow's own cosimulation (``make cosim``)
+runs this same file and ``run.py`` on vector sets it writes in the same format.
 
 Tests, in order (state carries over between them):
 
@@ -22,8 +23,22 @@ Tests, in order (state carries over between them):
    survives it.
 6. ``defaults``: scribble over the configuration, cfg_rst, stream the set that
    uses the default registers: the defaults (prog: the trained weights) are back.
+7. ``readback``: a random configuration (programmable flavours: a random weight
+   image; CALVALUEs; drop with junk above its two bits) through the port, then
+   every address read back through ``cfg_re``/``cfg_rdata`` (one per clock) and
+   a few unmapped ones: each returns what was written (weights: 0 on flavours
+   whose weights are fixed; unmapped: 0); ``cfg_rdata`` holds while ``cfg_re``
+   is low; ``seu_count`` is 0.
+8. ``seu_inject``: only in test builds of the TMR flavour (``run.py
+   --seu-inject``: Verilog macro ``ECONT_SEU_INJECT``, injection map in
+   ``manifest.json``): while the first set streams, one bit of one register copy
+   is flipped in a weight, a CALVALUE and an output register (three clocks);
+   every output must still be right and ``seu_count`` must be 3.
 
-Results: ``<out_dir>/<flavour>_results.json``.  A test fails on any mismatch.
+``vectors`` also checks that ``seu_count`` stays 0 (no upset was injected).
+Results: ``<out_dir>/<flavour>_results.json`` (job ``capture``: also the
+captured outputs, ``<out_dir>/captured/<flavour>_<record>.hex``, one line
+``index latent module_sum`` per wafer).  A test fails on any mismatch.
 """
 from __future__ import annotations
 
@@ -47,7 +62,15 @@ N_LATENT = int(META["n_latent"])
 WORD_BITS = int(META["word_bits"])
 N_TC = int(META["n_tc"])
 SETS = [s for s in V.load_sets(ROOT, FLAVOUR) if not JOB.get("sets") or s.name in JOB["sets"]]
-DEFAULT_SET = next((s for s in SETS if s.info.get("default_registers")), None)
+BY_NAME = {s.name: s for s in SETS}
+DEFAULT_SET = (BY_NAME.get(JOB.get("defaults_set"))
+               or next((s for s in SETS if s.info.get("default_registers")), None))
+#: the sets the bubbles and reset_midstream tests stream (default: the last one)
+BUBBLES_SET = BY_NAME.get(JOB.get("bubbles_set"), SETS[-1] if SETS else None)
+MIDSTREAM_SET = BY_NAME.get(JOB.get("midstream_set"), SETS[-1] if SETS else None)
+PROGRAMMABLE = bool(JOB.get("programmable", True))
+#: the configuration address map (registers/registers.json)
+AMAP = json.loads((ROOT / "registers" / "registers.json").read_text())["address_map"]
 FIRST_N = int(JOB.get("first_mismatches", 20))
 RESULTS: dict = {"flavour": FLAVOUR, "top": JOB["top"], "sets": {}, "checks": {}}
 
@@ -66,6 +89,7 @@ async def _start(dut):
 def _idle(dut):
     dut.valid_in.value = 0
     dut.cfg_we.value = 0
+    dut.cfg_re.value = 0
     dut.rst.value = 0
     dut.cfg_rst.value = 0
 
@@ -136,7 +160,31 @@ def _record(name: str, vs: V.VectorSet, cap: dict, index=None) -> dict:
     res.update({k: cap[k] for k in ("cycles", "wall_s", "wafers_per_s")})
     RESULTS["sets"][name] = res
     _save()
+    if JOB.get("capture"):
+        out = Path(JOB["out_dir"]) / "captured"
+        out.mkdir(parents=True, exist_ok=True)
+        idx = range(len(vs)) if index is None else index
+        (out / f"{FLAVOUR}_{name.replace(':', '_')}.hex").write_text("".join(
+            f"{i:x} {la:x} {su:x}\n" for i, la, su in zip(idx, cap["latent"], cap["sums"], strict=False)))
     return res
+
+
+def _seu_count(dut) -> int:
+    return dut.seu_count.value.to_unsigned()
+
+
+async def _power_up(dut):
+    """Inputs to 0, the clock started, rst and cfg_rst held for 3 clocks, then released."""
+    dut.tc_words.value = 0
+    dut.cfg_addr.value = 0
+    dut.cfg_wdata.value = 0
+    dut.rst.value = 1
+    dut.cfg_rst.value = 1
+    await _start(dut)
+    for _ in range(3):
+        await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    dut.cfg_rst.value = 0
 
 
 def _fail_text(name: str, res: dict) -> str:
@@ -149,16 +197,7 @@ def _fail_text(name: str, res: dict) -> str:
 @cocotb.test()
 async def reset(dut):
     _idle(dut)
-    dut.tc_words.value = 0
-    dut.cfg_addr.value = 0
-    dut.cfg_wdata.value = 0
-    dut.rst.value = 1
-    dut.cfg_rst.value = 1
-    await _start(dut)
-    for _ in range(3):
-        await FallingEdge(dut.clk)
-    dut.rst.value = 0
-    dut.cfg_rst.value = 0
+    await _power_up(dut)
     seen = []
     for _ in range(6):
         await FallingEdge(dut.clk)
@@ -224,8 +263,13 @@ async def vectors(dut):
             failures.append(_fail_text(vs.name, res))
         if not cap["contiguous"]:
             failures.append(f"{vs.name}: valid_out has gaps while valid_in was high every clock (II != 1)")
-    RESULTS["checks"]["ii"] = {"ok": all(RESULTS["sets"][s.name].get("ii_contiguous") for s in SETS)}
+    RESULTS["checks"]["ii"] = {"ok": all(RESULTS["sets"][s.name].get("ii_contiguous") for s in SETS),
+                               "n_sets": len(SETS)}
+    seu = _seu_count(dut)
+    RESULTS["checks"]["seu_count_stream"] = {"ok": seu == 0, "seu_count": seu}
     _save()
+    if seu:
+        failures.append(f"seu_count is {seu} after streaming, no upset was injected")
     assert not failures, "\n".join(failures)
 
 
@@ -237,7 +281,7 @@ async def bubbles(dut):
     await _start(dut)
     _idle(dut)
     rng = random.Random(int(JOB.get("seed", 1)))
-    vs = SETS[-1]
+    vs = BUBBLES_SET
     await _configure(dut, vs.config)
     index = sorted(rng.sample(range(len(vs)), min(n, len(vs))))
     valid = [rng.random() < 0.6 for _ in range(4 * len(index))]
@@ -251,7 +295,7 @@ async def bubbles(dut):
 async def reset_midstream(dut):
     await _start(dut)
     _idle(dut)
-    vs = SETS[-1]
+    vs = MIDSTREAM_SET
     await _configure(dut, vs.config)
     await FallingEdge(dut.clk)
     for w in vs.words[:3]:                  # three wafers enter the pipeline ...
@@ -296,3 +340,118 @@ async def defaults(dut):
     RESULTS["checks"]["defaults"] = {"ok": res["n_mismatch"] == 0, "set": DEFAULT_SET.name}
     _save()
     assert res["n_mismatch"] == 0, _fail_text(f"defaults:{DEFAULT_SET.name}", res)
+
+
+# ------------------------------------------------------------ read-back
+def _readback_expected(writes) -> dict[int, int]:
+    """What reading every written address (and a few unmapped ones) returns: the written
+    words, drop masked to its bits, weight addresses 0 where the weights are fixed,
+    unmapped addresses 0 (INTERFACE.md, "Read-back")."""
+    wb, ww, cb, cw, da = (int(AMAP[k]) for k in ("weight_base", "weight_words", "cal_base", "cal_words",
+                                                 "drop_addr"))
+    unmapped = (wb + ww, cb - 1, cb + cw, da + 1, (1 << int(AMAP["addr_bits"])) - 1)
+    want = {a: 0 for a in unmapped}
+    for a, d in writes:
+        if wb <= a < wb + ww:
+            want[a] = d if PROGRAMMABLE else 0
+        elif cb <= a < cb + cw:
+            want[a] = d
+        elif a == da:
+            want[a] = d & ((1 << int(AMAP.get("drop_bits", 2))) - 1)
+    return want
+
+
+async def _read_back(dut, addresses) -> list[int]:
+    """Read ``addresses`` through cfg_re/cfg_rdata, one per clock: each read is set up at a
+    falling edge, sampled at the rising edge after it, and its word read from cfg_rdata at
+    the next falling edge (one clock after cfg_re), where the next read is set up."""
+    got = []
+    await FallingEdge(dut.clk)
+    for addr in addresses:
+        dut.cfg_addr.value = addr
+        dut.cfg_re.value = 1
+        await FallingEdge(dut.clk)
+        got.append(dut.cfg_rdata.value.to_unsigned())
+    dut.cfg_re.value = 0
+    return got
+
+
+@cocotb.test()
+async def readback(dut):
+    await _start(dut)
+    _idle(dut)
+    rng = random.Random(int(JOB.get("seed", 1)) + 6)
+    wb, ww, cb, cw = (int(AMAP[k]) for k in ("weight_base", "weight_words", "cal_base", "cal_words"))
+    # a random configuration, the drop word with junk above its bits; weight words are
+    # written on every flavour (ignored where the weights are fixed)
+    writes = [(wb + a, rng.getrandbits(32)) for a in range(ww)]
+    writes += [(cb + a, rng.getrandbits(32)) for a in range(cw)]
+    writes.append((int(AMAP["drop_addr"]), rng.getrandbits(32)))
+    await _configure(dut, writes)
+    want = _readback_expected(writes)
+    addrs = list(want)
+    rng.shuffle(addrs)                      # any order: no address depends on the previous read
+    got = await _read_back(dut, addrs)
+    bad = [(hex(a), want[a], g) for a, g in zip(addrs, got, strict=True) if g != want[a]]
+    # cfg_rdata holds the last word while cfg_re is low (another address on cfg_addr)
+    held = []
+    dut.cfg_addr.value = int(addrs[0])
+    for _ in range(3):
+        await FallingEdge(dut.clk)
+        held.append(dut.cfg_rdata.value.to_unsigned())
+    seu = _seu_count(dut)
+    RESULTS["checks"]["readback"] = {"ok": not bad and held == [got[-1]] * 3 and seu == 0,
+                                     "n_read": len(addrs), "n_mismatch": len(bad),
+                                     "first_mismatches": bad[:10], "held": held == [got[-1]] * 3,
+                                     "seu_count": seu, "programmable": PROGRAMMABLE}
+    _save()
+    assert not bad, f"read-back differs from what was written at {len(bad)} addresses: {bad[:5]}"
+    assert held == [got[-1]] * 3, f"cfg_rdata did not hold {got[-1]} while cfg_re was low: {held}"
+    assert seu == 0, f"seu_count is {seu}, no upset was injected"
+
+
+# ------------------------------------------------- SEU injection (test builds)
+async def _inject(dut, after_falling_edges: int, copy: int, bit: int, log: list):
+    """Flip bit ``bit`` (global index) of TMR copy ``copy`` at the rising edge after the
+    ``after_falling_edges``-th falling edge from now."""
+    for _ in range(after_falling_edges):
+        await FallingEdge(dut.clk)
+    dut.seu_inj_copy.value = copy
+    dut.seu_inj_bit.value = bit
+    dut.seu_inj_en.value = 1
+    await FallingEdge(dut.clk)
+    dut.seu_inj_en.value = 0
+    log.append({"copy": copy, "bit": bit, "seu_count_after": _seu_count(dut)})
+
+
+@cocotb.test(skip=not JOB.get("seu_inject"))
+async def seu_inject(dut):
+    """Test build of a TMR flavour: single upsets in the weight, CALVALUE and output
+    registers while streaming are corrected (0 wrong outputs) and counted (seu_count)."""
+    imap = JOB["seu_inject"]
+    _idle(dut)
+    dut.seu_inj_en.value = 0
+    dut.seu_inj_copy.value = 0
+    dut.seu_inj_bit.value = 0
+    await _power_up(dut)
+    vs = SETS[0]
+    await _configure(dut, vs.config)
+    assert _seu_count(dut) == 0, "seu_count is not 0 after reset and configuration"
+    rng = random.Random(int(JOB.get("seed", 1)) + 8)
+    n = len(vs)
+    # one upset each: a weight bit (copy 1), a CALVALUE bit (copy 2), an output latent bit
+    # (copy 0), at different clocks while the wafers stream
+    upsets = [(1, rng.randrange(*imap["weights"])), (2, rng.randrange(*imap["calvalues"])),
+              (0, imap["outputs"][0] + rng.randrange(LB * N_LATENT))]
+    log: list = []
+    for k, (copy, bit) in enumerate(upsets):
+        cocotb.start_soon(_inject(dut, (k + 1) * n // 4, copy, bit, log))
+    cap = await _stream(dut, vs.words)
+    res = _record("seu_inject", vs, cap)
+    seu = _seu_count(dut)
+    RESULTS["checks"]["seu_inject"] = {"ok": res["n_mismatch"] == 0 and seu == len(upsets),
+                                       "upsets": log, "seu_count": seu, "n_wafers": n, "set": vs.name}
+    _save()
+    assert len(log) == len(upsets), f"only {len(log)} of {len(upsets)} upsets were injected"
+    assert res["n_mismatch"] == 0, _fail_text("seu_inject", res)
+    assert seu == len(upsets), f"seu_count {seu} after {len(upsets)} corrected upsets"
