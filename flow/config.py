@@ -70,6 +70,7 @@ def _losses() -> dict:
 RTL_FLAVOUR = RegistryChoice("an RTL flavour", "flow/rtl_flavours.py", _rtl_flavours)
 LOSS = RegistryChoice("a loss", "flow/losses.py", _losses)
 RtlFlavourName = Annotated[str, AfterValidator(RTL_FLAVOUR)]
+YosysKind = Literal["xilinx", "generic", "sky130"]
 LossName = Annotated[str, AfterValidator(LOSS)]
 
 
@@ -557,12 +558,18 @@ class CosimConfig(Section):
     simulates the programmable flavour about 10x faster (worth it above ~20k wafers)."""
     build_jobs: int = Field(2, ge=1)
     """Parallel C++ compile jobs of a Verilator build."""
-    yosys: list[Literal["xilinx", "generic", "sky130"]] = Field(
-        default_factory=lambda: ["xilinx", "generic"])
+    yosys: list[YosysKind] = Field(default_factory=lambda: ["xilinx", "generic", "sky130"])
     """Yosys (pyosys) resource estimates: ``xilinx`` (``synth_xilinx``: LUT/FF/CARRY4),
     ``generic`` (``synth``: gate count, transistor estimate, logic depth) and/or ``sky130``
-    (SkyWater 130 nm ``sky130_fd_sc_hd`` cells: area in um^2, area only, no timing; not in the
-    default until its run time on the programmable flavour is measured); empty: none."""
+    (SkyWater 130 nm ``sky130_fd_sc_hd`` cells: area in um^2, area only, no timing; it maps the
+    ``generic`` run's netlist: about 20-27 % of that run's time, docs/rtl_cosim.md);
+    empty: none."""
+    yosys_skip: dict[RtlFlavourName, list[YosysKind]] = Field(
+        default_factory=lambda: {"prog_tmr": ["xilinx"]})
+    """Runs of ``yosys`` left out for some flavours (flavour -> kinds).  Default: no
+    ``synth_xilinx`` of ``prog_tmr`` -- the costliest run of the resource step, and an FPGA LUT
+    count says little about an ASIC-style TMR (docs/rtl_cosim.md, "sky130 area of the three
+    flavours")."""
     yosys_dsp: bool = False
     """Let ``synth_xilinx`` map multipliers to DSP48 (default ``-nodsp``: all logic in LUTs)."""
     yosys_timeout_s: int = Field(7200, ge=60)

@@ -105,22 +105,24 @@ def simulate(flavour: str, rtl_dir: Path, out_dir: Path, build_dir: Path, logs: 
 
 
 def resources(report: dict, designs, settings, logs: Path, out: Path, echo=print) -> None:
-    """Yosys (pyosys) resource runs of ``settings.yosys`` on each ``(name, files, top)`` of
-    ``designs`` into ``report``: ``report["frontend"]`` for the design named ``frontend``,
-    ``report["flavours"][name]["yosys"]`` otherwise.  ``sky130`` writes the area-only
-    Liberty to ``out``."""
+    """Yosys (pyosys) resource runs of ``settings.yosys`` (less ``settings.yosys_skip`` of the
+    flavour) on each ``(name, files, top)`` of ``designs`` into ``report``:
+    ``report["frontend"]`` for the design named ``frontend``, ``report["flavours"][name]["yosys"]``
+    otherwise.  ``sky130`` writes the area-only Liberty to ``out``."""
     from .cosim_yosys import synth_all
 
+    runs = [(name, files, top, yosys_kinds(settings, name)) for name, files, top in designs]
+    runs = [r for r in runs if r[3]]
     liberty = None
-    if "sky130" in settings.yosys:
+    if any("sky130" in r[3] for r in runs):
         from .cosim_area import LIBERTY_NAME, write_liberty
 
         liberty = write_liberty(Path(out) / f"{LIBERTY_NAME}.lib")
     kw = dict(dsp=settings.yosys_dsp, timeout_s=settings.yosys_timeout_s, liberty=liberty)
-    for name, files, top in designs:
-        echo(f"[cosim] {name}: yosys {', '.join(settings.yosys)} ...")
+    for name, files, top, kinds in runs:
+        echo(f"[cosim] {name}: yosys {', '.join(kinds)} ...")
         # generic and sky130 share one run (one synth): logs/yosys_generic+sky130_<design>.log
-        res = synth_all(settings.yosys, files, top, logs, name, **kw)
+        res = synth_all(kinds, files, top, logs, name, **kw)
         for kind, r in res.items():
             echo(f"[cosim] {name}: yosys {kind}: {_resource_line(kind, r)}")
         if name == "frontend":
@@ -130,6 +132,27 @@ def resources(report: dict, designs, settings, logs: Path, out: Path, echo=print
         report["yosys_version"] = next(iter(res.values()))["yosys_version"]
     if liberty is not None:
         report["sky130_liberty"] = liberty.name
+        tmr_figures(report)
+
+
+def yosys_kinds(settings, design: str) -> list[str]:
+    """The Yosys runs of one design: ``cosim.yosys`` less ``cosim.yosys_skip[design]``."""
+    skip = set(settings.yosys_skip.get(design, ()))
+    return [k for k in settings.yosys if k not in skip]
+
+
+def tmr_figures(report: dict) -> None:
+    """The TMR area overhead (``report["tmr_overhead"]``: TMR flavour -> figures, for each
+    ``<x>_tmr`` whose ``<x>`` was mapped too) and the comparison of each flavour's sky130 area
+    with the published ECON-T (``report["econt_comparison"]``), from the ``sky130`` results."""
+    from .cosim_area import econt_comparison, tmr_overhead, tmr_pairs
+
+    a = {fl: r["yosys"]["sky130"] for fl, r in report["flavours"].items() if "sky130" in r.get("yosys", {})}
+    over = {t: {"plain": p, **tmr_overhead(a[p], a[t])} for t, p in tmr_pairs(a).items()}
+    if over:
+        report["tmr_overhead"] = over
+    if a:
+        report["econt_comparison"] = {fl: econt_comparison(r["area_um2"]) for fl, r in a.items()}
 
 
 def resource_metrics(report: dict) -> dict:
@@ -142,6 +165,10 @@ def resource_metrics(report: dict) -> dict:
              if "sky130" in r.get("yosys", {})}
     if areas:
         out["area_um2_sky130"] = areas
+    if report.get("tmr_overhead"):
+        out["tmr_overhead_sky130"] = {t: {k: o[k] for k in ("plain", "delta_um2", "total_ratio",
+                                                             "protected_ratio", "sequential_ratio")}
+                                      for t, o in report["tmr_overhead"].items()}
     return out
 
 
@@ -159,6 +186,30 @@ def _resource_line(kind: str, r: dict) -> str:
     return (f"{r['area_um2'] / 1e6:.4f} mm^2 = {r['area_um2']:,.0f} um^2 in {r['cells']} cells "
             f"({r['FF']} flip-flops; {r['generic_gates']} generic gates before mapping) "
             f"({r['yosys_s']:.0f} s, {r['peak_rss_mb']:.0f} MB)")
+
+
+def _tmr_markdown(report: dict) -> list[str]:
+    """The TMR overhead and the ECON-T comparison of the sky130 areas (Markdown lines)."""
+    from .cosim_area import AREA_LABEL
+
+    lines = []
+    for t, o in report.get("tmr_overhead", {}).items():
+        lines += [f"TMR overhead, {AREA_LABEL}: {t} {o['area_tmr_um2']:,.0f} um^2 against {o['plain']} "
+                  f"{o['area_plain_um2']:,.0f} um^2 = {o['total_ratio']:.2f}x the block; the protected "
+                  f"registers {o['registers_tmr_um2']:,.0f} um^2 (three copies, voters, refresh, "
+                  f"seu_count) against {o['registers_plain_um2']:,.0f} um^2 of plain flip-flops = "
+                  f"**{o['protected_ratio']:.2f}x** (flip-flop area alone {o['sequential_ratio']:.2f}x; "
+                  f"{o['ff_tmr']} against {o['ff_plain']} flip-flops).  The plain registers' load logic "
+                  "(in both flavours) is not in the denominator: with it the weight image alone "
+                  "measured 2.93x (docs/rtl_cosim.md).", ""]
+    cmp = report.get("econt_comparison", {})
+    if cmp:
+        c0 = next(iter(cmp.values()))
+        lines += [f"Published ECON-T (whole ASIC, {c0['published_nm']} nm): {c0['published_mm2']:g} mm^2; "
+                  f"scaled to 130 nm with {c0['assumption']}: "
+                  + ", ".join(f"{fl} {c['block_mm2']:.3f} mm^2 = {100 * c['fraction_of_scaled']:.0f} %"
+                              for fl, c in cmp.items()) + " of it.", ""]
+    return lines
 
 
 def _failures(res: dict) -> list[str]:
@@ -198,6 +249,7 @@ def _markdown(report: dict) -> str:
                      "per cell, no buffering, clock tree or routing)."
                      if report.get("sky130_liberty") else ""),
                   ""]
+    lines += _tmr_markdown(report)
     for fl, r in report["flavours"].items():
         lines += [f"## {fl} ({r['top']})", "", "| phase | wafers | mismatches | wafers/s |",
                   "|---|---|---|---|"]
@@ -306,7 +358,7 @@ def run(ctx) -> None:
         raise
 
     # ---- resources (Yosys from the pyosys wheel, one child process per run)
-    if s.yosys:
+    if any(yosys_kinds(s, d) for d in ("frontend", *s.flavours)):
         # the shared front end on its own (part of both flavours' figures), then each flavour
         fe_dir = rtl_dir / s.flavours[0]
         designs = [("frontend", [fe_dir / n for n in ("econt_tc_calq.v", "econt_adder_tree.v",
@@ -342,6 +394,10 @@ def run(ctx) -> None:
         if a:
             ctx.add_summary(f"{fl}: sky130 area (area only, no timing)", _resource_line("sky130", a))
     ctx.metrics.update(resource_metrics(report))
+    for t, o in report.get("tmr_overhead", {}).items():
+        ctx.add_summary(f"{t}: TMR area overhead (sky130, area only, no timing)",
+                        f"{o['total_ratio']:.2f}x the {o['plain']} block, {o['protected_ratio']:.2f}x its "
+                        f"flip-flops ({o['delta_um2'] / 1e6:.3f} mm^2 more)")
 
     # ---- weight-bit SEU sensitivity + selective TMR (golden model, no RTL): cosim/seu/
     from .seu_sensitivity import run_in_stage as seu_sensitivity

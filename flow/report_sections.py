@@ -643,12 +643,16 @@ def rtl_cosim(up: Upstream) -> Section:
              ("sky130", "area_um2")]
     rows = []
 
-    def res_row(label, getter):
+    skip = cc.get("yosys_skip") or {}
+
+    def res_row(label, getter, design=None):
         cells = [label]
         for kind, k in xcols:
             v = getter(kind, k)
             cells.append(num(v) if v is not None else
-                         NA(none_reason if not kinds or kind not in kinds else f"no {kind} {k} figure"))
+                         NA(none_reason if not kinds or kind not in kinds else
+                            f"not run for {design} (cosim.yosys_skip)" if kind in skip.get(design, ()) else
+                            f"no {kind} {k} figure"))
         return cells
 
     if not kinds:   # no Yosys run at all: one explicit cell per design instead of a row of blanks
@@ -657,7 +661,7 @@ def rtl_cosim(up: Upstream) -> Section:
                       note="enable with cosim.yosys: [xilinx, generic] (takes minutes)"))
         return sec
     for fl in flavours:
-        rows.append(res_row(fl, lambda kind, k, fl=fl: cm[fl].get(f"{kind}_{k}")))
+        rows.append(res_row(fl, lambda kind, k, fl=fl: cm[fl].get(f"{kind}_{k}"), fl))
     fe = repd.get("frontend")
     if fe:
         rows.append(res_row("front end alone", lambda kind, k: dig(fe, kind, k)))
@@ -671,7 +675,49 @@ def rtl_cosim(up: Upstream) -> Section:
                            "cells without a cell library; sky130 = SkyWater 130 nm sky130_fd_sc_hd cells "
                            "mapped with an area-only Liberty (cell area from LEF, no timing, no buffering, "
                            "clock tree or routing)"))
+    _area_tables(sec, repd)
     return sec
+
+
+#: the label of every sky130 figure (flow.cosim_area.AREA_LABEL; not imported: the report
+#: stage's code would then include the area model's)
+AREA_LABEL = "area only, no timing (sky130_fd_sc_hd cell areas from LEF)"
+
+
+def _area_tables(sec: Section, repd: dict) -> None:
+    """The TMR overhead and the ECON-T comparison of the cosim stage's sky130 areas."""
+    rows = []
+    for t, o in (repd.get("tmr_overhead") or {}).items():
+        rows += [[f"{t} vs {o.get('plain')}: whole block", num(o.get("area_tmr_um2"), ",.0f"),
+                  num(o.get("area_plain_um2"), ",.0f"), num(o.get("total_ratio"), ".2f", unit="x")],
+                 [f"{t} vs {o.get('plain')}: protected registers (flip-flops + voters, refresh, seu_count)",
+                  num(o.get("registers_tmr_um2"), ",.0f"), num(o.get("registers_plain_um2"), ",.0f"),
+                  num(o.get("protected_ratio"), ".2f", unit="x")],
+                 [f"{t} vs {o.get('plain')}: flip-flop cells alone", num(o.get("ff_tmr"), ",d", unit=" FF"),
+                  num(o.get("ff_plain"), ",d", unit=" FF"), num(o.get("sequential_ratio"), ".2f", unit="x")]]
+    if rows:
+        sec.add(Table("tmr-overhead", f"TMR area overhead ({AREA_LABEL})",
+                      ["comparison", "with TMR (um^2)", "without (um^2)", "ratio"], rows,
+                      note="the two flavours differ only in their registers, so the whole area difference "
+                           "is the TMR's (three copies, majority voters, refresh multiplexers, error flag, "
+                           "seu_count); the protected-register ratio is (plain flip-flop area + difference) "
+                           "/ plain flip-flop area (the plain registers' load logic, which both flavours "
+                           "have, is not in the denominator: with it, the weight image alone measured 2.93x, "
+                           "docs/rtl_cosim.md); separate ABC runs on the identical datapath add some noise "
+                           "to the difference"))
+    cmp = repd.get("econt_comparison") or {}
+    if cmp:
+        c0 = next(iter(cmp.values()))
+        rows = [[fl, num(c.get("block_mm2"), ".3f", unit=" mm^2"),
+                 num(c.get("fraction_of_scaled"), ".0f", scale=100.0, unit=" %")] for fl, c in cmp.items()]
+        sec.add(Table("econt-area", f"Block area ({AREA_LABEL}) against the published ECON-T",
+                      ["flavour", "sky130 cell area",
+                       f"of the published ECON-T scaled to 130 nm ({c0.get('published_scaled_mm2')} mm^2)"],
+                      rows,
+                      note=f"published ECON-T: {c0.get('published_mm2')} mm^2 in {c0.get('published_nm')} nm "
+                           f"LP CMOS, the whole ASIC (IEEE TNS 2021); scaling: {c0.get('assumption')}. "
+                           "This block is the front end and autoencoder only, as cell area before "
+                           "placement (a placed block is about the cell area / 0.5-0.7)."))
 
 
 def physics(ctx, up: Upstream, figs: Figures) -> Section:

@@ -1,5 +1,6 @@
 """The area-only sky130 Liberty (flow.cosim_area) and the pyosys runs of the cosim resources."""
 import itertools
+import json
 import re
 import shutil
 from pathlib import Path
@@ -259,3 +260,138 @@ def test_cosim_resource_step_report_and_metrics(tmp_path):
     md = cosim._markdown(report)
     assert "sky130 um^2 (area only, no timing)" in md and f"{area:,.0f}" in md
     assert "area-only Liberty" in md and report["yosys_version"] in md
+
+
+def test_tmr_overhead_on_hand_made_results():
+    """The TMR overhead of hand-made sky130 results: 100 plain flip-flops (20 um^2 each) and
+    8000 um^2 of datapath; with TMR 300 flip-flops plus 500 um^2 of voters, refresh and counter."""
+    plain = {"area_um2": 100 * 20.0 + 8000.0, "sequential_area_um2": 100 * 20.0, "FF": 100}
+    tmr = {"area_um2": 8000.0 + 300 * 20.0 + 500.0, "sequential_area_um2": 300 * 20.0, "FF": 300}
+    o = A.tmr_overhead(plain, tmr)
+    assert o["delta_um2"] == pytest.approx(4500.0)
+    assert o["registers_plain_um2"] == 2000.0 and o["registers_tmr_um2"] == pytest.approx(6500.0)
+    assert o["protected_ratio"] == pytest.approx(3.25)          # (2000 + 4500) / 2000
+    assert o["total_ratio"] == pytest.approx(14500 / 10000)
+    assert o["sequential_ratio"] == pytest.approx(3.0)
+    assert (o["ff_plain"], o["ff_tmr"]) == (100, 300)
+    with pytest.raises(ValueError, match=r"sequential_area_um2 for the plain flavour"):
+        A.tmr_overhead({"area_um2": 5.0, "FF": 0}, tmr)
+    assert A.tmr_pairs(["const", "prog", "prog_tmr"]) == {"prog_tmr": "prog"}
+    assert A.tmr_pairs(["const", "prog_tmr"]) == {}             # no plain twin mapped: no figure
+
+
+def test_econt_comparison_scaling():
+    c = A.econt_comparison(1.44e6)                 # 1.44 mm^2 of sky130 cells
+    assert c["scale"] == 4.0 and c["published_scaled_mm2"] == pytest.approx(14.4)
+    assert c["fraction_of_scaled"] == pytest.approx(0.1) and c["block_mm2"] == 1.44
+    assert "feature size^2" in c["assumption"] and "whole ASIC" in c["assumption"]
+
+
+def test_cosim_tmr_figures_metrics_and_markdown():
+    """cosim's derived figures from hand-made sky130 results: report, manifest metrics, Markdown."""
+    from flow import cosim
+
+    def fl(area, seq, ff):
+        return {"yosys": {"sky130": {"area_um2": area, "sequential_area_um2": seq, "FF": ff}}}
+
+    report = {"flavours": {"const": fl(8e5, 2.6e4, 1126), "prog": fl(1.5e6, 3.0e5, 13990),
+                           "prog_tmr": fl(2.2e6, 8.4e5, 42018)}}
+    cosim.tmr_figures(report)
+    o = report["tmr_overhead"]["prog_tmr"]
+    assert o["plain"] == "prog" and o["protected_ratio"] == pytest.approx(1.0e6 / 3.0e5, abs=1e-4)
+    assert set(report["econt_comparison"]) == {"const", "prog", "prog_tmr"}
+    m = cosim.resource_metrics(report)
+    assert m["area_um2_sky130"] == {"const": 8e5, "prog": 1.5e6, "prog_tmr": 2.2e6}
+    assert m["tmr_overhead_sky130"] == {"prog_tmr": {
+        "plain": "prog", "delta_um2": 7e5, "total_ratio": pytest.approx(1.4667), "protected_ratio":
+        pytest.approx(3.3333), "sequential_ratio": 2.8}}
+    md = "\n".join(cosim._tmr_markdown(report))
+    assert A.AREA_LABEL in md and "**3.33x**" in md and "1.47x the block" in md
+    assert "prog 1.500 mm^2 = 10 %" in md and "14.4 mm^2" in md
+    cosim.tmr_figures(r := {"flavours": {"prog_tmr": fl(2.2e6, 8.4e5, 42018)}})
+    assert "tmr_overhead" not in r and "tmr_overhead_sky130" not in cosim.resource_metrics(r)
+
+
+def test_logic_depth_of_a_tmr_register_ends_at_its_copies(tmp_path):
+    """``ltp`` treats the kept TMR copies (registers only) like flip-flops: without that, every
+    copy instance joins all its inputs to all its outputs, a loop per bit pair through the voter
+    (N^2 warnings; prog_tmr's 12864-bit image ran out of memory)."""
+    top = tmp_path / "t.v"
+    top.write_text("""
+module t(input wire clk, input wire cfg_rst, input wire cfg_we, input wire [9:0] cfg_addr,
+         input wire [31:0] cfg_wdata, output wire [63:0] q, output wire err);
+  econt_image_regs_tmr #(.N_BITS(64), .ADDR_BITS(10), .DATA_BITS(32), .BASE(0), .DEFAULT(64'h5)) u (
+    .clk(clk), .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr), .cfg_wdata(cfg_wdata),
+    .q(q), .rdata(), .err(err));
+endmodule
+""")
+    hw = hand_written_dir()
+    files = [hw / n for n in ("econt_image_read.v", "econt_tmr_copy.v", "econt_tmr_reg.v",
+                              "econt_image_regs_tmr.v")] + [top]
+    g = synth("generic", files, "t", tmp_path / "g.log")
+    log = (tmp_path / "g.log").read_text()
+    assert "Detected loop" not in log and "ltp -noff t:*econt_tmr_copy %n" in log
+    assert g["FF"] == 3 * 64                       # three copies kept
+    assert 2 < g["logic_depth_gates"] < 40         # vote, refresh mux, load decode; not 0, no loop
+
+
+def test_report_labels_the_area_as_the_area_model_does():
+    from flow import report_sections
+
+    assert report_sections.AREA_LABEL == A.AREA_LABEL
+
+
+HIER = """
+(* keep_hierarchy *)
+module sub(input wire [3:0] a, input wire [3:0] b, output wire [4:0] s);
+  assign s = a + b;
+endmodule
+module hier(input wire clk, input wire [3:0] a, input wire [3:0] b, input wire [3:0] c,
+            output reg [4:0] x, output reg [4:0] y);
+  wire [4:0] s0, s1;
+  sub u0(.a(a), .b(b), .s(s0));
+  sub u1(.a(b), .b(c), .s(s1));
+  always @(posedge clk) begin x <= s0; y <= s1; end
+endmodule
+"""
+
+
+def test_kept_module_instances_are_counted_by_their_cells(liberty, tmp_path):
+    """A module kept in the hierarchy (as econt_mul_us, econt_tmr_copy): the area and the
+    cell counts are those of its cells, once per instance; the instances themselves are not
+    cells (Yosys 0.70's stat lists them by type: sky130 used to fail on 'econt_mul_us')."""
+    src = tmp_path / "hier.v"
+    src.write_text(HIER)
+    r = synth("sky130", [src], "hier", tmp_path / "h.log", liberty=liberty)
+    cells = r["cells_by_type"]
+    assert all(k.startswith("sky130_fd_sc_hd__") for k in cells) and r["FF"] == 10
+    assert sum(cells.values()) == r["cells"]
+    assert r["area_um2"] == pytest.approx(sum(n * lef_area(name) for name, n in cells.items()), abs=1e-3)
+    sub = json.loads((tmp_path / "h.stat" / "stat.json").read_text())["modules"]["\\sub"]
+    assert r["area_um2"] == pytest.approx(2 * sub["area"] + 10 * lef_area("sky130_fd_sc_hd__dfxtp_1"),
+                                          abs=1e-3)
+    g = synth("generic", [src], "hier", tmp_path / "g.log")
+    assert g["FF"] == 10 and g["cells"] == g["gates"] + 10
+
+
+def test_yosys_runs_per_design_and_the_skip_key():
+    """cosim.yosys (default: all three kinds) less cosim.yosys_skip of the design (default: no
+    synth_xilinx of prog_tmr); an empty cosim.yosys runs nothing."""
+    from flow import config as C
+    from flow import cosim
+    from flow.errors import ConfigError
+
+    s = C.parse_config({}).cosim
+    assert s.yosys == ["xilinx", "generic", "sky130"] and s.yosys_skip == {"prog_tmr": ["xilinx"]}
+    assert cosim.yosys_kinds(s, "prog_tmr") == ["generic", "sky130"]
+    assert cosim.yosys_kinds(s, "prog") == cosim.yosys_kinds(s, "frontend") == ["xilinx", "generic", "sky130"]
+    s = C.parse_config({"cosim": {"yosys": ["xilinx", "generic"],
+                                  "yosys_skip": {"const": ["generic"]}}}).cosim
+    assert cosim.yosys_kinds(s, "const") == ["xilinx"]
+    assert cosim.yosys_kinds(s, "prog_tmr") == ["xilinx", "generic"]
+    s = C.parse_config({"cosim": {"yosys": []}}).cosim
+    assert all(cosim.yosys_kinds(s, d) == [] for d in ("frontend", "const", "prog", "prog_tmr"))
+    with pytest.raises(ConfigError, match="prog_tmx"):
+        C.parse_config({"cosim": {"yosys_skip": {"prog_tmx": ["xilinx"]}}})
+    with pytest.raises(ConfigError, match="vivado"):
+        C.parse_config({"cosim": {"yosys_skip": {"prog_tmr": ["vivado"]}}})

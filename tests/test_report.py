@@ -234,6 +234,13 @@ def fake_upstream(mp, *, yosys=True, eta_plot=True, kr=True, stats=True, grid=Tr
         if yosys:
             rep["frontend"] = {"xilinx": {"LUT": 16264, "FF": 0, "CARRY4": 684, "DSP48": 0},
                                "generic": {"gates": 37415}, "sky130": {"area_um2": 61234.5}}
+            # the cosim stage's derived sky130 figures (as flow.cosim.tmr_figures), hand-made results
+            from flow.cosim_area import econt_comparison, tmr_overhead
+
+            rep["tmr_overhead"] = {"prog_tmr": {"plain": "prog", **tmr_overhead(
+                {"area_um2": 1.5e6, "sequential_area_um2": 3.0e5, "FF": 13990},
+                {"area_um2": 2.2e6, "sequential_area_um2": 8.4e5, "FF": 42018})}}
+            rep["econt_comparison"] = {"const": econt_comparison(2.5e5), "prog": econt_comparison(1.5e6)}
         _write(ctx.out / "report.json", rep)
 
     for name, body in zip(UPSTREAM, (data, emd, autoencoder, convert, csim, rtl, cosim), strict=True):
@@ -394,6 +401,16 @@ def test_structure_and_key_numbers(full):
                    "188,633", "41,167", "336,959", "16,264", "25 ns", "fixed&lt;21,9,TRN,WRAP,0&gt;",
                    "sky130 area um^2 (area only, no timing)", "1.4321", "trained (finetune)"):
         assert number in page, number
+    # TMR overhead and the ECON-T comparison (hand-made sky130 results in the fake cosim report):
+    # (3.0e5 + 0.7e6) / 3.0e5 = 3.33x the protected registers; 2.2e6 / 1.5e6 = 1.47x the block
+    tmr = page.split('id="tbl-tmr-overhead"')[1].split("</table>")[0]
+    for number in ("2,200,000", "1,500,000", "1.47x", "1,000,000", "300,000", "3.33x", "2.80x", "42,018 FF"):
+        assert number in tmr, number
+    assert "TMR area overhead (area only, no timing (sky130_fd_sc_hd cell areas from LEF))" in page
+    econt = page.split('id="tbl-econt-area"')[1].split("</table>")[0]
+    # 3.6 mm^2 x (130/65)^2 = 14.4 mm^2; prog 1.5 mm^2 = 10 % of it
+    assert "14.4 mm^2" in econt and "1.500 mm^2" in econt and "10 %" in econt
+    assert "feature size^2" in page
     for st in UPSTREAM:           # every stage's manifest sha256 and config hash
         smf = cfg.stage_dir(st) / "manifest.json"
         assert sha256_file(smf) in page
