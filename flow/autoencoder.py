@@ -54,6 +54,7 @@ from . import encoder as E
 from .atomic import atomic_write_bytes, atomic_write_json
 from .autoencoder_train import (
     build_autoencoder,
+    compile_options,
     fit_task,
     from_result,
     model_inputs,
@@ -647,7 +648,7 @@ def bench(cfg, workdir: Path, steps: int = 60) -> dict[str, float]:
         model, _, _ = build_autoencoder(s.latent_bits)
         model.compile(optimizer=tf.keras.optimizers.Adam(s.learning_rate),
                       loss=get_loss(loss, emd_cnn_path=emd_path, sinkhorn_eps=s.sinkhorn_eps,
-                                    sinkhorn_iters=s.sinkhorn_iters))
+                                    sinkhorn_iters=s.sinkhorn_iters), **compile_options(s))
         model.fit(x, t, epochs=1, batch_size=s.batch_size, verbose=0, shuffle=False)     # warm-up
         t0 = time.perf_counter()
         model.fit(x, t, epochs=1, batch_size=s.batch_size, verbose=0, shuffle=False)
