@@ -183,10 +183,19 @@ class Trained:
     model: object = None
 
 
-def _compile(model, loss_fn, lr: float):
+def compile_options(s) -> dict:
+    """Keras ``compile`` options of the settings ``s`` that change the cost of a training
+    step, not its batches: ``steps_per_execution`` (bit-identical results) and
+    ``jit_compile`` (XLA: deterministic, different last bits).  Settings without them
+    (older checkpoints' namespaces, tests) get Keras' defaults."""
+    return {"steps_per_execution": int(getattr(s, "steps_per_execution", 1) or 1),
+            "jit_compile": bool(getattr(s, "jit_compile", False))}
+
+
+def _compile(model, loss_fn, lr: float, s=None):
     import tensorflow as tf
 
-    model.compile(optimizer=tf.keras.optimizers.Adam(lr), loss=loss_fn)
+    model.compile(optimizer=tf.keras.optimizers.Adam(lr), loss=loss_fn, **compile_options(s))
 
 
 def scan_lr(s, loss_name: str, decoder: str, make_loss, train, val, seed: int, ck: Path, log) -> dict:
@@ -207,7 +216,7 @@ def scan_lr(s, loss_name: str, decoder: str, make_loss, train, val, seed: int, c
     for lr in s.lr_scan:
         tf.keras.utils.set_random_seed(seed)
         model, _, _ = build_autoencoder(s.latent_bits, decoder)
-        _compile(model, make_loss(), lr)
+        _compile(model, make_loss(), lr, s)
         t0 = time.perf_counter()
         h = model.fit(xs, ts, validation_data=val, epochs=s.lr_scan_epochs, batch_size=s.batch_size,
                       verbose=0, shuffle=True)
@@ -239,7 +248,7 @@ def train_model(s, loss_name: str, decoder: str, make_loss, train, val, *, seed:
     model, enc, dec = build_autoencoder(s.latent_bits, decoder)
     if init_weights is not None:
         model.set_weights(init_weights)
-    _compile(model, make_loss(), lr)
+    _compile(model, make_loss(), lr, s)
     ck.mkdir(parents=True, exist_ok=True)
     final, hist_csv, state_path = ck / "final.weights.h5", ck / "history.csv", ck / "convergence.json"
     done = ck / "done.json"

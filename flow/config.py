@@ -353,6 +353,16 @@ class AutoencoderConfig(Section):
     learning_rate: float = Field(1e-3, gt=0)
     """Initial Adam learning rate when ``lr_scan`` is empty; halved when the
     validation loss plateaus."""
+    steps_per_execution: int = Field(1, ge=1)
+    """Training batches per call into TensorFlow (Keras ``steps_per_execution``): fewer
+    Python round trips per epoch.  The same batches in the same order, so the trained
+    weights and the history are bit-identical to 1 (tested); only the cost changes
+    (measured in ``docs/autoencoder.md``, "Cost of the fair comparison")."""
+    jit_compile: bool = False
+    """Compile the training and validation steps with XLA (Keras ``jit_compile``).
+    Deterministic (the same seed gives the same weights, tested) but XLA fuses and
+    reorders float operations, so the weights differ from ``false`` in the last bits:
+    a different, equally valid model.  Measured cost in ``docs/autoencoder.md``."""
     lr_scan: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)
     """Candidate initial learning rates, the same rule for every loss: each is
     trained ``lr_scan_epochs`` epochs on ``lr_scan_wafers`` training wafers and the

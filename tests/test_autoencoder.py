@@ -170,3 +170,6 @@ def test_bench_times_every_loss(run, tmp_path):
         assert got[f"{loss}_s_per_step"] > 0
         n_batches = -(-int(got["n_train"]) // cfg.autoencoder.batch_size)
         assert got[f"{loss}_s_per_epoch"] == pytest.approx(got[f"{loss}_s_per_step"] * n_batches)
+        assert got[f"{loss}_cpu_s_per_step"] > 0
+    assert got["steps_per_execution"] == cfg.autoencoder.steps_per_execution
+    assert got["jit_compile"] == float(cfg.autoencoder.jit_compile)

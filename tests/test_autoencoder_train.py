@@ -171,3 +171,62 @@ def test_a_ray_task_trains_the_same_model_as_the_serial_stage_with_one_thread(sp
     assert res["info"]["epochs_run"] == 2
     rebuilt = T.from_result(9, "plain", res)
     assert all(np.array_equal(a, b) for a, b in zip(rebuilt.model.get_weights(), res["weights"], strict=True))
+
+
+def _weights_sha(t) -> str:
+    import hashlib
+
+    ws = t.model.get_weights()
+    return hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in ws)).hexdigest()
+
+
+def test_steps_per_execution_trains_the_bit_identical_model(split, tmp_path):
+    """``autoencoder.steps_per_execution`` only changes how many batches run per call into
+    TensorFlow (3 does not divide the 4 batches of an epoch: a partial last call)."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    tr, va = _data(split)
+    got = {}
+    for spe in (1, 3):
+        s = _settings(epochs=3, early_stopping_patience=5, steps_per_execution=spe)
+        t = T.train_model(s, "telescope_mse", "plain", _mse, tr, va, seed=3, lr=1e-3,
+                          ck=tmp_path / f"spe{spe}", log=lambda *a: None)
+        got[spe] = (_weights_sha(t), [r["val_loss"] for r in t.history])
+    assert got[1] == got[3]
+
+
+def test_jit_compile_is_deterministic_and_keeps_the_encoder_golden(split, tmp_path):
+    """``autoencoder.jit_compile`` (XLA): the same seed twice gives the same weights."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    tr, va = _data(split)
+    shas = []
+    for k in range(2):
+        s = _settings(epochs=2, early_stopping_patience=5, jit_compile=True)
+        t = T.train_model(s, "telescope_mse", "plain", _mse, tr, va, seed=3, lr=1e-3, ck=tmp_path / f"j{k}",
+                          log=lambda *a: None)
+        assert t.model.jit_compile
+        shas.append(_weights_sha(t))
+    assert shas[0] == shas[1]
+    w = E.EncoderWeights.from_keras(t.enc)
+    np.testing.assert_array_equal(E.keras_latent_codes(t.enc, split["aein"]),
+                                  E.golden_encode(split["aein"], w))
+
+
+def test_compile_options_defaults_and_config_validation():
+    from types import SimpleNamespace
+
+    from flow.config import AutoencoderConfig
+
+    assert T.compile_options(SimpleNamespace()) == {"steps_per_execution": 1, "jit_compile": False}
+    assert T.compile_options(None) == {"steps_per_execution": 1, "jit_compile": False}
+    c = AutoencoderConfig()
+    assert c.steps_per_execution == 1 and c.jit_compile is False
+    assert T.compile_options(AutoencoderConfig(steps_per_execution=16, jit_compile=True)) == {
+        "steps_per_execution": 16, "jit_compile": True}
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="steps_per_execution"):
+        AutoencoderConfig(steps_per_execution=0)
