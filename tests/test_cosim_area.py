@@ -274,7 +274,7 @@ def test_tmr_overhead_on_hand_made_results():
     assert o["total_ratio"] == pytest.approx(14500 / 10000)
     assert o["sequential_ratio"] == pytest.approx(3.0)
     assert (o["ff_plain"], o["ff_tmr"]) == (100, 300)
-    with pytest.raises(ValueError, match=r"sequential_area_um2 for the plain flavour"):
+    with pytest.raises(SynthError, match=r"sequential_area_um2 for the plain flavour"):
         A.tmr_overhead({"area_um2": 5.0, "FF": 0}, tmr)
     assert A.tmr_pairs(["const", "prog", "prog_tmr"]) == {"prog_tmr": "prog"}
     assert A.tmr_pairs(["const", "prog_tmr"]) == {}             # no plain twin mapped: no figure
