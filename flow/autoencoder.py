@@ -264,6 +264,11 @@ def _cnn_plot(out: Path, name: str, pred: np.ndarray, true: np.ndarray) -> str:
 
 
 # -------------------------------------------------------------------- stage
+def _loss_kw(s, emd_cnn_path) -> dict:
+    """The keyword arguments of :func:`flow.losses.get_loss` every model of the stage uses."""
+    return {"emd_cnn_path": emd_cnn_path, "sinkhorn_eps": s.sinkhorn_eps, "sinkhorn_iters": s.sinkhorn_iters}
+
+
 def _check_config(s) -> None:
     if s.export_loss not in s.losses:
         raise ConfigError(f"autoencoder.export_loss: expected one of the trained losses {s.losses}, "
@@ -353,8 +358,7 @@ def _plan(ctx, s, train, val, emd_path, ck_root) -> list[_Plan]:
         va = (subset(va_x, 50000), va_t[:50000])
 
         def make_loss(loss=loss):
-            return get_loss(loss, emd_cnn_path=emd_path, sinkhorn_eps=s.sinkhorn_eps,
-                            sinkhorn_iters=s.sinkhorn_iters)
+            return get_loss(loss, **_loss_kw(s, emd_path))
 
         rule = scan_lr(s, loss, decoder, make_loss, tr, va, model_seed(ctx.seed, loss, 0),
                        ck_root / name, print)
@@ -367,7 +371,7 @@ def _fits(ctx, s, plan: list[_Plan], emd_path, ck_root):
     order.  With ``ray.enabled`` all of them are submitted at once as 1-CPU Ray tasks
     (a cluster trains them in parallel) and collected in order; otherwise each trains
     in this process."""
-    loss_kw = {"emd_cnn_path": emd_path, "sinkhorn_eps": s.sinkhorn_eps, "sinkhorn_iters": s.sinkhorn_iters}
+    loss_kw = _loss_kw(s, emd_path)
     jobs = [(p, i, {"seed": model_seed(ctx.seed, p.loss, i), "lr": p.rule["lr"],
                     "ck": str(ck_root / p.name / f"seed{i}")}) for p in plan for i in range(s.seeds)]
     if not s.ray.enabled:
@@ -479,8 +483,7 @@ def _train_elinks(ctx, s, plan, exported, test, emd_path, ck_root, use_ray, per_
         print(f"[autoencoder] {n} eLinks: {p.loss} encoder with {bits}-bit latents "
               f"({'fine-tuned from the exported model' if init is not None else 'from scratch'})")
         t = train_model(sb, p.loss, "plain",
-                        lambda: get_loss(p.loss, emd_cnn_path=emd_path, sinkhorn_eps=s.sinkhorn_eps,
-                                         sinkhorn_iters=s.sinkhorn_iters),
+                        lambda: get_loss(p.loss, **_loss_kw(s, emd_path)),
                         p.tr, p.va, seed=seed, lr=p.rule["lr"],
                         ck=ck_root / f"{p.name}_{n}elinks" / f"seed{i}", log=print, init_weights=init)
         report, emd, _extra = evaluate(t.enc, t.dec, test, bits, use_ray, loss=p.loss)
@@ -538,8 +541,7 @@ def _refine(ctx, s, loss: str, t, tr, va, test, emd_path, ck, seed: int, lr: flo
         rck = ck / f"refine{r}"
         cnn_path, rec = refine_cnn(s, t, tr, rnd, cnn_path, rck / "emd_cnn", seed=seed, log=print)
         t = train_model(s, loss, "plain",
-                        lambda p=cnn_path: get_loss(loss, emd_cnn_path=p, sinkhorn_eps=s.sinkhorn_eps,
-                                                    sinkhorn_iters=s.sinkhorn_iters),
+                        lambda p=cnn_path: get_loss(loss, **_loss_kw(s, p)),
                         tr, va, seed=seed, lr=lr, ck=rck / "autoencoder", log=print,
                         init_weights=t.model.get_weights())
         ev = evaluate(t.enc, t.dec, test, s.latent_bits, use_ray, loss=loss)
@@ -729,8 +731,7 @@ def bench(cfg, workdir: Path, steps: int = 60) -> dict[str, float]:
         tf.keras.utils.set_random_seed(0)
         model, _, _ = build_autoencoder(s.latent_bits)
         model.compile(optimizer=tf.keras.optimizers.Adam(s.learning_rate),
-                      loss=get_loss(loss, emd_cnn_path=emd_path, sinkhorn_eps=s.sinkhorn_eps,
-                                    sinkhorn_iters=s.sinkhorn_iters), **compile_options(s))
+                      loss=get_loss(loss, **_loss_kw(s, emd_path)), **compile_options(s))
         model.fit(x, t, epochs=1, batch_size=s.batch_size, verbose=0, shuffle=False)     # warm-up
         t0, c0 = time.perf_counter(), time.process_time()
         model.fit(x, t, epochs=1, batch_size=s.batch_size, verbose=0, shuffle=False)
