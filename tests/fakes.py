@@ -5,9 +5,9 @@ import types
 
 
 def fake_stage(mp, name, body) -> None:
-    """Install ``body`` as ``flow.<name>.run`` for the duration of ``mp`` (a pytest MonkeyPatch),
+    """Install ``body`` as ``flow.<name>.stage.run`` for the duration of ``mp`` (a pytest MonkeyPatch),
     so the real runner executes a fabricated stage."""
-    mod = types.ModuleType(f"flow.{name}")
-    mod.__spec__ = importlib.machinery.ModuleSpec(f"flow.{name}", None)
+    mod = types.ModuleType(f"flow.{name}.stage")
+    mod.__spec__ = importlib.machinery.ModuleSpec(f"flow.{name}.stage", None)
     mod.run = body
-    mp.setitem(sys.modules, f"flow.{name}", mod)
+    mp.setitem(sys.modules, f"flow.{name}.stage", mod)

@@ -4,11 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from flow import encoder as E
-from flow.config import load_config
-from flow.encoder_file import read_encoder
-from flow.errors import ConfigError
-from flow.stages import run_stage
+from flow.core import encoder as E
+from flow.core.encoder_file import read_encoder
+from flow.runner.config import load_config
+from flow.runner.errors import ConfigError
+from flow.runner.stages import run_stage
 
 TINY = [
     "data.n_events=40", "data.n_files=1",
@@ -162,7 +162,7 @@ def test_export_loss_must_be_trained(run, tmp_path):
 
 def test_bench_times_every_loss(run, tmp_path):
     """``make bench``'s autoencoder hook: a step time and an epoch estimate per loss."""
-    from flow.autoencoder import bench
+    from flow.autoencoder.stage import bench
 
     cfg, _ = run
     got = bench(cfg, tmp_path, steps=2)

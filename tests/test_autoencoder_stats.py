@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from flow import autoencoder_stats as S
-from flow.errors import ShapeError
+from flow.autoencoder import stats as S
+from flow.runner.errors import ShapeError
 
 
 def _seed(median, boot, occ_meds):

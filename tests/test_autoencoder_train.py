@@ -6,8 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from flow import autoencoder_train as T
-from flow import encoder as E
+from flow.autoencoder import train as T
+from flow.core import ae_model as M
+from flow.core import encoder as E
 
 
 def _settings(**kw):
@@ -34,7 +35,7 @@ def _mse():
 
 
 def _data(split, decoder="plain"):
-    x, t = T.model_inputs(split, decoder)
+    x, t = M.model_inputs(split, decoder)
     rest = x[256:] if decoder == "plain" else [a[256:] for a in x]
     return (T.subset(x, 256), t[:256]), (rest, t[256:])
 
@@ -70,7 +71,7 @@ def test_converges_by_the_relative_rule_and_restores_the_best_epoch(split, tmp_p
 def _wire(t):
     from tensorflow import keras
 
-    from flow.autoencoder_train import gather_tc
+    from flow.core.ae_model import gather_tc
 
     inp = keras.Input((8, 8, 1))
     return inp, keras.layers.Lambda(gather_tc)(t.dec(t.enc(inp)))
@@ -99,14 +100,14 @@ def test_lr_scan_keeps_the_lowest_validation_loss_and_caches_it(split, tmp_path)
 
 
 def test_conditional_decoder_trains_and_its_encoder_stays_golden(split, tmp_path):
-    cond = T.conditions(split)
-    assert cond.shape == (len(split["aein"]), T.N_COND) and np.all(np.isfinite(cond))
+    cond = M.conditions(split)
+    assert cond.shape == (len(split["aein"]), M.N_COND) and np.all(np.isfinite(cond))
     assert cond.min() >= -0.1 and cond.max() <= 1.1
     tr, va = _data(split, "conditional")
     s = _settings(epochs=2)
     t = T.train_model(s, "weighted_mse", "conditional", _mse, tr, va, seed=3, lr=1e-3, ck=tmp_path / "c",
                       log=lambda *a: None)
-    assert t.dec.input_shape == (None, E.N_LATENT + T.N_COND)
+    assert t.dec.input_shape == (None, E.N_LATENT + M.N_COND)
     w = E.EncoderWeights.from_keras(t.enc)
     np.testing.assert_array_equal(E.keras_latent_codes(t.enc, split["aein"]),
                                   E.golden_encode(split["aein"], w))
@@ -131,7 +132,7 @@ def test_learning_rate_halves_on_the_same_relative_criterion(split, tmp_path):
 _SERIAL = r"""
 import json, sys, hashlib, numpy as np, tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(1)      # what the stage does for threads: 1
-from flow import autoencoder_train as T
+from flow.autoencoder import train as T
 a = np.load(sys.argv[1])
 tr, va = (a["x"][:256], a["t"][:256]), (a["x"][256:], a["t"][256:])
 s = {s}
@@ -151,9 +152,9 @@ def test_a_ray_task_trains_the_same_model_as_the_serial_stage_with_one_thread(sp
 
     import ray
 
-    from flow.emd_exact import ray_session
+    from flow.core.emd_exact import ray_session
 
-    x, t = T.model_inputs(split)
+    x, t = M.model_inputs(split)
     np.savez(tmp_path / "d.npz", x=x, t=t)
     s = _settings(epochs=2, early_stopping_patience=5)
     code = _SERIAL.format(s="__import__('types').SimpleNamespace(**" + json.dumps(vars(s)) + ")")
@@ -218,7 +219,7 @@ def test_jit_compile_is_deterministic_and_keeps_the_encoder_golden(split, tmp_pa
 def test_compile_options_defaults_and_config_validation():
     from types import SimpleNamespace
 
-    from flow.config import AutoencoderConfig
+    from flow.runner.config import AutoencoderConfig
 
     assert T.compile_options(SimpleNamespace()) == {"steps_per_execution": 1, "jit_compile": False}
     assert T.compile_options(None) == {"steps_per_execution": 1, "jit_compile": False}

@@ -1,4 +1,4 @@
-"""Code-aware staleness: each stage's code (flow/codehash.py) in its manifest, verify() and make."""
+"""Code-aware staleness: each stage's code (flow/runner/codehash.py) in its manifest, verify() and make."""
 import ast
 import json
 import os
@@ -13,11 +13,11 @@ import pytest
 from fakes import fake_stage
 
 from flow import cli
-from flow import codehash as H
-from flow import config as C
-from flow.errors import StageInputError
-from flow.manifest import MANIFEST, verify
-from flow.stages import STAGES, run_stage
+from flow.runner import codehash as H
+from flow.runner import config as C
+from flow.runner.errors import StageInputError
+from flow.runner.manifest import MANIFEST, verify
+from flow.runner.stages import STAGES, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"echo": lambda *a: None}
@@ -25,7 +25,7 @@ QUIET = {"echo": lambda *a: None}
 
 @pytest.fixture
 def tree(tmp_path, monkeypatch):
-    """A copy of the package and the testbench that flow.codehash reads instead of the real one."""
+    """A copy of the package and the testbench that flow.runner.codehash reads instead of the real one."""
     root = tmp_path / "src"
     shutil.copytree(ROOT / "flow", root / "flow", ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(H, "ROOT", root)
@@ -38,8 +38,8 @@ def _edit(path: Path) -> None:
 
 def test_stage_code_follows_imports_and_resources():
     data = H.stage_code("data").files
-    assert {"flow/data.py", "flow/frontend.py", "flow/geometry.py", "flow/ntuple.py",
-            "flow/data_generator.py",
+    assert {"flow/data/stage.py", "flow/core/frontend.py", "flow/core/geometry.py", "flow/data/ntuple.py",
+            "flow/core/generator.py",
             "flow/resources/geometry.json"} <= set(data)
     # the runner and its infrastructure belong to no stage
     for name in H.RUNNER:
@@ -52,13 +52,14 @@ def test_stage_code_follows_imports_and_resources():
         assert f"flow/resources/handoff/{f}" in cosim and f"flow/resources/handoff/{f}" in H.stage_code(
             "handoff").files
     # the vector sets come from the golden model: it is part of cosim's code
-    assert "flow/encoder.py" in cosim and "flow/frontend.py" in cosim
+    assert "flow/core/encoder.py" in cosim and "flow/core/frontend.py" in cosim
     assert any(f.startswith("flow/resources/hls/") for f in H.stage_code("csim").files)
-    report = ("report", "report_doc", "report_inputs", "report_render", "report_sections", "captions")
+    report = ("report/__init__", "report/stage", "report/doc", "report/inputs", "report/render",
+              "report/sections", "core/__init__", "core/captions")
     assert set(H.stage_code("report").files) == {f"flow/{m}.py" for m in report} | {
         f"flow/resources/report/{p.name}" for p in (ROOT / "flow/resources/report").iterdir()}
     for s in STAGES:
-        assert f"flow/{s}.py" in H.stage_code(s).files
+        assert f"flow/{s}/stage.py" in H.stage_code(s).files
 
 
 def test_every_resource_file_belongs_to_a_module():
@@ -67,8 +68,10 @@ def test_every_resource_file_belongs_to_a_module():
              if p.is_file() and "__pycache__" not in p.parts}
     assert files <= claimed, sorted(str(p.relative_to(ROOT)) for p in files - claimed)
     # a module whose code (not its docstrings) names package resources or the testbench declares them
-    for path in sorted((ROOT / "flow").glob("*.py")):
-        name = f"flow.{path.stem}"
+    for path in sorted(p for p in (ROOT / "flow").rglob("*.py")
+                       if "resources" not in p.parts and "__pycache__" not in p.parts):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         if name in H.RUNNER:
             continue
         tree = ast.parse(path.read_text())
@@ -90,10 +93,10 @@ def test_every_resource_file_belongs_to_a_module():
 
 def test_editing_a_shared_core_changes_the_hash_of_every_stage_that_imports_it(tree):
     before = {s: H.stage_code(s).sha256 for s in STAGES}
-    _edit(tree / "flow" / "frontend.py")
+    _edit(tree / "flow" / "core" / "frontend.py")
     after = {s: H.stage_code(s).sha256 for s in STAGES}
     changed = {s for s in STAGES if before[s] != after[s]}
-    users = {s for s in STAGES if "flow/frontend.py" in H.stage_code(s).files}
+    users = {s for s in STAGES if "flow/core/frontend.py" in H.stage_code(s).files}
     assert changed == users
     assert {"data", "autoencoder", "convert", "csim", "rtl", "cosim", "physics", "handoff"} <= changed
     assert "emd" not in changed and "report" not in changed
@@ -107,10 +110,10 @@ def test_editing_a_shared_core_changes_the_hash_of_every_stage_that_imports_it(t
 
 
 def test_a_new_import_joins_the_stage_code(tree):
-    assert "flow/encoder_file.py" not in H.stage_code("data").files
-    p = tree / "flow" / "data.py"
-    p.write_text(p.read_text() + "\n\ndef _later():\n    from .encoder_file import Fmt  # noqa\n")
-    assert "flow/encoder_file.py" in H.stage_code("data").files
+    assert "flow/core/encoder_file.py" not in H.stage_code("data").files
+    p = tree / "flow" / "data" / "stage.py"
+    p.write_text(p.read_text() + "\n\ndef _later():\n    from flow.core.encoder_file import Fmt  # noqa\n")
+    assert "flow/core/encoder_file.py" in H.stage_code("data").files
 
 
 def _write(ctx):
@@ -123,19 +126,19 @@ def test_verify_calls_an_artifact_built_from_other_code_stale(tree, tmp_path, mo
     cfg = C.parse_config({"name": "t", "workdir": str(tmp_path / "build")})
     man = run_stage(cfg, "data", **QUIET)
     assert man["code_sha256"] == H.stage_code("data").sha256
-    assert "flow/frontend.py" in man["code_files"]
+    assert "flow/core/frontend.py" in man["code_files"]
     run_stage(cfg, "emd", **QUIET)
     verify(cfg, "emd")
 
-    _edit(tree / "flow" / "frontend.py")
+    _edit(tree / "flow" / "core" / "frontend.py")
     with pytest.raises(StageInputError, match=r"stage 'data' is stale: the flow code it runs changed since "
-                                              r"it was built \(changed: flow/frontend.py, code_sha256 "
+                                              r"it was built \(changed: flow/core/frontend.py, code_sha256 "
                                               r".*make data"):
         verify(cfg, "data")
     # a downstream stage cannot use it either (and emd's own code did not change)
-    with pytest.raises(StageInputError, match=r"stage 'data' is stale.*flow/frontend.py"):
+    with pytest.raises(StageInputError, match=r"stage 'data' is stale.*flow/core/frontend.py"):
         verify(cfg, "emd")
-    with pytest.raises(StageInputError, match=r"stage 'data' is stale.*flow/frontend.py"):
+    with pytest.raises(StageInputError, match=r"stage 'data' is stale.*flow/core/frontend.py"):
         run_stage(cfg, "emd", **QUIET)
     # rebuilt with the new code: fresh again, and emd is stale because data was rebuilt
     run_stage(cfg, "data", **QUIET)
@@ -144,14 +147,15 @@ def test_verify_calls_an_artifact_built_from_other_code_stale(tree, tmp_path, mo
         verify(cfg, "emd")
 
     # `flow status` shows it too
-    _edit(tree / "flow" / "geometry.py")
-    with pytest.raises(StageInputError, match=r"changed: flow/geometry.py"):
+    _edit(tree / "flow" / "core" / "geometry.py")
+    with pytest.raises(StageInputError, match=r"changed: flow/core/geometry.py"):
         verify(cfg, "data")
     conf = tmp_path / "t.yaml"
     conf.write_text(f"name: t\nworkdir: {tmp_path / 'build'}\n")
+    monkeypatch.setenv("COLUMNS", "200")      # rich shortens the detail column in 80 columns
     assert cli.main(["status", "--config", str(conf)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "STALE" in out and "flow/geometry.py" in out
+    assert "STALE" in out and "flow/core/geometry.py" in out
 
 
 def test_a_manifest_without_code_hash_is_stale(tmp_path, monkeypatch):
@@ -181,13 +185,13 @@ def test_make_rules_list_each_stage_code_and_every_file():
     for s in STAGES:
         line = next(x for x in text.splitlines() if x.startswith(f"CODE_{s} := "))
         assert line.split(" := ")[1].split() == sorted(H.stage_code(s).files)
-    assert "flow/frontend.py:" in text.splitlines()   # a deleted file reruns, not breaks, make
+    assert "flow/core/frontend.py:" in text.splitlines()   # a deleted file reruns, not breaks, make
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 def test_make_reruns_the_stages_whose_code_changed(tmp_path):
-    """`make -n` on a copy of the tree: touching flow/frontend.py reruns data, touching
-    flow/cosim_area.py reruns rtl and cosim but not data."""
+    """`make -n` on a copy of the tree: touching flow/core/frontend.py reruns data, touching
+    flow/hdl/area.py reruns rtl and cosim but not data."""
     shutil.copytree(ROOT / "flow", tmp_path / "flow", ignore=shutil.ignore_patterns("__pycache__"))
     for f in ("Makefile", "pyproject.toml"):
         shutil.copy2(ROOT / f, tmp_path / f)
@@ -212,21 +216,21 @@ def test_make_reruns_the_stages_whose_code_changed(tmp_path):
 
     assert planned("handoff") == []
     now = time.time() + 10
-    os.utime(tmp_path / "flow" / "cosim_area.py", (now, now))
+    os.utime(tmp_path / "flow" / "hdl" / "area.py", (now, now))
     assert planned("data") == []
     assert set(planned("cosim")) == {"rtl", "cosim"}
     for s in ("rtl", "cosim"):
         os.utime(tmp_path / "build" / "t" / s / MANIFEST, (now + 11, now + 11))
     assert planned("cosim") == []
-    os.utime(tmp_path / "flow" / "frontend.py", (now + 5, now + 5))
+    os.utime(tmp_path / "flow" / "core" / "frontend.py", (now + 5, now + 5))
     assert planned("data") == ["data"]
     assert planned("emd")[0] == "data"
 
 
 def test_rtl_code_includes_every_registered_flavour_generator():
     """The flavour registry imports its generators by name at run time
-    (``"flow.rtl_prog:generate"``); the static graph still counts them as rtl's code."""
-    from flow.rtl_flavours import FLAVOURS
+    (``"flow.hdl.prog:generate"``); the static graph still counts them as rtl's code."""
+    from flow.hdl.flavours import FLAVOURS
 
     files = H.stage_code("rtl").files
     for fl in FLAVOURS.values():

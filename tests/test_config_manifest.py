@@ -9,10 +9,10 @@ import pytest
 from fakes import fake_stage
 from pydantic import ValidationError
 
-from flow import config as C
-from flow.errors import ConfigError, FlowError, StageInputError
-from flow.manifest import MANIFEST, verify
-from flow.stages import run_stage
+from flow.runner import config as C
+from flow.runner.errors import ConfigError, FlowError, StageInputError
+from flow.runner.manifest import MANIFEST, verify
+from flow.runner.stages import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -245,7 +245,7 @@ def test_fair_config_differs_from_default_only_in_the_training_rule():
     """configs/fair.yaml is the default job with the fair comparison of issue 14: every
     other section identical (same data, EMD CNN, hardware), >= 3 seeds, a cap the models
     do not reach, every loss on the same training wafers."""
-    from flow.config import load_config
+    from flow.runner.config import load_config
 
     d, f = load_config("configs/default.yaml"), load_config("configs/fair.yaml")
     for name in type(d).model_fields:

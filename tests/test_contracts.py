@@ -2,9 +2,9 @@
 
 * no stage module imports another stage module (the stage list is the runner's registry);
 * the cosim reference model shares no code with the device side (RTL generator, cosim);
-* the dataset split files (:mod:`flow.dataset`) and the golden-vector files
-  (:mod:`flow.vectors`): one deterministic writer, one reader with clear errors;
-* ``autoencoder/encoder.json`` (:mod:`flow.encoder_file`): written with the weights,
+* the dataset split files (:mod:`flow.core.dataset`) and the golden-vector files
+  (:mod:`flow.core.vectors`): one deterministic writer, one reader with clear errors;
+* ``autoencoder/encoder.json`` (:mod:`flow.core.encoder_file`): written with the weights,
   read by the later stages instead of their manifests or config, checked against
   ``weights.bin``;
 * every input a stage reads is declared (an upstream of the registry, or one the stage
@@ -25,14 +25,15 @@ import numpy as np
 import pytest
 from fakes import fake_stage
 
-from flow import config as C
-from flow import dataset, vectors
-from flow import encoder as E
-from flow.encoder_file import ENCODER_JSON, read_encoder, write_encoder
-from flow.errors import DataFormatError, StageInputError
-from flow.frontend import FrontEnd
-from flow.npzfile import write_npz
-from flow.stages import STAGES, run_stage
+from flow.core import dataset as dataset
+from flow.core import encoder as E
+from flow.core import vectors as vectors
+from flow.core.encoder_file import ENCODER_JSON, read_encoder, write_encoder
+from flow.core.frontend import FrontEnd
+from flow.core.npzfile import write_npz
+from flow.runner import config as C
+from flow.runner.errors import DataFormatError, StageInputError
+from flow.runner.stages import STAGES, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOW = ROOT / "flow"
@@ -40,86 +41,154 @@ QUIET = dict(echo=lambda *a: None)
 
 
 # ============================================================ import rules
-def flow_imports(path: Path, *, top_level_only: bool = False) -> set[str]:
-    """The modules ``flow.<x>`` a file imports (``x``), relative or absolute, including
-    ``importlib.import_module("flow.x")``; with ``top_level_only`` only the imports
-    executed when the module is imported (not those inside functions)."""
+#: the packages of flow/ that are not stages: the runner, the shared cores, the Verilog generators
+SHARED = ("runner", "core", "hdl")
+
+
+def module_name(path: Path) -> str:
+    """``flow/cosim/sets.py`` -> ``flow.cosim.sets`` (``__init__.py`` names its package)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def flow_modules() -> list[Path]:
+    """Every module of the flow package (not the data-only resources)."""
+    return sorted(p for p in FLOW.rglob("*.py") if "resources" not in p.relative_to(FLOW).parts
+                  and "__pycache__" not in p.parts)
+
+
+def flow_imports(path: Path, *, top_level_only: bool = False, module: str | None = None) -> set[str]:
+    """The ``flow`` modules a file imports (dotted, e.g. ``flow.core.encoder``), relative or
+    absolute, including ``importlib.import_module("flow.x")``; a ``from flow.p import m``
+    counts as ``flow.p.m`` (``m`` may be a module).  With ``top_level_only`` only the
+    imports executed when the module is imported (not those inside functions)."""
     tree = ast.parse(path.read_text())
+    module = module or module_name(path)
+    pkg = module if path.name == "__init__.py" else module.rpartition(".")[0]
     nodes = ast.walk(tree) if not top_level_only else [
         n for stmt in tree.body for n in ([stmt] + (list(ast.walk(stmt)) if isinstance(stmt, ast.If | ast.Try)
                                                    else []))]
     out: set[str] = set()
     for node in nodes:
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1:
-                if node.module:
-                    out.add(node.module.split(".")[0])
-                else:
-                    out.update(a.name for a in node.names)
-            elif node.level == 0 and node.module and node.module.split(".")[0] == "flow":
-                parts = node.module.split(".")
-                out.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names])
+            if node.level:
+                parts = pkg.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1])
+                base = f"{base}.{node.module}" if node.module else base
+            else:
+                base = node.module or ""
+            if base == "flow" or base.startswith("flow."):
+                out.add(base)
+                out.update(f"{base}.{a.name}" for a in node.names if a.name != "*")
         elif isinstance(node, ast.Import):
-            out.update(a.name.split(".")[1] for a in node.names if a.name.startswith("flow."))
+            out.update(a.name for a in node.names if a.name.startswith("flow."))
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute | ast.Name):
             name = node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id
             if name == "import_module" and node.args and isinstance(node.args[0], ast.Constant) \
                     and str(node.args[0].value).startswith("flow."):
-                out.add(str(node.args[0].value).split(".")[1])
-    return out
+                out.add(str(node.args[0].value))
+    return {m for m in out if _exists(m)}
+
+
+def _exists(module: str) -> bool:
+    base = ROOT.joinpath(*module.split("."))
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+def group(module: str) -> str:
+    """The package of flow/ a module belongs to (``flow.cosim.sets`` -> ``cosim``);
+    the top-level ``flow``, ``flow.cli`` and ``flow.__main__`` belong to the runner."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in (*SHARED, *STAGES)) else "runner"
 
 
 def test_import_walker_sees_every_import_form(tmp_path):
-    p = tmp_path / "m.py"
+    pkg = tmp_path / "flow" / "p"
+    pkg.mkdir(parents=True)
+    p = pkg / "m.py"
     p.write_text("from . import a, b as B\nfrom .c import x\nfrom .d.e import y\nimport flow.f\n"
                  "from flow.g import z\nfrom flow import h\n"
                  "def f():\n    from .i import w\n    importlib.import_module('flow.j')\n")
-    assert flow_imports(p) == set("abcdfghij")
-    assert flow_imports(p, top_level_only=True) == set("abcdfgh")
+    global _exists
+    real, _exists = _exists, lambda m: True
+    try:
+        got = flow_imports(p, module="flow.p.m")
+        top = flow_imports(p, top_level_only=True, module="flow.p.m")
+    finally:
+        _exists = real
+    assert {"flow.p.a", "flow.p.b", "flow.p.c", "flow.p.d.e", "flow.f", "flow.g", "flow.h",
+            "flow.p.i", "flow.j"} <= got
+    assert "flow.p.i" not in top and "flow.j" not in top and "flow.p.d.e" in top
 
 
-def test_no_stage_module_imports_another_stage_module():
+def test_every_module_sits_in_a_package_of_the_layout():
+    """flow/ holds the CLI and one package per stage plus runner, core and hdl."""
+    tops = {p.name for p in FLOW.iterdir() if p.name not in ("__pycache__", "resources")}
+    assert tops == {"__init__.py", "__main__.py", "cli.py", *SHARED, *STAGES}, sorted(tops)
+    for stage in STAGES:
+        assert (FLOW / stage / "stage.py").is_file(), f"registry stage {stage} has no flow/{stage}/stage.py"
+        assert STAGES[stage].module == f"flow.{stage}.stage"
+    # a package's __init__ imports nothing: a module pulls in only what it imports itself
+    for init in FLOW.glob("*/__init__.py"):
+        if "resources" not in init.parts:
+            assert not flow_imports(init), f"{init.relative_to(ROOT)} imports {flow_imports(init)}"
+
+
+def test_no_stage_package_imports_another_stage_package():
     """A stage reads another stage's results through the files of its artifact, never its code."""
     assert {"data", "convert", "csim", "rtl", "cosim", "handoff"} <= set(STAGES)
     bad = {}
-    for stage in STAGES:
-        path = FLOW / f"{stage}.py"
-        assert path.is_file(), f"registry stage {stage} has no module {path}"
-        other = sorted((flow_imports(path) & set(STAGES)) - {stage})
-        if other:
-            bad[stage] = other
-    assert not bad, f"stage modules import other stage modules: {bad}"
-
-
-def test_only_the_runner_imports_stage_modules():
-    runner = {"stages", "cli", "bench", "manifest", "__main__"}
-    bad = {}
-    for path in sorted(FLOW.glob("*.py")):
-        mod = path.stem
-        if mod in runner or mod in STAGES:
+    for path in flow_modules():
+        mod = module_name(path)
+        own = group(mod)
+        if own not in STAGES:
             continue
-        hit = sorted(flow_imports(path) & set(STAGES))
+        other = sorted(m for m in flow_imports(path) if group(m) in STAGES and group(m) != own)
+        if other:
+            bad[mod] = other
+    assert not bad, f"stage packages import other stage packages: {bad}"
+
+
+def test_shared_packages_import_no_stage_and_cores_no_generators():
+    """core imports core and the runner; hdl also core; only the runner's stage table and
+    bench load stage modules (by name, through the registry)."""
+    bad = {}
+    for path in flow_modules():
+        mod = module_name(path)
+        own = group(mod)
+        if own in STAGES:
+            continue
+        allowed = {"core": {"core", "runner"}, "hdl": {"core", "runner", "hdl"},
+                   "runner": {"core", "runner", "hdl"}}[own]
+        hit = sorted(m for m in flow_imports(path) if group(m) not in allowed)
         if hit:
             bad[mod] = hit
-    assert not bad, f"shared modules import stage modules: {bad}"
+    assert not bad, f"shared modules import outside their layer: {bad}"
 
 
 #: what the cosim's expectations (the vector sets it writes for the shipped testbench) may
 #: import from the flow: the golden model, the golden-vector contract and the testbench's file
 #: format, nothing of the device side
-REFERENCE_MODULES = {"encoder", "frontend", "geometry", "fixedpoint", "vectors", "errors", "tb_vectors"}
+REFERENCE_MODULES = {f"flow.core.{m}" for m in ("encoder", "frontend", "geometry", "fixedpoint", "vectors",
+                                                 "tb_vectors", "npzfile")} | {
+    "flow.core", "flow.runner", "flow.runner.errors", "flow.runner.atomic"}
 #: the modules that compute and write those expectations
-EXPECTATION_MODULES = ("cosim_sets", "tb_vectors")
+EXPECTATION_MODULES = ("flow.cosim.sets", "flow.core.tb_vectors")
 
 
 def _device_side(mod: str) -> bool:
-    return mod == "rtl" or mod.startswith(("rtl_", "cosim", "convert"))
+    return group(mod) in ("rtl", "hdl", "convert") or (group(mod) == "cosim" and mod != "flow.cosim.sets")
+
+
+def _file(mod: str) -> Path:
+    base = ROOT.joinpath(*mod.split("."))
+    return base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
 
 
 def test_cosim_expectations_share_no_code_with_the_device():
     for m in EXPECTATION_MODULES:
-        got = flow_imports(FLOW / f"{m}.py")
-        assert got <= REFERENCE_MODULES, f"flow/{m}.py imports {sorted(got - REFERENCE_MODULES)}"
+        got = flow_imports(_file(m))
+        assert got <= REFERENCE_MODULES, f"{m} imports {sorted(got - REFERENCE_MODULES)}"
     # and what those modules import when loaded (transitively) stays off the device side too
     seen, todo = set(), [m for m in REFERENCE_MODULES]
     while todo:
@@ -127,16 +196,16 @@ def test_cosim_expectations_share_no_code_with_the_device():
         if m in seen:
             continue
         seen.add(m)
-        todo += flow_imports(FLOW / f"{m}.py", top_level_only=True)
+        todo += flow_imports(_file(m), top_level_only=True)
     assert not [m for m in seen if _device_side(m)], sorted(seen)
     # the same at run time: what loading the set builder really imports
-    code = ("import sys; import flow.cosim_sets  # noqa\n"
+    code = ("import sys; import flow.cosim.sets  # noqa\n"
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('flow.'))))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
     assert r.returncode == 0, r.stderr
-    loaded = {m.split(".")[1] for m in r.stdout.split()} - {"cosim_sets"}
-    assert "vectors" in loaded and not [m for m in loaded if _device_side(m)], sorted(loaded)
+    loaded = set(r.stdout.split()) - {"flow.cosim", "flow.cosim.sets"}
+    assert "flow.core.vectors" in loaded and not [m for m in loaded if _device_side(m)], sorted(loaded)
 
 
 def test_the_shipped_testbench_imports_nothing_of_the_flow():
@@ -233,8 +302,8 @@ def test_vector_files_deterministic_round_trip_and_errors(tmp_path):
 
 # ============================================================ encoder.json
 def test_captions_file_round_trip_and_errors(tmp_path):
-    from flow.captions import read_captions, write_captions
-    from flow.errors import DataFormatError
+    from flow.core.captions import read_captions, write_captions
+    from flow.runner.errors import DataFormatError
 
     caps = {"b.png": "second", "a.png": "first |eta|"}
     p = write_captions(tmp_path, caps)
@@ -325,7 +394,7 @@ sys.addaudithook(_audit)
 
 def _record_run(mp, stage: str) -> dict:
     """Wrap ``flow.<stage>.run``: the files its own code touches, and its context."""
-    mod = importlib.import_module(f"flow.{stage}")
+    mod = importlib.import_module(STAGES[stage].module)
     orig, rec = mod.run, {}
 
     def run(ctx):
@@ -401,18 +470,18 @@ def pipeline(tmp_path_factory):
     fake_stage(mp, "autoencoder", _fake_autoencoder(w, 7))
     for st in ("data", "emd", "autoencoder"):
         run_stage(cfg, st, **QUIET)
-    import flow.convert
-    import flow.cosim
-    import flow.rtl
+    import flow.convert.stage
+    import flow.cosim.stage
+    import flow.rtl.stage
 
-    mp.setattr(flow.convert, "_convert_all", lambda *a, **k: ({}, {}))
-    mp.setattr(flow.rtl, "lint", lambda *a, **k: "")
+    mp.setattr(flow.convert.stage, "_convert_all", lambda *a, **k: ({}, {}))
+    mp.setattr(flow.rtl.stage, "lint", lambda *a, **k: "")
     handed: dict = {}
 
     def simulate(flavour, rtl_dir, out_dir, build_dir, logs, **kw):
         handed.update(kw, flavour=flavour)
         raise _Stop
-    mp.setattr(flow.cosim, "simulate", simulate)
+    mp.setattr(flow.cosim.stage, "simulate", simulate)
     recs = {st: _record_run(mp, st) for st in ("convert", "rtl", "cosim")}
     run_stage(cfg, "convert", **QUIET)
     run_stage(cfg, "rtl", **QUIET)
@@ -463,7 +532,7 @@ def test_stage_modules_read_only_declared_upstreams():
     one the module verifies and records itself), ``stage_dir("x")`` of another stage only
     in bench hooks or for such a self-declared upstream."""
     for stage, st in STAGES.items():
-        tree = ast.parse((FLOW / f"{stage}.py").read_text())
+        tree = ast.parse((FLOW / stage / "stage.py").read_text())
         self_declared = set()
         for node in ast.walk(tree):        # ctx.upstream["x"] = verify(...)
             if isinstance(node, ast.Assign):

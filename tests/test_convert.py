@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 from fakes import fake_stage
 
-from flow import config as C
-from flow import encoder as E
-from flow.convert import BOUNDARY_SUMS, boundary_words, corner_words
-from flow.convert_hls import accum_format, convert_backend, layer_formats, run_logged
-from flow.dataset import NPZ_DTYPES
-from flow.encoder_file import write_encoder
-from flow.errors import ConfigError, DataFormatError, FlowError
-from flow.fixedpoint import FixedFormat
-from flow.frontend import FrontEnd, encode_sum
-from flow.manifest import sha256_file
-from flow.stages import run_stage
-from flow.vectors import KIND, KIND_NAMES, VECTOR_DTYPES, check_vectors, golden_vectors
-from flow.vectors import read_vectors as load_vectors
+from flow.convert.hls import accum_format, convert_backend, layer_formats, run_logged
+from flow.convert.stage import BOUNDARY_SUMS, boundary_words, corner_words
+from flow.core import encoder as E
+from flow.core.dataset import NPZ_DTYPES
+from flow.core.encoder_file import write_encoder
+from flow.core.fixedpoint import FixedFormat
+from flow.core.frontend import FrontEnd, encode_sum
+from flow.core.vectors import KIND, KIND_NAMES, VECTOR_DTYPES, check_vectors, golden_vectors
+from flow.core.vectors import read_vectors as load_vectors
+from flow.runner import config as C
+from flow.runner.errors import ConfigError, DataFormatError, FlowError
+from flow.runner.manifest import sha256_file
+from flow.runner.stages import run_stage
 
 N_TEST = 1500
 WEIGHT_SEED = 11

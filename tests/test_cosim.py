@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from fakes import fake_stage
 
-from flow import config as C
-from flow import cosim_sets as S
-from flow import tb_vectors as T
-from flow.encoder import EncoderWeights, golden_encode
-from flow.encoder_file import write_encoder
-from flow.errors import MismatchError, StageInputError
-from flow.frontend import FrontEnd
-from flow.stages import run_stage
+from flow.core import tb_vectors as T
+from flow.core.encoder import EncoderWeights, golden_encode
+from flow.core.encoder_file import write_encoder
+from flow.core.frontend import FrontEnd
+from flow.cosim import sets as S
+from flow.runner import config as C
+from flow.runner.errors import MismatchError, StageInputError
+from flow.runner.stages import run_stage
 
 QUIET = dict(echo=lambda *a: None)
 
@@ -60,7 +60,7 @@ ALL_FLAVOURS = ["const", "prog", "prog_tmr"]
 def make_cfg(tmp, name="t", rtl_flavours=None, **cosim):
     base = {"min_wafers": 2500, "bubbles": 200, "reload": 300, "verilator_opt": "-O0", "yosys": [],
             "seu_sensitivity": {"enabled": False},   # the fake upstreams have no decoder.h5
-            "seu_upsets": 25}                        # the RTL SEU campaign, small (flow/cosim_seu.py)
+            "seu_upsets": 25}                        # the RTL SEU campaign, small (flow/cosim/seu.py)
     base.update(cosim)
     rtl = {"yosys_check": False, **({"flavours": rtl_flavours} if rtl_flavours else {})}
     return C.parse_config({"name": name, "workdir": str(tmp), "seed": 4, "rtl": rtl, "cosim": base})
@@ -102,7 +102,7 @@ def test_config_writes_cover_the_image():
 
 
 def test_address_map_is_the_documented_one():
-    from flow.rtl import interface
+    from flow.rtl.stage import interface
 
     T.check_address_map(interface(9, True, 25.0)["cfg_port"])
 
@@ -186,7 +186,7 @@ def test_cosim_reset_latency_and_ii(cosim_run):
 
 def test_cosim_catches_a_flipped_weight_bit(tmp_path, monkeypatch):
     """RTL generated from weights with one bit flipped: the cosim must fail loudly."""
-    from flow import rtl
+    from flow.rtl import stage as rtl
 
     w = EncoderWeights.random(22)
     fake_upstream(monkeypatch, w, n=800)
@@ -254,10 +254,10 @@ def test_a_registered_flavour_is_cosimulated_with_no_other_edit(tmp_path, monkey
     """A throw-away registry entry (the prog generator under another name and top): rtl
     generates it, cosim builds its top and the testbench reprograms its weights because the
     entry says it is programmable."""
-    from flow import rtl_flavours as RF
+    from flow.hdl import flavours as RF
 
     entry = RF.RtlFlavour(name="prog_copy", top="econt_ae_prog_copy", programmable=True,
-                          generator="flow.rtl_prog:generate", description="a copy of prog (test)",
+                          generator="flow.hdl.prog:generate", description="a copy of prog (test)",
                           encoder="as prog")
     monkeypatch.setitem(RF.FLAVOURS, entry.name, entry)
     w = EncoderWeights.random(25)
@@ -283,8 +283,9 @@ def test_tmr_corrects_and_counts_injected_upsets(tmp_path):
     """A test build of prog_tmr (ECONT_SEU_INJECT) running the shipped testbench's seu_inject
     test: one upset each in a weight, a CALVALUE and an output register copy while wafers
     stream: every output right, seu_count == 3."""
-    from flow import cosim, rtl
-    from flow import rtl_flavours as RF
+    from flow.cosim import stage as cosim
+    from flow.hdl import flavours as RF
+    from flow.rtl import stage as rtl
 
     w = EncoderWeights.random(31)
     spec = RF.get("prog_tmr")

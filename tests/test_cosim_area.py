@@ -1,4 +1,4 @@
-"""The area-only sky130 Liberty (flow.cosim_area) and the pyosys runs of the cosim resources."""
+"""The area-only sky130 Liberty (flow.hdl.area) and the pyosys runs of the cosim resources."""
 import itertools
 import json
 import re
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flow import cosim_area as A
-from flow.cosim_yosys import SynthError, run_script, synth
-from flow.rtl_encoder import hand_written_dir
+from flow.hdl import area as A
+from flow.hdl.datapath import hand_written_dir
+from flow.hdl.yosys import SynthError, run_script, synth
 
 # Functions written down from the cells' names (the sky130 naming convention), not from
 # the package: a21oi = !((A1 & A2) | B1), o21ai = !((A1 | A2) & B1), a2bb2oi = !(!(A1_N | A2_N) |
@@ -78,7 +78,7 @@ def liberty(tmp_path_factory, cells):
 
 
 def lef_area(cell_name: str) -> float:
-    """W x H of the cell's LEF SIZE, read here independently of flow.cosim_area."""
+    """W x H of the cell's LEF SIZE, read here independently of flow.hdl.area."""
     base = cell_name.removeprefix("sky130_fd_sc_hd__").rsplit("_", 1)[0]
     text = (A.cells_dir() / base / f"{cell_name}.lef").read_text()
     w, h = re.search(r"SIZE\s+([0-9.]+)\s+BY\s+([0-9.]+)", text).groups()
@@ -231,8 +231,8 @@ def test_broken_cell_files_give_clear_errors(tmp_path):
 def test_cosim_resource_step_report_and_metrics(tmp_path):
     """cosim's resource step on two small designs: generic + sky130 from one pyosys run, the
     manifest metrics yosys_version and area_um2_sky130, the Markdown report's area column."""
-    from flow import config as C
-    from flow import cosim
+    from flow.cosim import stage as cosim
+    from flow.runner import config as C
 
     small = tmp_path / "small.v"
     small.write_text(SMALL)
@@ -289,7 +289,7 @@ def test_econt_comparison_scaling():
 
 def test_cosim_tmr_figures_metrics_and_markdown():
     """cosim's derived figures from hand-made sky130 results: report, manifest metrics, Markdown."""
-    from flow import cosim
+    from flow.cosim import stage as cosim
 
     def fl(area, seq, ff):
         return {"yosys": {"sky130": {"area_um2": area, "sequential_area_um2": seq, "FF": ff}}}
@@ -336,7 +336,7 @@ endmodule
 
 
 def test_report_labels_the_area_as_the_area_model_does():
-    from flow import report_sections
+    from flow.report import sections as report_sections
 
     assert report_sections.AREA_LABEL == A.AREA_LABEL
 
@@ -377,9 +377,9 @@ def test_kept_module_instances_are_counted_by_their_cells(liberty, tmp_path):
 def test_yosys_runs_per_design_and_the_skip_key():
     """cosim.yosys (default: all three kinds) less cosim.yosys_skip of the design (default: no
     synth_xilinx of prog_tmr); an empty cosim.yosys runs nothing."""
-    from flow import config as C
-    from flow import cosim
-    from flow.errors import ConfigError
+    from flow.cosim import stage as cosim
+    from flow.runner import config as C
+    from flow.runner.errors import ConfigError
 
     s = C.parse_config({}).cosim
     assert s.yosys == ["xilinx", "generic", "sky130"] and s.yosys_skip == {"prog_tmr": ["xilinx"]}

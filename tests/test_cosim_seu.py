@@ -1,4 +1,4 @@
-"""The RTL SEU campaign (flow/cosim_seu.py + flow/resources/handoff/test_econt_seu.py):
+"""The RTL SEU campaign (flow/cosim/seu.py + flow/resources/handoff/test_econt_seu.py):
 single upsets on Verilator models of prog and prog_tmr, expected outputs from the golden
 model with the bit flipped; the campaign's failure path."""
 import json
@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flow import config as C
-from flow import cosim_seu as S
-from flow.encoder import EncoderWeights, golden_encode
-from flow.errors import MismatchError
-from flow.manifest import StageContext
-from flow.vectors import golden
+from flow.core.encoder import EncoderWeights, golden_encode
+from flow.core.vectors import golden
+from flow.cosim import seu as S
+from flow.runner import config as C
+from flow.runner.errors import MismatchError
+from flow.runner.manifest import StageContext
 
 LB = 9
 N_VEC = 400
@@ -21,8 +21,8 @@ N_VEC = 400
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """prog (plain) and prog_tmr (ECONT_SEU_INJECT) built once, a golden-vector file."""
-    from flow import rtl
-    from flow import rtl_flavours as RF
+    from flow.hdl import flavours as RF
+    from flow.rtl import stage as rtl
 
     tmp = tmp_path_factory.mktemp("seu")
     w = EncoderWeights.random(41)
@@ -45,7 +45,7 @@ def models(tmp_path_factory):
 
 
 def _run(m, fl, upsets, hook):
-    from flow import rtl_flavours as RF
+    from flow.hdl import flavours as RF
 
     img = int.from_bytes(m["w"].to_image(), "little")
     bdir = m["builds"][fl]
@@ -152,7 +152,7 @@ def test_plan_classes_and_shares():
 
 
 def test_config_validates_seu_upsets():
-    from flow.errors import ConfigError
+    from flow.runner.errors import ConfigError
 
     assert C.parse_config({}).cosim.seu_upsets == 0
     default = C.load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
@@ -212,10 +212,10 @@ def test_campaign_fails_when_tmr_corrupts_a_wafer(tmp_path, monkeypatch):
 def test_report_section_shows_the_campaign(tmp_path):
     """The report's SEU section: a row per flavour and class from cosim/seu.json (the
     sensitivity part absent here), rendered in HTML and Markdown."""
-    from flow import report_sections as RS
-    from flow.report_doc import NA, Table
-    from flow.report_inputs import Figures
-    from flow.report_render import render_html, render_md
+    from flow.report import sections as RS
+    from flow.report.doc import NA, Table
+    from flow.report.inputs import Figures
+    from flow.report.render import render_html, render_md
 
     seu = {"flavours": {
         "prog": {"method": "port", "hold_clocks": 16, "injected": 30, "corrected": 0, "corrupted_wafers": 70,
@@ -264,9 +264,9 @@ def test_cosim_stage_fails_when_tmr_corrupts_a_wafer(tmp_path, monkeypatch):
     from fakes import fake_stage
     from test_cosim import QUIET, fake_upstream
 
-    from flow import cosim
-    from flow.rtl import interface
-    from flow.stages import run_stage
+    from flow.cosim import stage as cosim
+    from flow.rtl.stage import interface
+    from flow.runner.stages import run_stage
 
     w = EncoderWeights.random(7)
     fake_upstream(monkeypatch, w, n=60)

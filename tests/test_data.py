@@ -1,4 +1,4 @@
-"""``data`` stage end to end (flow.data): outputs, contract, splits, drops, reruns."""
+"""``data`` stage end to end (flow.data.stage): outputs, contract, splits, drops, reruns."""
 from __future__ import annotations
 
 import json
@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 import uproot
 
-from flow import data, dataset, frontend
-from flow.captions import read_captions
-from flow.config import parse_config
-from flow.errors import ConfigError, DataFormatError
-from flow.geometry import N_TC
-from flow.npzfile import write_npz
-from flow.stages import run_stage
+from flow.core import dataset as dataset
+from flow.core import frontend as frontend
+from flow.core.captions import read_captions
+from flow.core.geometry import N_TC
+from flow.core.npzfile import write_npz
+from flow.data import stage as data
+from flow.runner.config import parse_config
+from flow.runner.errors import ConfigError, DataFormatError
+from flow.runner.stages import run_stage
 
 
 def tiny(tmp_path, **data_over):

@@ -1,4 +1,4 @@
-"""Synthetic generator (flow.data_generator): geometry, determinism, physics sanity, front end."""
+"""Synthetic generator (flow.core.generator): geometry, determinism, physics sanity, front end."""
 from __future__ import annotations
 
 import hashlib
@@ -6,10 +6,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from flow import data_generator, frontend
-from flow.config import parse_config
-from flow.geometry import N_TC
-from flow.ntuple import read_wafers
+from flow.core import frontend as frontend
+from flow.core import generator as data_generator
+from flow.core.geometry import N_TC
+from flow.data.ntuple import read_wafers
+from flow.runner.config import parse_config
 
 
 def settings(**data):

@@ -14,15 +14,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from flow import config as C  # noqa: E402
-from flow import emd as E  # noqa: E402
-from flow.atomic import replace_dir  # noqa: E402
-from flow.emd_cnn import Arch, TrainingInterrupted, TrainParams, emd_loss, tc_to_b_tf  # noqa: E402
-from flow.emd_data import make_ae_pairs, sample_pairs, split_wafers  # noqa: E402
-from flow.emd_exact import EmptyWaferError, emd, emd_pairs, label_pairs, normalise, ray_session  # noqa: E402
-from flow.geometry import TC_ROC, ground_distance, to_4x4x3, to_8x8  # noqa: E402
-from flow.manifest import StageContext, finish, verify  # noqa: E402
-from flow.stages import run_stage  # noqa: E402
+from flow.core.emd_cnn import Arch, TrainingInterrupted, TrainParams, emd_loss, tc_to_b_tf  # noqa: E402
+from flow.core.emd_exact import EmptyWaferError, emd, emd_pairs, label_pairs, normalise, ray_session  # noqa: E402
+from flow.core.emd_pairs import make_ae_pairs, sample_pairs, split_wafers  # noqa: E402
+from flow.core.geometry import TC_ROC, ground_distance, to_4x4x3, to_8x8  # noqa: E402
+from flow.emd import stage as E  # noqa: E402
+from flow.runner import config as C  # noqa: E402
+from flow.runner.atomic import replace_dir  # noqa: E402
+from flow.runner.manifest import StageContext, finish, verify  # noqa: E402
+from flow.runner.stages import run_stage  # noqa: E402
 
 M = ground_distance()
 # keras' layer construction calls random.randint with a float (not this code's)
@@ -61,7 +61,7 @@ def fake_shower_wafers(n: int, rng: np.random.Generator) -> dict[str, np.ndarray
 
 def make_data_artifact(cfg, n_wafers: int = 1500, seed: int = 0) -> None:
     """A valid ``data`` artifact for ``cfg``: the real data stage if it is built, else fabricated."""
-    if importlib.util.find_spec("flow.data") is not None:
+    if importlib.util.find_spec("flow.data.stage") is not None:
         run_stage(cfg, "data", echo=lambda *a: None)
         return
     rng = np.random.default_rng(seed)
@@ -236,7 +236,7 @@ def test_cnn_is_symmetric_and_reloads_identically(tmp_path):
 
 
 def _inv_8x8():
-    from flow.geometry import REMAP_8X8
+    from flow.core.geometry import REMAP_8X8
 
     inv = np.full(64, 48)  # dead positions -> the appended zero column
     inv[REMAP_8X8] = np.arange(48)

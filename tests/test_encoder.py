@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from flow import encoder as E
-from flow.errors import InputRangeError, ShapeError
-from flow.frontend import FrontEnd
+from flow.core import encoder as E
+from flow.core.frontend import FrontEnd
+from flow.runner.errors import InputRangeError, ShapeError
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_formats_are_the_asics():
 
 
 def test_qkeras_quantizers_match_asic_formats(qmodel):
-    from flow.fixedpoint import FixedFormat
+    from flow.core.fixedpoint import FixedFormat
 
     conv, dense = qmodel.get_layer("conv"), qmodel.get_layer("dense")
     for q in (conv.kernel_quantizer_internal, conv.bias_quantizer_internal,

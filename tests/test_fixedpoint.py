@@ -1,4 +1,4 @@
-"""flow.fixedpoint against QKeras 0.9.0 and the Xilinx ap_fixed headers, bit for bit.
+"""flow.core.fixedpoint against QKeras 0.9.0 and the Xilinx ap_fixed headers, bit for bit.
 
 * QKeras: every ``quantized_bits`` / ``quantized_relu`` configuration the flow can
   meet, on a dense float32 grid holding every half-LSB tie, the points between,
@@ -29,8 +29,7 @@ import pytest  # noqa: E402
 import qkeras  # noqa: E402
 from hls4ml.backends.fpga.fpga_backend import FPGABackend  # noqa: E402
 
-from flow.errors import ConfigError, InputRangeError  # noqa: E402
-from flow.fixedpoint import (  # noqa: E402
+from flow.core.fixedpoint import (  # noqa: E402
     FixedFormat,
     Overflow,
     Rounding,
@@ -41,6 +40,7 @@ from flow.fixedpoint import (  # noqa: E402
     to_bits,
     to_code,
 )
+from flow.runner.errors import ConfigError, InputRangeError  # noqa: E402
 
 ROUNDINGS = list(Rounding)
 OVERFLOWS = list(Overflow)
@@ -52,7 +52,7 @@ def qkeras_grid(fmt: FixedFormat, seed: int) -> np.ndarray:
     """float32 inputs in quarter-LSB steps (every half-LSB tie and the points
     between) over three times the range, their float32 neighbours, large
     values QKeras still handles exactly (|x| < 2**24 LSB, see the module
-    docstring of flow.fixedpoint), random values and signed zeros.  Formats
+    docstring of flow.core.fixedpoint), random values and signed zeros.  Formats
     with more than 2**12 codes get the steps near min, 0 and max plus random
     quarter-LSB points instead of the full sweep (rounded to float32 where
     they need more than 24 bits)."""

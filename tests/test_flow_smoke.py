@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flow.stages import STAGES
+from flow.runner.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 

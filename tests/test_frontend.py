@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flow import frontend as fe
-from flow.errors import InputRangeError, ShapeError
+from flow.core import frontend as fe
+from flow.runner.errors import InputRangeError, ShapeError
 
 
 # ---- an independent scalar transcription of docs/reference.md section 4 (plain Python ints)
@@ -230,8 +230,9 @@ def test_occupancy():
 def test_the_aein_format_is_defined_once():
     """Python code takes AEin from frontend.AEIN_FMT; the hand-written HLS and Verilog front
     ends, which cannot import it, are checked against it."""
-    from flow import encoder, rtl_encoder
-    from flow.frontend import AEIN_BITS, AEIN_FMT, AEIN_FRAC_BITS
+    from flow.core import encoder as encoder
+    from flow.core.frontend import AEIN_BITS, AEIN_FMT, AEIN_FRAC_BITS
+    from flow.hdl import datapath as rtl_encoder
 
     assert encoder.INPUT_FMT is AEIN_FMT
     assert (AEIN_FMT.width, AEIN_FMT.int_bits, AEIN_FMT.signed) == (8, 1, False)

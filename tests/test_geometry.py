@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flow import geometry as g
-from flow.errors import ShapeError
+from flow.core import geometry as g
+from flow.runner.errors import ShapeError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "geometry.json"
 

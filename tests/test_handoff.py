@@ -14,13 +14,15 @@ import pytest
 from fakes import fake_stage
 from test_cosim import fake_upstream
 
-from flow import config as C
-from flow import handoff, handoff_archive, handoff_check
-from flow.encoder import EncoderWeights, golden_encode
-from flow.errors import MismatchError, StageInputError
-from flow.frontend import FrontEnd
-from flow.manifest import sha256_file
-from flow.stages import run_stage
+from flow.core.encoder import EncoderWeights, golden_encode
+from flow.core.frontend import FrontEnd
+from flow.handoff import archive as handoff_archive
+from flow.handoff import check as handoff_check
+from flow.handoff import stage as handoff
+from flow.runner import config as C
+from flow.runner.errors import MismatchError, StageInputError
+from flow.runner.manifest import sha256_file
+from flow.runner.stages import run_stage
 
 QUIET = dict(echo=lambda *a: None)
 N_VEC, N_ALT, N_REPROG = 300, 120, 100

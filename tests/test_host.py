@@ -1,4 +1,4 @@
-"""The host block of the manifests and the pinned CPU numerics (flow.host, docs/emd.md
+"""The host block of the manifests and the pinned CPU numerics (flow.runner.host, docs/emd.md
 "Reproducibility")."""
 import json
 import os
@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 from fakes import fake_stage
 
-from flow import config as C
-from flow import host as H
-from flow.stages import run_stage
+from flow.runner import config as C
+from flow.runner import host as H
+from flow.runner.stages import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,8 +70,8 @@ def test_cli_pins_before_tensorflow_is_imported():
 
 
 def test_report_provenance_names_the_host():
-    from flow.report_inputs import UPSTREAM
-    from flow.report_sections import provenance as _provenance
+    from flow.report.inputs import UPSTREAM
+    from flow.report.sections import provenance as _provenance
 
     host = {"cpu_model": "Test CPU 9000", "isa": ["avx", "avx2"], "usable_cpus": 3,
             "env": {"TF_ENABLE_ONEDNN_OPTS": "0", "ONEDNN_MAX_CPU_ISA": "AVX2"},
@@ -90,11 +90,11 @@ def test_report_provenance_names_the_host():
 _TRAIN = """
 import hashlib, sys
 sys.path.insert(0, {root!r})
-from flow.host import pin_numerics
+from flow.runner.host import pin_numerics
 pin_numerics()
 import numpy as np
 import tensorflow as tf
-from flow.emd_cnn import Arch, build_emd_cnn, enable_determinism, set_tf_threads
+from flow.core.emd_cnn import Arch, build_emd_cnn, enable_determinism, set_tf_threads
 set_tf_threads(1)
 enable_determinism()
 rng = np.random.default_rng(0)

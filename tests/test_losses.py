@@ -8,8 +8,8 @@ os.environ.setdefault("POT_BACKEND_DISABLE_TENSORFLOW", "1")
 import ot  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from flow import geometry as G  # noqa: E402
-from flow import losses as L  # noqa: E402
+from flow.core import geometry as G  # noqa: E402
+from flow.core import losses as L  # noqa: E402
 
 
 def _pairs(n=16, seed=0):
@@ -68,7 +68,7 @@ def test_sinkhorn_approximates_exact_emd_and_is_differentiable():
 def test_get_loss_names():
     for name in ("telescope_mse", "weighted_mse", "sinkhorn"):
         assert callable(L.get_loss(name))
-    with pytest.raises(ValueError, match=r"expected a loss registered in flow/losses.py \(emd_cnn, "
+    with pytest.raises(ValueError, match=r"expected a loss registered in flow/core/losses.py \(emd_cnn, "
                                          r"telescope_mse, weighted_mse, sinkhorn\), got 'mse'"):
         L.get_loss("mse")
 

@@ -1,4 +1,4 @@
-"""Reader of HGCAL trigger ntuples (flow.ntuple): both layouts, chunking, errors."""
+"""Reader of HGCAL trigger ntuples (flow.data.ntuple): both layouts, chunking, errors."""
 from __future__ import annotations
 
 import awkward as ak
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import uproot
 
-from flow import frontend
-from flow.errors import DataFormatError
-from flow.geometry import N_TC, TC_UV
-from flow.ntuple import NO_WORD, detect_layout, expand_paths, read_wafers
+from flow.core import frontend as frontend
+from flow.core.geometry import N_TC, TC_UV
+from flow.data.ntuple import NO_WORD, detect_layout, expand_paths, read_wafers
+from flow.runner.errors import DataFormatError
 
 TREE = "dirA/sub/HGCalTriggerNtuple"
 DROP = 3

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 DRIVER = """
 import sys, numpy as np
-from flow.emd_exact import label_pairs, ray_session
+from flow.core.emd_exact import label_pairs, ray_session
 rng = np.random.default_rng(3)
 a, b = rng.random((6000, 48)), rng.random((6000, 48))
 a[:, ::3] = 0

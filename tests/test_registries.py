@@ -1,10 +1,10 @@
 """The flavour and loss registries drive config validation (no name lists elsewhere)."""
 import pytest
 
-from flow import config as C
-from flow import losses as L
-from flow import rtl_flavours as RF
-from flow.errors import ConfigError
+from flow.core import losses as L
+from flow.hdl import flavours as RF
+from flow.runner import config as C
+from flow.runner.errors import ConfigError
 
 
 @pytest.mark.parametrize("data, key, allowed, got", [
@@ -40,15 +40,15 @@ def test_defaults_and_docs_come_from_the_tables():
     doc = {line.split(" ", 1)[0]: line for line in C.describe()}
     assert doc["rtl.flavours"].startswith("rtl.flavours (list[str]) = ['const', 'prog']")
     assert doc["rtl.flavours"].endswith(
-        f"One of (flow/rtl_flavours.py): const: {RF.get('const').description}; "
+        f"One of (flow/hdl/flavours.py): const: {RF.get('const').description}; "
         f"prog: {RF.get('prog').description}; prog_tmr: {RF.get('prog_tmr').description}.")
-    assert "One of (flow/losses.py): emd_cnn: " in doc["autoencoder.export_loss"]
+    assert "One of (flow/core/losses.py): emd_cnn: " in doc["autoencoder.export_loss"]
     assert all(f"; {n}: " in doc["autoencoder.losses"] for n in list(L.LOSSES)[1:])
 
 
 def test_registering_entries_is_enough_for_the_config(monkeypatch):
     monkeypatch.setitem(RF.FLAVOURS, "tmr_test", RF.RtlFlavour(
-        "tmr_test", "econt_ae_tmr_test", True, "flow.rtl_prog:generate", "test entry", "as prog"))
+        "tmr_test", "econt_ae_tmr_test", True, "flow.hdl.prog:generate", "test entry", "as prog"))
     monkeypatch.setitem(L.LOSSES, "l1_test", L.Loss("l1_test", lambda s: None, False, "test entry"))
     cfg = C.parse_config({"rtl": {"flavours": ["const", "tmr_test"]}, "cosim": {"flavours": ["tmr_test"]},
                           "autoencoder": {"losses": ["l1_test"], "export_loss": "l1_test"}})
@@ -72,5 +72,5 @@ def test_loss_table():
     assert [n for n, e in L.LOSSES.items() if e.needs_emd_cnn] == ["emd_cnn"]
     assert all(e.name == n and e.description for n, e in L.LOSSES.items())
     assert L.get_loss("weighted_mse") is L.weighted_mse and L.get_loss("telescope_mse") is L.telescope_mse
-    with pytest.raises(ConfigError, match=r"expected a loss registered in flow/losses.py .*got 'mse'"):
+    with pytest.raises(ConfigError, match=r"expected a loss registered in flow/core/losses.py .*got 'mse'"):
         L.get_loss("mse")

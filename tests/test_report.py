@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 from fakes import fake_stage
 
-from flow import autoencoder as autoencoder_stage
-from flow import config as C
-from flow import data as data_stage
-from flow import emd_eval, tools
-from flow import physics as physics_stage
-from flow.captions import write_captions
-from flow.manifest import sha256_file
-from flow.stages import run_stage
+from flow.autoencoder import stage as autoencoder_stage
+from flow.core.captions import write_captions
+from flow.data import stage as data_stage
+from flow.emd import evaluate as emd_eval
+from flow.physics import stage as physics_stage
+from flow.runner import config as C
+from flow.runner import tools as tools
+from flow.runner.manifest import sha256_file
+from flow.runner.stages import run_stage
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 QUIET = dict(echo=lambda *a: None)
@@ -234,8 +235,8 @@ def fake_upstream(mp, *, yosys=True, eta_plot=True, kr=True, stats=True, grid=Tr
         if yosys:
             rep["frontend"] = {"xilinx": {"LUT": 16264, "FF": 0, "CARRY4": 684, "DSP48": 0},
                                "generic": {"gates": 37415}, "sky130": {"area_um2": 61234.5}}
-            # the cosim stage's derived sky130 figures (as flow.cosim.tmr_figures), hand-made results
-            from flow.cosim_area import econt_comparison, tmr_overhead
+            # the cosim stage's derived sky130 figures (as flow.cosim.stage.tmr_figures), hand-made results
+            from flow.hdl.area import econt_comparison, tmr_overhead
 
             rep["tmr_overhead"] = {"prog_tmr": {"plain": "prog", **tmr_overhead(
                 {"area_um2": 1.5e6, "sequential_area_um2": 3.0e5, "FF": 13990},
@@ -471,7 +472,7 @@ def test_mismatch_is_a_fail(failing):
 
 
 def test_report_needs_every_upstream(tmp_path):
-    from flow.errors import StageInputError
+    from flow.runner.errors import StageInputError
 
     cfg = C.parse_config({"name": "t", "workdir": str(tmp_path)})
     with pytest.raises(StageInputError, match="stage 'data' is missing"):
@@ -517,8 +518,8 @@ def _fake_physics(ctx):
 def test_physics_section_when_the_physics_stage_ran(tmp_path):
     """The physics artifact is an optional input: shown (and recorded, so a rebuild makes the
     report stale) when present, an explicit 'not available' paragraph otherwise (above)."""
-    from flow.errors import StageInputError
-    from flow.manifest import verify
+    from flow.runner.errors import StageInputError
+    from flow.runner.manifest import verify
 
     mp = pytest.MonkeyPatch()
     cfg = C.parse_config({"name": "phys", "workdir": str(tmp_path), "seed": 3})

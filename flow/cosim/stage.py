@@ -1,0 +1,440 @@
+"""``cosim`` stage: cocotb/Verilator cosimulation of the RTL and Yosys resources.
+
+For every flavour the ``rtl`` stage generated (and ``cosim.flavours`` asks
+for): build the Verilator model, run the cocotb testbench
+(the handoff archive's ``tb/``: ``flow/resources/handoff/``, through
+:mod:`flow.cosim.sim`) on vector sets in the archive's format
+(:mod:`flow.cosim.sets`: the ``convert`` stage's golden vectors plus corner,
+random, reload, other-register and default-register sets), and compare every
+output bit (``docs/rtl_cosim.md`` lists the tests).  The expected outputs come from the
+golden model (``flow.core.frontend`` + ``flow.core.encoder``), never from the RTL
+generator; the reference weights and latent width are the autoencoder's
+``weights.bin`` and ``encoder.json`` (:mod:`flow.core.encoder_file`).
+
+Any mismatch raises :class:`~flow.runner.errors.MismatchError` (the runner keeps the
+failed run's directory, with ``report.json``, in ``build/<run>/cosim.failed/``);
+on success the stage runs Yosys and writes::
+
+    cosim/report.json, cosim/report.md     per flavour: mismatches, latency, II, throughput, resources
+    cosim/<flavour>/<flavour>_<phase>.npz  words, expected and captured outputs of every phase
+    cosim/<flavour>/<flavour>_results.json the testbench's own results
+    cosim/seu.json                         the RTL SEU campaign (``cosim.seu_upsets``, flow/cosim/seu.py)
+    cosim/seu/                             per-upset rows; weight-bit sensitivity (flow/cosim/sensitivity.py)
+    cosim/logs/                            Verilator build, simulation and Yosys logs
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from flow.core.encoder import EncoderWeights
+from flow.core.encoder_file import load_encoder
+from flow.core.tb_vectors import cal_from_hex as _cal_from_hex
+from flow.core.tb_vectors import check_address_map
+from flow.core.vectors import read_vectors
+from flow.hdl import flavours as RF
+from flow.runner.atomic import atomic_write_json
+from flow.runner.errors import MismatchError, StageInputError
+
+
+def _sources(flavour_dir: Path) -> list[Path]:
+    return [flavour_dir / n for n in (flavour_dir / "filelist.f").read_text().split()]
+
+
+def simulate(flavour: str, rtl_dir: Path, out_dir: Path, build_dir: Path, logs: Path, *,
+             weights: EncoderWeights, latent_bits: int, calvalues, drop: int, default_calvalues,
+             default_drop: int, vectors: Path | None, settings, seed: int, extra_vectors=(),
+             latency_cycles: int = 2, clock_ns: float = 25.0, defines=(), testcases=(), test_modules=(),
+             echo=print) -> dict:
+    """Write one flavour's vector sets in the handoff archive's format (:mod:`flow.cosim.sets`),
+    run the shipped testbench and runner on them (:mod:`flow.cosim.sim`) and return its result
+    record with the testbench's records as the cosim's phases.  The top module and whether
+    the weights are programmable come from the flavour registry."""
+    from flow.cosim import sets as cosim_sets
+    from flow.cosim import sim as cosim_sim
+
+    spec = RF.get(flavour)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    build_dir = Path(build_dir)
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    sets = cosim_sets.build_sets(programmable=spec.programmable, weights=weights, latent_bits=latent_bits,
+                                 calvalues=calvalues, drop=drop, default_calvalues=default_calvalues,
+                                 default_drop=default_drop, vectors=vectors, settings=settings, seed=seed,
+                                 extra_vectors=extra_vectors)
+    root = build_dir / "tb_root"
+    cosim_sets.write_root(root, flavour, spec.top, rtl_dir / flavour / "filelist.f", spec.programmable, sets,
+                          latent_bits, latency_cycles=latency_cycles, clock_ns=clock_ns,
+                          seu_inject="ECONT_SEU_INJECT" in defines)
+    res = cosim_sim.run_testbench(root, flavour, build_dir, opt=settings.verilator_opt,
+                                  jobs=settings.build_jobs, bubbles=settings.bubbles, seed=seed,
+                                  first_mismatches=settings.first_mismatches, defines=defines,
+                                  testcases=testcases, test_modules=test_modules, logs=logs)
+    echo(f"[cosim] {flavour}: Verilator model built in {res['build_s']:.1f} s ({settings.verilator_opt})")
+    tb_out = Path(res.pop("out_dir"))
+    if (tb_out / f"{flavour}_results.json").is_file():
+        shutil.copyfile(tb_out / f"{flavour}_results.json", out_dir / f"{flavour}_results.json")
+    by_name = {vs["name"]: vs for vs in sets}
+    phases = {}
+    for rec, r in res.pop("sets", {}).items():
+        name = cosim_sets.phase_name(rec)
+        vs = by_name.get(rec.split(":")[-1], sets[0])
+        p = dict(r, sim_wall_s=r.get("wall_s"))
+        if rec in by_name:
+            p.update(vs.get("info", {}))
+            if "ii_contiguous" in r:
+                p["ii_cycles"] = 1 if r["ii_contiguous"] else None
+            if rec.startswith("vectors_regs"):
+                p.update({"drop": vs["drop"], "calvalue_min": int(vs["calvalues"].min()),
+                          "calvalue_max": int(vs["calvalues"].max())})
+        cap = tb_out / "captured" / f"{flavour}_{rec.replace(':', '_')}.hex"
+        if cap.is_file():
+            cosim_sets.save_phase(out_dir / f"{flavour}_{name}.npz", vs, cap, latent_bits)
+        phases[name] = p
+    res["phases"] = phases
+    res["run_wall_s"] = res.get("sim_s")
+    res["top"] = spec.top
+    res["n_total"] = sum(p["n_total"] for p in phases.values())
+    res["n_mismatch"] = sum(p["n_mismatch"] for p in phases.values())
+    st = phases.get("stream", {})
+    echo(f"[cosim] {flavour}: {res['n_total']} wafers, {res['n_mismatch']} mismatching; stream "
+         f"{st.get('n_total', 0)} wafers at {st.get('wafers_per_s') or 0:.0f} wafers/s")
+    return res
+
+
+def resources(report: dict, designs, settings, logs: Path, out: Path, echo=print) -> None:
+    """Yosys (pyosys) resource runs of ``settings.yosys`` (less ``settings.yosys_skip`` of the
+    flavour) on each ``(name, files, top)`` of ``designs`` into ``report``:
+    ``report["frontend"]`` for the design named ``frontend``, ``report["flavours"][name]["yosys"]``
+    otherwise.  ``sky130`` writes the area-only Liberty to ``out``."""
+    from flow.hdl.yosys import synth_all
+
+    runs = [(name, files, top, yosys_kinds(settings, name)) for name, files, top in designs]
+    runs = [r for r in runs if r[3]]
+    liberty = None
+    if any("sky130" in r[3] for r in runs):
+        from flow.hdl.area import LIBERTY_NAME, write_liberty
+
+        liberty = write_liberty(Path(out) / f"{LIBERTY_NAME}.lib")
+    kw = dict(dsp=settings.yosys_dsp, timeout_s=settings.yosys_timeout_s, liberty=liberty)
+    for name, files, top, kinds in runs:
+        echo(f"[cosim] {name}: yosys {', '.join(kinds)} ...")
+        # generic and sky130 share one run (one synth): logs/yosys_generic+sky130_<design>.log
+        res = synth_all(kinds, files, top, logs, name, **kw)
+        for kind, r in res.items():
+            echo(f"[cosim] {name}: yosys {kind}: {_resource_line(kind, r)}")
+        if name == "frontend":
+            report["frontend"] = res
+        else:
+            report["flavours"][name]["yosys"] = res
+        report["yosys_version"] = next(iter(res.values()))["yosys_version"]
+    if liberty is not None:
+        report["sky130_liberty"] = liberty.name
+        tmr_figures(report)
+
+
+def yosys_kinds(settings, design: str) -> list[str]:
+    """The Yosys runs of one design: ``cosim.yosys`` less ``cosim.yosys_skip[design]``."""
+    skip = set(settings.yosys_skip.get(design, ()))
+    return [k for k in settings.yosys if k not in skip]
+
+
+def tmr_figures(report: dict) -> None:
+    """The TMR area overhead (``report["tmr_overhead"]``: TMR flavour -> figures, for each
+    ``<x>_tmr`` whose ``<x>`` was mapped too) and the comparison of each flavour's sky130 area
+    with the published ECON-T (``report["econt_comparison"]``), from the ``sky130`` results."""
+    from flow.hdl.area import econt_comparison, tmr_overhead, tmr_pairs
+
+    a = {fl: r["yosys"]["sky130"] for fl, r in report["flavours"].items() if "sky130" in r.get("yosys", {})}
+    over = {t: {"plain": p, **tmr_overhead(a[p], a[t])} for t, p in tmr_pairs(a).items()}
+    if over:
+        report["tmr_overhead"] = over
+    if a:
+        report["econt_comparison"] = {fl: econt_comparison(r["area_um2"]) for fl, r in a.items()}
+
+
+def resource_metrics(report: dict) -> dict:
+    """The manifest metrics of the resource runs: ``yosys_version`` and ``area_um2_sky130``
+    (flavour -> um^2, area only, no timing)."""
+    out: dict = {}
+    if report.get("yosys_version"):
+        out["yosys_version"] = report["yosys_version"]
+    areas = {fl: r["yosys"]["sky130"]["area_um2"] for fl, r in report["flavours"].items()
+             if "sky130" in r.get("yosys", {})}
+    if areas:
+        out["area_um2_sky130"] = areas
+    if report.get("tmr_overhead"):
+        out["tmr_overhead_sky130"] = {t: {k: o[k] for k in ("plain", "delta_um2", "total_ratio",
+                                                             "protected_ratio", "sequential_ratio")}
+                                      for t, o in report["tmr_overhead"].items()}
+    return out
+
+
+def _area(a: dict) -> str:
+    return f"{a['area_um2']:,.0f}" if a else "-"
+
+
+def _resource_line(kind: str, r: dict) -> str:
+    if kind == "xilinx":
+        return (f"{r['LUT']} LUT, {r['FF']} FF, {r['CARRY4']} CARRY4"
+                + (f", {r['DSP48']} DSP" if r["DSP48"] else "") + f" ({r['yosys_s']:.0f} s)")
+    if kind == "generic":
+        return (f"{r['gates']} gates, {r.get('transistors', '?')} transistors, depth "
+                f"{r.get('logic_depth_gates', '?')} ({r['yosys_s']:.0f} s)")
+    return (f"{r['area_um2'] / 1e6:.4f} mm^2 = {r['area_um2']:,.0f} um^2 in {r['cells']} cells "
+            f"({r['FF']} flip-flops; {r['generic_gates']} generic gates before mapping) "
+            f"({r['yosys_s']:.0f} s, {r['peak_rss_mb']:.0f} MB)")
+
+
+def _tmr_markdown(report: dict) -> list[str]:
+    """The TMR overhead and the ECON-T comparison of the sky130 areas (Markdown lines)."""
+    from flow.hdl.area import AREA_LABEL
+
+    lines = []
+    for t, o in report.get("tmr_overhead", {}).items():
+        lines += [f"TMR overhead, {AREA_LABEL}: {t} {o['area_tmr_um2']:,.0f} um^2 against {o['plain']} "
+                  f"{o['area_plain_um2']:,.0f} um^2 = {o['total_ratio']:.2f}x the block; the protected "
+                  f"registers {o['registers_tmr_um2']:,.0f} um^2 (three copies, voters, refresh, "
+                  f"seu_count) against {o['registers_plain_um2']:,.0f} um^2 of plain flip-flops = "
+                  f"**{o['protected_ratio']:.2f}x** (flip-flop area alone {o['sequential_ratio']:.2f}x; "
+                  f"{o['ff_tmr']} against {o['ff_plain']} flip-flops).  The plain registers' load logic "
+                  "(in both flavours) is not in the denominator: with it the weight image alone "
+                  "measured 2.93x (docs/rtl_cosim.md).", ""]
+    cmp = report.get("econt_comparison", {})
+    if cmp:
+        c0 = next(iter(cmp.values()))
+        lines += [f"Published ECON-T (whole ASIC, {c0['published_nm']} nm): {c0['published_mm2']:g} mm^2; "
+                  f"scaled to 130 nm with {c0['assumption']}: "
+                  + ", ".join(f"{fl} {c['block_mm2']:.3f} mm^2 = {100 * c['fraction_of_scaled']:.0f} %"
+                              for fl, c in cmp.items()) + " of it.", ""]
+    return lines
+
+
+def _failures(res: dict) -> list[str]:
+    return [f"{name}: {t['message'].splitlines()[0] if t['message'] else 'failed'}"
+            for name, t in res.get("tests", {}).items() if not t["passed"]]
+
+
+def _markdown(report: dict) -> str:
+    lines = ["# cosim report", "",
+             f"Clock {report['clock_ns']:g} ns; latency budget 2 BX = 50 ns.", ""]
+    cols = ["flavour", "wafers", "mismatches", "latency", "II", "sim wafers/s", "build s",
+            "LUT", "FF", "CARRY4", "gates", "transistors", "depth (gates)",
+            "sky130 um^2 (area only, no timing)"]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for fl, r in report["flavours"].items():
+        x, g = r.get("yosys", {}).get("xilinx", {}), r.get("yosys", {}).get("generic", {})
+        a = r.get("yosys", {}).get("sky130", {})
+        lat = r.get("latency_cycles")
+        row = [fl, r["n_total"], r["n_mismatch"],
+               f"{lat} clk = {lat * report['clock_ns']:g} ns" if lat else "-",
+               r.get("ii_cycles") or "-", r.get("stream_wafers_per_s") or "-", r["build_s"],
+               x.get("LUT", "-"), x.get("FF", "-"), x.get("CARRY4", "-"), g.get("gates", "-"),
+               g.get("transistors", "-"), g.get("logic_depth_gates", "-"), _area(a)]
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    if report.get("frontend"):
+        x, g = report["frontend"].get("xilinx", {}), report["frontend"].get("generic", {})
+        a = report["frontend"].get("sky130", {})
+        row = ["(front end alone)", "", "", "", "", "", "", x.get("LUT", "-"), x.get("FF", "-"),
+               x.get("CARRY4", "-"), g.get("gates", "-"), g.get("transistors", "-"),
+               g.get("logic_depth_gates", "-"), _area(a)]
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    lines.append("")
+    if report.get("yosys_version"):
+        lines += [f"Resources: {report['yosys_version']} (pyosys)."
+                  + (" sky130: SkyWater 130 nm sky130_fd_sc_hd cells, area-only Liberty "
+                     f"`{report['sky130_liberty']}` (cell area from LEF, no timing, one drive strength "
+                     "per cell, no buffering, clock tree or routing)."
+                     if report.get("sky130_liberty") else ""),
+                  ""]
+    lines += _tmr_markdown(report)
+    for fl, r in report["flavours"].items():
+        lines += [f"## {fl} ({r['top']})", "", "| phase | wafers | mismatches | wafers/s |",
+                  "|---|---|---|---|"]
+        for name, p in r["phases"].items():
+            lines.append(f"| {name} | {p['n_total']} | {p['n_mismatch']} | {p.get('wafers_per_s', '-')} |")
+        bk = r["phases"].get("stream", {}).get("by_kind", {})
+        if bk:
+            lines += ["", "stream by kind: " + ", ".join(f"{k} {v['n']} ({v['n_mismatch']} bad)"
+                                                      for k, v in bk.items())]
+        for name, t in r.get("tests", {}).items():
+            if not t["passed"]:
+                lines.append(f"- test `{name}` FAILED: {t['message'][:300]}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _mismatch_message(report: dict, where: Path) -> str:
+    parts = []
+    for fl, r in report["flavours"].items():
+        for name, p in r.get("phases", {}).items():
+            if p["n_mismatch"]:
+                first = "; ".join(f"#{m['index']} {m['field']} expected {m['expected']} got {m['got']}"
+                                  for m in p["first_mismatches"][:5])
+                parts.append(f"{fl}/{name}: {p['n_mismatch']} of {p['n_total']} wafers differ ({first})")
+    return ("RTL cosimulation found mismatches against the golden model:\n  " + "\n  ".join(parts)
+            + f"\nfull report: {where}")
+
+
+def run(ctx) -> None:
+    s = ctx.settings
+    rtl_dir = ctx.upstream["rtl"].dir
+    meta = json.loads(ctx.upstream["rtl"].path("rtl.json").read_text())
+    missing = [fl for fl in s.flavours if fl not in meta["flavours"]]
+    if missing:
+        raise StageInputError(f"cosim.flavours asks for {missing}, but the rtl stage generated only "
+                              f"{sorted(meta['flavours'])}; add them to rtl.flavours and rerun `make rtl`")
+    for fl in s.flavours:
+        ctx.upstream["rtl"].path(f"{fl}/filelist.f")
+    # the reference weights and latent width: the autoencoder's encoder.json + weights.bin
+    enc = load_encoder(ctx.upstream["autoencoder"])
+    latent_bits = enc.latent_bits
+    if int(meta["latent_bits"]) != latent_bits:
+        raise StageInputError(f"the rtl stage was generated for latent_bits {meta['latent_bits']}, but "
+                              f"autoencoder/encoder.json says {latent_bits}; rerun `make rtl`")
+    # (the weights are not compared with rtl.json's: RTL from other weights must fail by simulation)
+    weights = enc.weights
+    vec_path = ctx.upstream["convert"].path("vectors.npz")
+    # vectors with other CALVALUEs / drop (convert.n_alt_registers)
+    extra = [ctx.upstream["convert"].path(rel) for rel in sorted(ctx.upstream["convert"].manifest["outputs"])
+             if rel.startswith("vectors_regs") and rel.endswith(".npz")] if s.alt_vectors else []
+    v = read_vectors(vec_path)             # checks the vector-file contract
+    calvalues = [int(c) for c in v["calvalues"]]
+    drop = int(v["drop"])
+    n_vectors = len(v["words"])
+    del v
+    default_cal = _cal_from_hex(meta["defaults"]["calvalue_image_hex"])
+    default_drop = int(meta["defaults"]["drop"])
+    clock_ns = float(meta["interface"]["clock_ns"])
+    check_address_map(meta["interface"]["cfg_port"])
+
+    logs = ctx.out / "logs"
+    logs.mkdir()
+    ctx.external_tools.append("verilator")
+    report: dict = {"clock_ns": clock_ns, "latent_bits": latent_bits, "n_vectors": n_vectors,
+                    "flavours": {}}
+    build_root = ctx.checkpoint_dir / "sim_build"
+    for fl in s.flavours:
+        res = simulate(fl, rtl_dir, ctx.out / fl, build_root / fl, logs, weights=weights,
+                       latent_bits=latent_bits, calvalues=calvalues, drop=drop,
+                       default_calvalues=default_cal, default_drop=default_drop, vectors=vec_path,
+                       settings=s, seed=ctx.seed, extra_vectors=extra,
+                       latency_cycles=int(meta["interface"]["latency_cycles"]), clock_ns=clock_ns)
+        st = res["phases"].get("stream", {})
+        res["latency_cycles"] = res.get("checks", {}).get("latency", {}).get("latency_cycles")
+        res["ii_cycles"] = st.get("ii_cycles")
+        res["stream_wafers_per_s"] = st.get("wafers_per_s")
+        report["flavours"][fl] = res
+
+    bad = any(r["n_mismatch"] for r in report["flavours"].values())
+    failed = {fl: _failures(r) for fl, r in report["flavours"].items() if _failures(r)}
+    # the measured timing must be what the rtl stage documents
+    want_lat = meta["interface"]["latency_cycles"]
+    for fl, r in report["flavours"].items():
+        if r["latency_cycles"] != want_lat or r["ii_cycles"] != 1:
+            failed.setdefault(fl, []).append(
+                f"measured latency {r['latency_cycles']} clk / II {r['ii_cycles']}, but rtl.json "
+                f"documents latency {want_lat} clk / II 1")
+    if bad or failed:  # the runner keeps ctx.out in build/<run>/cosim.failed/
+        atomic_write_json(ctx.out / "report.json", report)
+        (ctx.out / "report.md").write_text(_markdown(report))
+        if bad:
+            raise MismatchError(_mismatch_message(report, ctx.out / "report.json"))
+        raise MismatchError("RTL testbench checks failed (no output mismatch): "
+                            + "; ".join(f"{fl}: {', '.join(f)}" for fl, f in failed.items())
+                            + f"; full report: {ctx.out / 'report.json'}")
+
+    # ---- RTL SEU campaign on the programmable flavours (cosim/seu.json; fails if TMR misses one)
+    from flow.cosim.seu import run_in_stage as seu_campaign
+
+    try:
+        seu_campaign(ctx, rtl_dir=rtl_dir, meta=meta, vec_path=vec_path,
+                     weights_image=enc.weights_path, latent_bits=latent_bits)
+    except MismatchError:
+        atomic_write_json(ctx.out / "report.json", report)
+        (ctx.out / "report.md").write_text(_markdown(report))
+        raise
+
+    # ---- resources (Yosys from the pyosys wheel, one child process per run)
+    if any(yosys_kinds(s, d) for d in ("frontend", *s.flavours)):
+        # the shared front end on its own (part of both flavours' figures), then each flavour
+        fe_dir = rtl_dir / s.flavours[0]
+        designs = [("frontend", [fe_dir / n for n in ("econt_tc_calq.v", "econt_adder_tree.v",
+                                                        "econt_frontend.v")], "econt_frontend")]
+        designs += [(fl, _sources(rtl_dir / fl), RF.get(fl).top) for fl in s.flavours]
+        resources(report, designs, s, logs, ctx.out)
+    atomic_write_json(ctx.out / "report.json", report)
+    (ctx.out / "report.md").write_text(_markdown(report))
+
+    # ---- metrics and summary
+    for fl, r in report["flavours"].items():
+        lat = r["latency_cycles"]
+        ctx.metrics[fl] = {
+            "n_total": r["n_total"], "n_mismatch": r["n_mismatch"], "latency_cycles": lat,
+            "latency_ns": lat * clock_ns if lat else None, "ii_cycles": r["ii_cycles"],
+            "sim_wafers_per_s": r["stream_wafers_per_s"], "build_s": r["build_s"],
+            "run_s": r["run_wall_s"],
+            **{f"{kind}_{k}": v for kind, d in r.get("yosys", {}).items() for k, v in d.items()
+               if k not in ("cells_by_type", "yosys_version", "steps", "run")},
+        }
+        ctx.add_summary(f"{fl}: wafers / mismatches", f"{r['n_total']} / {r['n_mismatch']}")
+        ctx.add_summary(f"{fl}: latency, II", f"{lat} clk = {lat * clock_ns:g} ns, II = {r['ii_cycles']}")
+        ctx.add_summary(f"{fl}: sim throughput", f"{r['stream_wafers_per_s']:.0f} wafers/s "
+                                                 f"(build {r['build_s']:.0f} s)")
+        x, g = r.get("yosys", {}).get("xilinx"), r.get("yosys", {}).get("generic")
+        if x:
+            ctx.add_summary(f"{fl}: synth_xilinx", f"{x['LUT']} LUT, {x['FF']} FF, {x['CARRY4']} CARRY4"
+                                                   + (f", {x['DSP48']} DSP" if x["DSP48"] else ""))
+        if g:
+            ctx.add_summary(f"{fl}: synth (generic)", f"{g['gates']} gates, {g.get('transistors', '?')} "
+                                                      f"transistors, depth {g.get('logic_depth_gates', '?')}")
+        a = r.get("yosys", {}).get("sky130")
+        if a:
+            ctx.add_summary(f"{fl}: sky130 area (area only, no timing)", _resource_line("sky130", a))
+    ctx.metrics.update(resource_metrics(report))
+    for t, o in report.get("tmr_overhead", {}).items():
+        ctx.add_summary(f"{t}: TMR area overhead (sky130, area only, no timing)",
+                        f"{o['total_ratio']:.2f}x the {o['plain']} block, {o['protected_ratio']:.2f}x its "
+                        f"flip-flops ({o['delta_um2'] / 1e6:.3f} mm^2 more)")
+
+    # ---- weight-bit SEU sensitivity + selective TMR (golden model, no RTL): cosim/seu/
+    from flow.cosim.sensitivity import run_in_stage as seu_sensitivity
+
+    seu_sensitivity(ctx)
+
+
+def bench(cfg, workdir) -> dict[str, float]:
+    """Verilator build time and testbench throughput of each flavour (the run's ``rtl``
+    artifact and weights, 20k random wafers, the configured optimisation level)."""
+    from flow.runner.manifest import verify
+
+    rtl = verify(cfg, "rtl")
+    meta = json.loads(rtl.path("rtl.json").read_text())
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        tmp = Path(tmp)
+        logs = tmp / "logs"
+        logs.mkdir()
+        settings = cfg.cosim.model_copy(update={"min_wafers": 20000, "bubbles": 0, "reload": 0})
+        cal = _cal_from_hex(meta["defaults"]["calvalue_image_hex"])
+        drop = int(meta["defaults"]["drop"])
+        for fl in cfg.cosim.flavours:
+            t0 = time.perf_counter()
+            res = simulate(fl, rtl.dir, tmp / "out" / fl, tmp / "build" / fl, logs,
+                           weights=EncoderWeights.from_image(rtl.path("weights.bin").read_bytes()),
+                           latent_bits=int(meta["latent_bits"]),
+                           calvalues=cal, drop=drop, default_calvalues=cal, default_drop=drop,
+                           vectors=None, settings=settings, seed=1, echo=lambda *a: None,
+                           latency_cycles=int(meta["interface"]["latency_cycles"]),
+                           clock_ns=float(meta["interface"]["clock_ns"]))
+            if res["n_mismatch"] or _failures(res):
+                raise MismatchError(f"bench cosim of {fl} failed: {_failures(res)}")
+            out[f"cosim_{fl}_build_s"] = float(res["build_s"])
+            out[f"cosim_{fl}_wafers_per_s"] = float(res["phases"]["stream"]["wafers_per_s"])
+            out[f"cosim_{fl}_total_s"] = time.perf_counter() - t0
+    return out

@@ -1,0 +1,150 @@
+"""The top-level wrapper every RTL flavour shares: the ASIC ports, the configuration
+address map and the weight-image registers of the programmable flavours.
+
+Used by the flavour generators (``flow/rtl_<flavour>.py``, registry
+``flow/hdl/flavours.py``) and by the ``rtl`` stage (``rtl.json``), so that a
+generator never imports the stage module.  Interface and address map:
+``docs/rtl_cosim.md``.
+"""
+from __future__ import annotations
+
+from flow.core.encoder import IMAGE_BITS, N_LATENT
+from flow.core.frontend import CAL_BITS, SUM_BITS, TC_WORD_BITS
+from flow.core.geometry import N_TC
+from flow.hdl import flavours as RF
+from flow.hdl.datapath import AEIN_BITS
+
+# ------------------------------------------------------------ the interface
+#: configuration port: address and data width (32-bit words)
+CFG_ADDR_BITS, CFG_DATA_BITS = 10, 32
+#: word address of the weight image: word a holds image bits [32a +: 32] (programmable flavours only)
+WEIGHT_BASE = 0x000
+WEIGHT_WORDS = IMAGE_BITS // CFG_DATA_BITS            # 402
+#: word address of the CALVALUE image: CALVALUE t at bits [12t +: 12] of the 576-bit image
+CAL_BASE = 0x200
+CAL_WORDS = -(-N_TC * CAL_BITS // CFG_DATA_BITS)      # 18
+#: word address of the drop register (bits [1:0])
+DROP_ADDR = 0x220
+DROP_BITS = 2
+#: width of the corrected-upset counter ``seu_count`` (0 in flavours without TMR)
+SEU_COUNT_BITS = 16
+#: width of the global register-bit index of the TMR injection hook (test builds only)
+INJ_BITS = 16
+#: the registers of a flavour without weight registers: weight addresses read back 0
+NO_WEIGHT_REGISTERS = f"""
+    // no weight registers: weight-image addresses read back 0
+    assign weights_rdata = {CFG_DATA_BITS}'d0;
+"""
+
+
+def _hex(value: int, bits: int) -> str:
+    return f"{bits}'h{value:0{-(-bits // 4)}x}"
+
+
+def weight_registers(image: int) -> str:
+    """The weight image registers of a programmable top (``weights`` bus, reset to ``image``;
+    read-back on ``weights_rdata``)."""
+    return f"""
+    // weight image registers: word a of the image at address {WEIGHT_BASE} + a; cfg_rst loads
+    // the trained image
+    wire [{IMAGE_BITS - 1}:0] weights;
+    econt_image_regs #(
+        .N_BITS({IMAGE_BITS}), .ADDR_BITS({CFG_ADDR_BITS}), .DATA_BITS({CFG_DATA_BITS}), .BASE({WEIGHT_BASE}),
+        .DEFAULT({_hex(image, IMAGE_BITS)})
+    ) u_weights (
+        .clk(clk), .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr),
+        .cfg_wdata(cfg_wdata), .q(weights), .rdata(weights_rdata)
+    );
+"""
+
+
+def top_source(g: RF.GeneratorInputs, encoder_inst: str, registers: str = NO_WEIGHT_REGISTERS, *,
+               tmr: bool = False) -> str:
+    """The top module ``g.flavour.top``: the ASIC ports, the shared shell (front end,
+    CALVALUE/drop registers, pipeline, read-back), then the flavour's ``registers``
+    (Verilog text driving ``weights_rdata``, the read-back of the flavour's own registers
+    at ``cfg_addr``, e.g. :func:`weight_registers`; default: none, reads 0) and its encoder
+    instance ``encoder_inst`` (a line connecting ``enc_aein`` to ``enc_latent``).
+
+    ``tmr``: the triplicated shell ``econt_shell_tmr`` (its configuration and pipeline
+    registers TMR'd, ``seu_count`` counting corrected upsets); ``registers`` must then
+    also drive ``weights_err`` (its own TMR copies disagree) and may use the injection
+    hook ``seu_inj_*`` (declared in test builds, ``ECONT_SEU_INJECT``).  Otherwise
+    ``seu_count`` is 0."""
+    top, latent_bits, fe_reg = g.flavour.top, g.latent_bits, g.fe_reg
+    cal_default, drop_default = g.cal_image, g.drop_default
+    lb = N_LATENT * latent_bits
+    what = g.flavour.description
+    params = (f"""        .N_LATENT({N_LATENT}), .LATENT_BITS({latent_bits}),
+        .ADDR_BITS({CFG_ADDR_BITS}), .DATA_BITS({CFG_DATA_BITS}),
+        .CAL_BASE({CAL_BASE}), .DROP_ADDR({DROP_ADDR}), .FE_REG({int(fe_reg)}),
+""")
+    conns = """        .clk(clk), .rst(rst),
+        .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr), .cfg_wdata(cfg_wdata),
+        .cfg_re(cfg_re), .ext_rdata(weights_rdata), .cfg_rdata(cfg_rdata),
+"""
+    if tmr:
+        shell = "econt_shell_tmr"
+        params += f"        .SEU_BITS({SEU_COUNT_BITS}), .INJ_BASE({IMAGE_BITS}), .INJ_BITS({INJ_BITS}),\n"
+        conns = ("`ifdef ECONT_SEU_INJECT\n"
+                 "        .inj_en(seu_inj_en), .inj_copy(seu_inj_copy), .inj_bit(seu_inj_bit),\n"
+                 "`endif\n" + conns
+                 + "        .ext_err(weights_err), .seu_count(seu_count),\n")
+        decl = f"""    wire weights_err;     // the weight registers' TMR copies disagree
+`ifdef ECONT_SEU_INJECT
+    // SEU injection hook, test builds only: written by the testbench (top-level signals,
+    // not ports); at a rising edge with seu_inj_en high, copy seu_inj_copy of register bit
+    // seu_inj_bit (global index, docs/rtl_cosim.md) is stored inverted
+    /* verilator lint_off UNDRIVEN */
+    reg                  seu_inj_en;
+    reg  [1:0]           seu_inj_copy;
+    reg  [{INJ_BITS - 1}:0]          seu_inj_bit;
+    /* verilator lint_on UNDRIVEN */
+`endif
+"""
+        tail = ""
+    else:
+        shell = "econt_shell"
+        decl = ""
+        tail = f"""    // no triplicated registers: nothing to correct
+    assign seu_count = {SEU_COUNT_BITS}'d0;
+"""
+    return f"""// ECON-T autoencoder block, {what}.
+// Generated by flow/rtl/stage.py; interface and address map: docs/rtl_cosim.md.
+// Latency {2 if fe_reg else 1} clock(s), one wafer per clock.
+`timescale 1ns / 1ps
+`default_nettype none
+
+module {top} (
+    input  wire                 clk,
+    input  wire                 rst,
+    input  wire                 cfg_rst,
+    input  wire                 cfg_we,
+    input  wire [{CFG_ADDR_BITS - 1}:0]  cfg_addr,
+    input  wire [{CFG_DATA_BITS - 1}:0]  cfg_wdata,
+    input  wire                 cfg_re,
+    output wire [{CFG_DATA_BITS - 1}:0]  cfg_rdata,
+    input  wire                 valid_in,
+    input  wire [{N_TC * TC_WORD_BITS - 1}:0] tc_words,
+    output wire                 valid_out,
+    output wire [{lb - 1}:0] latent,
+    output wire [{SUM_BITS - 1}:0]   module_sum,
+    output wire [{SEU_COUNT_BITS - 1}:0]  seu_count
+);
+    wire [{N_TC * AEIN_BITS - 1}:0] enc_aein;
+    wire [{lb - 1}:0] enc_latent;
+    wire [{CFG_DATA_BITS - 1}:0] weights_rdata;  // read-back of the flavour's registers at cfg_addr
+{decl}
+    {shell} #(
+{params}        .CAL_DEFAULT({_hex(cal_default, N_TC * CAL_BITS)}),
+        .DROP_DEFAULT({DROP_BITS}'d{drop_default})
+    ) u_shell (
+{conns}        .valid_in(valid_in), .tc_words(tc_words),
+        .valid_out(valid_out), .latent(latent), .module_sum(module_sum),
+        .enc_aein(enc_aein), .enc_latent(enc_latent)
+    );
+{tail}{registers}
+{encoder_inst}endmodule
+
+`default_nettype wire
+"""

@@ -1,0 +1,326 @@
+"""``rtl`` stage: synthesizable Verilog of the ECON-T autoencoder block.
+
+Reads the trained encoder (``autoencoder/encoder.json`` for the latent width and
+``autoencoder/weights.bin``, the 12864-bit register image, :mod:`flow.core.encoder_file`)
+and writes, per flavour, a complete source set with a top-level module of the
+ASIC interface.  The flavours and their facts (top module, generator,
+programmable or not) are the registry ``flow/hdl/flavours.py``; today:
+
+* ``const`` (``econt_ae_const``, ``flow/hdl/const.py``): the trained weights as
+  constants, the encoder as da4ml distributed-arithmetic logic;
+* ``prog`` (``econt_ae_prog``, ``flow/hdl/prog.py``): the weights in a 12864-bit
+  register image loaded through the configuration port, reset to the trained image.
+
+All share the hand-written front end, configuration registers and pipeline
+shell (``flow/resources/rtl``) and the top-level wrapper :func:`top_source`.
+Interface, address map and timing: ``docs/rtl_cosim.md``.  Every source set is linted with
+``verilator --lint-only -Wall`` and elaborated by Yosys (no latches) before
+the stage finishes.
+
+Output layout::
+
+    rtl/<flavour>/*.v, rtl/<flavour>/filelist.f    sources (filelist in compile order)
+    rtl/rtl.json                                   interface, address map, latency, defaults
+    rtl/weights.bin                                the default (trained) weight image
+    rtl/logs/{lint,yosys_check}_<flavour>.log
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from flow.core.encoder import N_LATENT, EncoderWeights
+from flow.core.encoder_file import load_encoder
+from flow.core.frontend import CAL_BITS, SUM_BITS, TC_WORD_BITS
+from flow.core.geometry import N_TC
+from flow.hdl import flavours as RF
+from flow.hdl.datapath import hand_written_dir
+from flow.hdl.top import (  # noqa: F401  (the interface's facts, re-exported for tests and docs)
+    CAL_BASE,
+    CAL_WORDS,
+    CFG_ADDR_BITS,
+    CFG_DATA_BITS,
+    DROP_ADDR,
+    DROP_BITS,
+    SEU_COUNT_BITS,
+    WEIGHT_BASE,
+    WEIGHT_WORDS,
+    _hex,
+    top_source,
+    weight_registers,
+)
+from flow.runner.atomic import atomic_write_json
+from flow.runner.errors import DataFormatError, ToolError
+from flow.runner.tools import require, verilator_root
+
+HAND_WRITTEN = ("econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v", "econt_image_read.v",
+                "econt_image_regs.v",
+                "econt_shell.v")
+#: per-flavour facts of rtl.json that also become rtl metrics ``<flavour>_<key>``
+METRIC_KEYS = ("verilog_lines", "da4ml_cost", "da4ml_trace_s", "lint_s", "yosys_check_s", "tmr_bits")
+
+
+def interface(latent_bits: int, fe_reg: bool, clock_ns: float) -> dict:
+    """The documented top-level interface (also written to ``rtl.json``)."""
+    latency = 2 if fe_reg else 1
+    return {
+        "ports": {
+            "clk": "in 1: clock, rising edge",
+            "rst": "in 1: synchronous active-high datapath reset (valid pipeline, output registers)",
+            "cfg_rst": "in 1: synchronous active-high reset of the configuration registers to defaults",
+            "cfg_we": "in 1: configuration write strobe (one 32-bit word per clock)",
+            "cfg_addr": f"in {CFG_ADDR_BITS}: configuration word address",
+            "cfg_wdata": f"in {CFG_DATA_BITS}: configuration write data",
+            "cfg_re": "in 1: configuration read strobe: cfg_rdata takes the word at cfg_addr "
+                      "at the rising edge where cfg_re is sampled high",
+            "cfg_rdata": f"out {CFG_DATA_BITS}: configuration read data, the word at cfg_addr one clock "
+                         "after cfg_re (held until the next read; 0 at unmapped addresses; 0 after rst)",
+            "valid_in": "in 1: a wafer is presented on tc_words",
+            "tc_words": f"in {N_TC * TC_WORD_BITS}: 48 x 7-bit 4E3M TC words, TC t at [7t +: 7]",
+            "valid_out": "out 1: latent/module_sum hold a wafer's result",
+            "latent": f"out {N_LATENT * latent_bits}: 16 x {latent_bits}-bit ufixed<{latent_bits},1> "
+                      f"codes, latent j at [{latent_bits}j +: {latent_bits}]",
+            "module_sum": f"out {SUM_BITS}: 9-bit 5E4M module sum",
+            "seu_count": f"out {SEU_COUNT_BITS}: corrected single-event upsets: clocks in which the "
+                         "copies of a triplicated register disagreed (saturating, cleared by rst; "
+                         "always 0 in flavours without TMR)",
+        },
+        "cfg_port": {
+            "addr_bits": CFG_ADDR_BITS, "data_bits": CFG_DATA_BITS,
+            "weight_base": WEIGHT_BASE, "weight_words": WEIGHT_WORDS,
+            "weight_layout": "word a = bits [32a +: 32] of the 12864-bit image "
+                             "(EncoderWeights.to_image(), little-endian; value n at bits [6n +: 6]); "
+                             f"{'/'.join(RF.programmable_names())} flavour only "
+                             f"(ignored by {'/'.join(RF.fixed_names())})",
+            "cal_base": CAL_BASE, "cal_words": CAL_WORDS,
+            "cal_layout": "word a = bits [32a +: 32] of the 576-bit CALVALUE image, "
+                          "CALVALUE t at bits [12t +: 12]",
+            "drop_addr": DROP_ADDR, "drop_layout": "bits [1:0] = drop (1 low density, 3 high density)",
+            "write_timing": "a write takes effect at the rising edge where cfg_we is sampled high; "
+                            "reprogram while no wafer is in flight",
+            "read_timing": "cfg_rdata = the word at cfg_addr sampled at the rising edge where cfg_re is "
+                           "high, on the port from then on (one clock later); a read in the same "
+                           "clock as a write to that word returns the old word",
+            "read_layout": "every writable word reads back what was written (the weight image, CALVALUE "
+                           "image and drop, drop in bits [1:0], the other bits 0); weight addresses "
+                           f"read 0 in {'/'.join(RF.fixed_names())}; unmapped addresses read 0",
+        },
+        "latency_cycles": latency,
+        "latency_ns": latency * clock_ns,
+        "clock_ns": clock_ns,
+        "ii_cycles": 1,
+        "latency_definition": "a wafer on valid_in/tc_words in clock cycle n (sampled by the rising edge "
+                              f"ending it) is on valid_out/latent/module_sum in cycle n + {latency} "
+                              f"({latency} register stages)",
+    }
+
+
+# ------------------------------------------------------------ generation
+def cal_image(calvalues) -> int:
+    cal = [int(c) for c in calvalues]
+    if len(cal) != N_TC or any(not 0 <= c < (1 << CAL_BITS) for c in cal):
+        raise DataFormatError(f"CALVALUE defaults: expected {N_TC} values in [0, 4095], got {cal!r}")
+    return sum(c << (CAL_BITS * t) for t, c in enumerate(cal))
+
+
+def generate(outdir: str | Path, weights: EncoderWeights, *, latent_bits: int = 9,
+             flavours=None, fe_reg: bool = True, calvalue_default=None, drop_default: int = 3,
+             solver_options: dict | None = None, check_trace: int = 4096, seed: int = 0,
+             echo=None) -> dict:
+    """Write the source sets of ``flavours`` (default: the registered flavours not opt-in) below
+    ``outdir``; returns metadata.
+
+    Each flavour's generator (``flow/hdl/flavours.py``) gets the same inputs;
+    ``check_trace`` random AEin wafers are its self-check budget (the constant
+    flavour runs them through the traced da4ml logic and compares with the golden
+    model before any Verilog is written; the real proof is the cosimulation).
+    """
+    outdir = Path(outdir)
+    specs = [RF.get(fl) for fl in (RF.default_names() if flavours is None else flavours)]
+    cal = cal_image(calvalue_default if calvalue_default is not None else [2048] * N_TC)
+    if drop_default not in (0, 1, 2, 3):
+        raise DataFormatError(f"drop default: expected 0..3, got {drop_default!r}")
+    image = int.from_bytes(weights.to_image(), "little")
+    hw = hand_written_dir()
+    meta: dict = {"flavours": {}}
+    for spec in specs:
+        fl = spec.name
+        d = outdir / fl
+        d.mkdir(parents=True, exist_ok=True)
+        files: dict[str, str] = {name: (hw / name).read_text() for name in HAND_WRITTEN}
+        g = RF.GeneratorInputs(flavour=spec, weights=weights, latent_bits=latent_bits, fe_reg=fe_reg,
+                               cal_image=cal, drop_default=drop_default, weight_image=image,
+                               solver_options=solver_options, check_trace=check_trace, seed=seed)
+        t0 = time.perf_counter()
+        src = spec.load_generator()(g)
+        info: dict = {"top": spec.top, **src.info}
+        top_file = f"{spec.top}.v"
+        if top_file in src.files:
+            raise ToolError(f"{spec.generator}: expected the top module {top_file} in "
+                            "FlavourSources.top only, got it in FlavourSources.files too")
+        files.update(src.files)
+        files[top_file] = src.top
+        info["generate_s"] = round(time.perf_counter() - t0, 2)
+        order = [n for n in files if n != top_file] + [top_file]
+        for name in order:
+            (d / name).write_text(files[name])
+        (d / "filelist.f").write_text("".join(f"{n}\n" for n in order))
+        info["files"] = order
+        info["verilog_lines"] = sum(files[n].count("\n") for n in order)
+        info["verilog_bytes"] = sum(len(files[n]) for n in order)
+        meta["flavours"][fl] = info
+        if echo:
+            echo(f"[rtl] {fl}: {len(order)} files, {info['verilog_lines']} lines")
+    meta.update({
+        "latent_bits": latent_bits,
+        "defaults": {"calvalue_image_hex": f"{cal:x}", "drop": drop_default,
+                     "weights_sha256": hashlib.sha256(weights.to_image()).hexdigest()},
+        "fe_reg": fe_reg,
+    })
+    return meta
+
+
+def sources(flavour_dir: str | Path) -> list[Path]:
+    """The source files of one flavour, in compile order."""
+    d = Path(flavour_dir)
+    return [d / n for n in (d / "filelist.f").read_text().split()]
+
+
+# ---------------------------------------------------------------- checks
+def verilator_env() -> dict[str, str]:
+    env = os.environ.copy()
+    root = verilator_root()
+    if root is not None:
+        env.setdefault("VERILATOR_ROOT", str(root))
+    return env
+
+
+def lint(files, top: str, log: Path | None = None, defines=()) -> str:
+    """``verilator --lint-only -Wall`` (with ``-D<name>`` for each of ``defines``, e.g. the
+    test-build ``ECONT_SEU_INJECT``); raises :class:`ToolError` on any warning."""
+    cmd = [require("verilator"), "--lint-only", "-Wall", *(f"-D{d}" for d in defines),
+           "--top-module", top, *map(str, files)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env(), timeout=1800)
+    out = (r.stdout + r.stderr)
+    if log is not None:
+        log.write_text(" ".join(cmd) + "\n" + out)
+    if r.returncode != 0 or "%Warning" in out or "%Error" in out:
+        first = "\n".join(out.splitlines()[:20])
+        raise ToolError(f"verilator --lint-only -Wall rejected {top}:\n{first}")
+    return out
+
+
+def yosys_check(files, top: str, log: Path | None = None) -> str:
+    """Yosys (``pyosys``) reads and elaborates the design; raises :class:`ToolError` on errors or
+    latches.  Returns the Yosys log."""
+    from flow.hdl.yosys import SynthError, run_script
+
+    script = (f"read_verilog -sv {' '.join(str(f) for f in files)}; hierarchy -check -top {top}; "
+              "proc; flatten; opt_clean; "
+              "select -assert-none t:$dlatch t:$adlatch t:$dlatchsr t:$sr; stat")
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(log) if log is not None else Path(tmp) / "yosys_check.log"
+        try:
+            run_script(script, log_path, timeout_s=3600, what=f"elaboration of {top}")
+        except SynthError as err:
+            raise ToolError(f"yosys could not elaborate {top} (or found latches): {err}") from None
+        out = log_path.read_text(errors="replace")
+    if log is not None:
+        log_path.write_text(script + "\n" + out)
+    return out
+
+
+# ------------------------------------------------------------------ stage
+def build_rtl(out: Path, weights: EncoderWeights, settings, *, latent_bits: int, calvalues, drop: int,
+              seed: int = 0, echo=print, tools: list | None = None) -> dict:
+    """Generate, lint and elaborate every flavour of ``settings`` (an
+    :class:`~flow.runner.config.RtlConfig`) into ``out``; writes ``rtl.json`` and
+    ``weights.bin``; returns the metadata."""
+    out = Path(out)
+    (out / "weights.bin").write_bytes(weights.to_image())
+    t0 = time.perf_counter()
+    meta = generate(out, weights, latent_bits=latent_bits, flavours=settings.flavours,
+                    fe_reg=settings.frontend_register, calvalue_default=calvalues, drop_default=drop,
+                    solver_options={"search_all_decompose_dc": settings.da4ml_search_all,
+                                    "hard_dc": settings.da4ml_hard_dc},
+                    seed=seed, echo=echo)
+    meta["generate_s"] = round(time.perf_counter() - t0, 2)
+    meta["interface"] = interface(latent_bits, settings.frontend_register, settings.clock_ns)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    tools = tools if tools is not None else []
+    tools.append("verilator")
+    for fl in settings.flavours:
+        info = meta["flavours"][fl]
+        files = sources(out / fl)
+        t1 = time.perf_counter()
+        lint(files, info["top"], logs / f"lint_{fl}.log")
+        info["lint"] = "clean (verilator --lint-only -Wall)"
+        info["lint_s"] = round(time.perf_counter() - t1, 2)
+        if settings.yosys_check:
+            t1 = time.perf_counter()
+            yosys_check(files, info["top"], logs / f"yosys_check_{fl}.log")
+            info["yosys_check"] = "elaborated, no latches"
+            info["yosys_check_s"] = round(time.perf_counter() - t1, 2)
+    atomic_write_json(out / "rtl.json", meta)
+    return meta
+
+
+def run(ctx) -> None:
+    s = ctx.settings
+    enc = load_encoder(ctx.upstream["autoencoder"])      # encoder.json + weights.bin
+    weights, latent_bits = enc.weights, enc.latent_bits
+    meta = build_rtl(ctx.out, weights, s, latent_bits=latent_bits,
+                     calvalues=[ctx.cfg.data.calvalue] * N_TC, drop=ctx.cfg.data.drop, seed=ctx.seed,
+                     tools=ctx.external_tools)
+    gen_s = meta["generate_s"]
+    itf = meta["interface"]
+    ctx.metrics.update({
+        "latent_bits": latent_bits, "latency_cycles": itf["latency_cycles"],
+        "latency_ns": itf["latency_ns"], "ii_cycles": 1, "generate_s": round(gen_s, 2),
+    })
+    for fl in s.flavours:
+        info = meta["flavours"][fl]
+        for k in METRIC_KEYS:
+            if k in info:
+                ctx.metrics[f"{fl}_{k}"] = info[k]
+        ctx.add_summary(f"{fl}: top", info["top"])
+        ctx.add_summary(f"{fl}: Verilog lines", info["verilog_lines"])
+        ctx.add_summary(f"{fl}: lint / yosys",
+                        f"{info.get('lint', '-')} / {info.get('yosys_check', 'skipped')}")
+    for fl in s.flavours:
+        if "da4ml_cost" in meta["flavours"][fl]:
+            ctx.add_summary(f"{fl}: da4ml cost (adder bits)", meta["flavours"][fl]["da4ml_cost"])
+    ctx.add_summary("latency", f"{itf['latency_cycles']} cycles = {itf['latency_ns']:g} ns at "
+                               f"{s.clock_ns:g} ns clock (budget 2 BX = 50 ns)")
+    ctx.add_summary("II", "1 wafer / clock")
+
+
+def bench(cfg, workdir) -> dict[str, float]:
+    """Generation and lint time of the configured flavours on random weights."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    res: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        t0 = time.perf_counter()
+        meta = generate(tmp, EncoderWeights.random(1), latent_bits=cfg.autoencoder.latent_bits,
+                        flavours=cfg.rtl.flavours, fe_reg=cfg.rtl.frontend_register,
+                        solver_options={"search_all_decompose_dc": cfg.rtl.da4ml_search_all,
+                                        "hard_dc": cfg.rtl.da4ml_hard_dc})
+        res["rtl_generate_s"] = time.perf_counter() - t0
+        for fl, info in meta["flavours"].items():
+            t1 = time.perf_counter()
+            lint(sources(Path(tmp) / fl), info["top"])
+            res[f"rtl_{fl}_lint_s"] = time.perf_counter() - t1
+            if "da4ml_cost" in info:
+                res[f"rtl_{fl}_da4ml_cost"] = float(info["da4ml_cost"])
+    return res
+
+
+def load_meta(rtl_dir: str | Path) -> dict:
+    return json.loads((Path(rtl_dir) / "rtl.json").read_text())
