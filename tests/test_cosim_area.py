@@ -261,6 +261,27 @@ def test_cosim_resource_step_report_and_metrics(tmp_path):
     assert "sky130 um^2 (area only, no timing)" in md and f"{area:,.0f}" in md
     assert "area-only Liberty" in md and report["yosys_version"] in md
 
+    # the runs in parallel (yosys_jobs: 2, the default) and one at a time give the same figures
+    serial = C.parse_config({"cosim": {"yosys": ["generic", "sky130"], "yosys_jobs": 1}}).cosim
+    assert settings.yosys_jobs == 2
+    report1 = json.loads(json.dumps({k: v for k, v in report.items() if k == "flavours"}))
+    report1["flavours"]["const"].pop("yosys")
+    (tmp_path / "serial").mkdir()
+    cosim.resources(report1, designs, serial, logs, tmp_path / "serial", echo=lambda *a: None)
+    timing = ("yosys_s", "yosys_cpu_s", "peak_rss_mb", "steps")
+    strip = lambda r: {k: {f: x for f, x in v.items() if f not in timing} for k, v in r.items()}  # noqa: E731
+    assert strip(report1["flavours"]["const"]["yosys"]) == strip(report["flavours"]["const"]["yosys"])
+    assert strip(report1["frontend"]) == strip(report["frontend"])
+
+
+def test_yosys_runs_of_the_kinds():
+    from flow.hdl.yosys import run_kinds
+
+    assert run_kinds(["xilinx", "generic", "sky130"]) == ["xilinx", "generic+sky130"]
+    assert run_kinds(["sky130", "xilinx", "generic"]) == ["generic+sky130", "xilinx"]
+    assert run_kinds(["generic"]) == ["generic"] and run_kinds(["sky130"]) == ["sky130"]
+    assert run_kinds([]) == []
+
 
 def test_tmr_overhead_on_hand_made_results():
     """The TMR overhead of hand-made sky130 results: 100 plain flip-flops (20 um^2 each) and

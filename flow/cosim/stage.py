@@ -110,7 +110,9 @@ def resources(report: dict, designs, settings, logs: Path, out: Path, echo=print
     flavour) on each ``(name, files, top)`` of ``designs`` into ``report``:
     ``report["frontend"]`` for the design named ``frontend``, ``report["flavours"][name]["yosys"]``
     otherwise.  ``sky130`` writes the area-only Liberty to ``out``."""
-    from flow.hdl.yosys import synth_all
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flow.hdl.yosys import run_kinds, synth_run
 
     runs = [(name, files, top, yosys_kinds(settings, name)) for name, files, top in designs]
     runs = [r for r in runs if r[3]]
@@ -120,12 +122,25 @@ def resources(report: dict, designs, settings, logs: Path, out: Path, echo=print
 
         liberty = write_liberty(Path(out) / f"{LIBERTY_NAME}.lib")
     kw = dict(dsp=settings.yosys_dsp, timeout_s=settings.yosys_timeout_s, liberty=liberty)
-    for name, files, top, kinds in runs:
-        echo(f"[cosim] {name}: yosys {', '.join(kinds)} ...")
-        # generic and sky130 share one run (one synth): logs/yosys_generic+sky130_<design>.log
-        res = synth_all(kinds, files, top, logs, name, **kw)
-        for kind, r in res.items():
-            echo(f"[cosim] {name}: yosys {kind}: {_resource_line(kind, r)}")
+    # every (design, run) is its own pyosys child process: ``yosys_jobs`` of them at a time,
+    # the largest designs first (longest-processing-time order); results do not depend on it
+    tasks = [(name, files, top, run) for name, files, top, kinds in runs for run in run_kinds(kinds)]
+    tasks.sort(key=lambda x: -sum(Path(f).stat().st_size for f in x[1]))
+    echo(f"[cosim] yosys: {len(tasks)} runs on {len(runs)} designs, {settings.yosys_jobs} at a time ...")
+    pool = ThreadPoolExecutor(max_workers=settings.yosys_jobs)
+    done: dict[tuple[str, str], dict] = {}
+    try:
+        futures = {(name, run): pool.submit(synth_run, run, files, top, logs, name, **kw)
+                   for name, files, top, run in tasks}
+        for name, _, _, run in tasks:            # wait in submission order; the first error raises
+            done[(name, run)] = futures[(name, run)].result()
+            for kind, r in done[(name, run)].items():
+                echo(f"[cosim] {name}: yosys {kind}: {_resource_line(kind, r)}")
+    finally:                                     # on an error: no new runs, wait for the running ones
+        pool.shutdown(wait=True, cancel_futures=True)
+    for name, _, _, kinds in runs:               # in design order, whatever order the runs ended in
+        merged = {k: v for run in run_kinds(kinds) for k, v in done[(name, run)].items()}
+        res = {k: merged[k] for k in kinds}
         if name == "frontend":
             report["frontend"] = res
         else:

@@ -246,16 +246,20 @@ def synth(kind: str, files, top: str, log_path: Path, *, dsp: bool = False,
     return {**summarize(kind, _design(work / "stat.json"), log, top, generic), **extra}
 
 
-def synth_all(kinds, files, top: str, log_dir: Path, design: str, **kw) -> dict[str, dict]:
-    """Every kind of ``kinds`` (``cosim.yosys``) on one design; ``generic`` and ``sky130``
-    share one run (and its ``synth``) when both are asked for.  Logs:
-    ``<log_dir>/yosys_<kind>_<design>.log`` (``yosys_generic+sky130_<design>.log``)."""
-    out: dict[str, dict] = {}
+def run_kinds(kinds) -> list[str]:
+    """The Yosys runs that give ``kinds`` (``cosim.yosys``): ``generic`` and ``sky130`` share
+    one run (and its ``synth``), ``generic+sky130``, when both are asked for."""
+    both = {"generic", "sky130"} <= set(kinds)
+    out: list[str] = []
     for kind in kinds:
-        if kind in out:
-            continue
-        if kind in ("generic", "sky130") and {"generic", "sky130"} <= set(kinds):
-            kind = "generic+sky130"
-        res = synth(kind, files, top, Path(log_dir) / f"yosys_{kind}_{design}.log", **kw)
-        out.update(res if kind == "generic+sky130" else {kind: res})
-    return {k: out[k] for k in kinds}
+        run = "generic+sky130" if both and kind in ("generic", "sky130") else kind
+        if run not in out:
+            out.append(run)
+    return out
+
+
+def synth_run(run: str, files, top: str, log_dir: Path, design: str, **kw) -> dict[str, dict]:
+    """One run of :func:`run_kinds` on one design, as ``{kind: result}``.  Log:
+    ``<log_dir>/yosys_<run>_<design>.log`` (e.g. ``yosys_generic+sky130_prog.log``)."""
+    res = synth(run, files, top, Path(log_dir) / f"yosys_{run}_{design}.log", **kw)
+    return res if run == "generic+sky130" else {run: res}

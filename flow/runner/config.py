@@ -584,6 +584,10 @@ class CosimConfig(Section):
     """Let ``synth_xilinx`` map multipliers to DSP48 (default ``-nodsp``: all logic in LUTs)."""
     yosys_timeout_s: int = Field(7200, ge=60)
     """Wall-time limit of one Yosys run."""
+    yosys_jobs: int = Field(2, ge=1, json_schema_extra={"affects_outputs": False})
+    """Yosys runs (one pyosys child process per design and kind) at a time, the largest
+    designs first; the results do not depend on it.  Each run needs up to a few GB
+    (``peak_rss_mb`` in the cosim report)."""
     seu_upsets: int = Field(0, ge=0, le=60000)
     """Random single upsets of the RTL SEU campaign per programmable flavour (``prog``:
     configuration-register upsets through the configuration port, each held 16 clocks then
