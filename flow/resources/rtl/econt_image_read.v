@@ -27,16 +27,13 @@ module econt_image_read #(
     endgenerate
     // the offset wraps below BASE (unsigned): addresses outside the image match no word
     wire [ADDR_BITS-1:0] off = addr - ADDR_BITS'(BASE);
-    // word select: an AND-OR per word
-    reg [DATA_BITS-1:0] sel;
-    integer k;
-    always @(*) begin
-        sel = {DATA_BITS{1'b0}};
-        for (k = 0; k < N_WORDS; k = k + 1)
-            if (off == ADDR_BITS'(k))
-                sel = sel | padded[k*DATA_BITS +: DATA_BITS];
-    end
-    assign rdata = sel;
+    // word select: an indexed part-select, a mux tree of depth log2(N_WORDS) (a sequential
+    // OR over the words stayed an N_WORDS-long chain after synthesis)
+    localparam integer SEL_BITS = $clog2(N_WORDS * DATA_BITS);     // a bit index of padded
+    wire                 in_image = off < ADDR_BITS'(N_WORDS);
+    wire [SEL_BITS-1:0]  lsb      = SEL_BITS'(off) * SEL_BITS'(DATA_BITS);
+    wire [DATA_BITS-1:0] word     = padded[lsb +: DATA_BITS];
+    assign rdata = in_image ? word : {DATA_BITS{1'b0}};
 endmodule
 
 `default_nettype wire
