@@ -264,8 +264,7 @@ def test_cosim_resource_step_report_and_metrics(tmp_path):
     # the runs in parallel (yosys_jobs: 2, the default) and one at a time give the same figures
     serial = C.parse_config({"cosim": {"yosys": ["generic", "sky130"], "yosys_jobs": 1}}).cosim
     assert settings.yosys_jobs == 2
-    report1 = json.loads(json.dumps({k: v for k, v in report.items() if k == "flavours"}))
-    report1["flavours"]["const"].pop("yosys")
+    report1 = {"flavours": {"const": {}}}
     (tmp_path / "serial").mkdir()
     cosim.resources(report1, designs, serial, logs, tmp_path / "serial", echo=lambda *a: None)
     timing = ("yosys_s", "yosys_cpu_s", "peak_rss_mb", "steps")

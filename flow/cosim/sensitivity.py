@@ -122,7 +122,7 @@ def image_bit(tensor: str, index, bit):
 # ---------------------------------------------------------------- decoder
 @dataclass(frozen=True)
 class NumpyDecoder:
-    """The autoencoder's float decoder (``flow.autoencoder.train.build_decoder``) in numpy,
+    """The autoencoder's float decoder (``flow.core.ae_model.build_decoder``) in numpy,
     float64: Dense 16->128 ReLU -> 4x4x8 -> Conv2DTranspose 8 3x3 stride 2 'same' ReLU ->
     Conv2DTranspose 1 3x3 'same' sigmoid -> 48 cells.  Kernels in Keras layout (Dense
     ``(in, out)``, Conv2DTranspose ``(kh, kw, out, in)``)."""
