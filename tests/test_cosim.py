@@ -135,11 +135,18 @@ def test_cosim_seu_campaign_end_to_end(cosim_run):
     t, p = seu["flavours"]["prog_tmr"], seu["flavours"]["prog"]
     assert t["method"] == "hook" and t["injected"] == t["corrected"] == 25 and t["corrupted_wafers"] == 0
     assert set(t["classes"]) == {"weights", "calvalue", "drop", "pipeline_valid", "pipeline_data"}
-    assert p["method"] == "port" and p["injected"] == 25 and p["corrected"] == 0
-    assert set(p["classes"]) == {"weights", "calvalue", "drop"}
+    assert t["tmr"] is True and p["tmr"] is False
+    # prog: configuration upsets through the port, pipeline upsets through its test-build hook
+    assert p["method"] == "hook+port" and p["injected"] == 25 and p["corrected"] == 0
+    assert {c: v["method"] for c, v in p["classes"].items()} == {
+        "weights": "port", "calvalue": "port", "drop": "port",
+        "pipeline_valid": "hook", "pipeline_data": "hook"}
     assert sum(c["n_upsets"] for c in p["classes"].values()) == 25
     assert p["unattributed_corrupted_wafers"] == 0 and p["corrupted_wafers"] > 0
-    assert all(c["corrupted_after_restore"] == 0 for c in p["classes"].values())
+    assert all(c["corrupted_after_restore"] == 0 for c in p["classes"].values() if c["method"] == "port")
+    # a pipeline upset costs at most the one wafer in flight
+    assert all(p["classes"][c]["corrupted_per_upset"] <= 1 for c in ("pipeline_valid", "pipeline_data"))
+    assert p["classes"]["pipeline_valid"]["upsets_corrupting"] == p["classes"]["pipeline_valid"]["n_upsets"]
     assert man["metrics"]["seu"] == {fl: {k: seu["flavours"][fl][k] for k in ("injected", "corrected",
                                                                               "corrupted_wafers")}
                                      for fl in ("prog", "prog_tmr")}

@@ -11,7 +11,7 @@ from flow.core.encoder import EncoderWeights, golden_encode
 from flow.core.vectors import golden
 from flow.cosim import seu as S
 from flow.runner import config as C
-from flow.runner.errors import MismatchError
+from flow.runner.errors import ConfigError, MismatchError
 from flow.runner.manifest import StageContext
 
 LB = 9
@@ -20,7 +20,7 @@ N_VEC = 400
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """prog (plain) and prog_tmr (ECONT_SEU_INJECT) built once, a golden-vector file."""
+    """prog and prog_tmr, test builds (ECONT_SEU_INJECT) built once, a golden-vector file."""
     from flow.hdl import flavours as RF
     from flow.rtl import stage as rtl
 
@@ -32,7 +32,7 @@ def models(tmp_path_factory):
         spec = RF.get(fl)
         builds[fl] = tmp / f"build_{fl}"
         S.build(rtl.sources(tmp / "rtl" / fl), spec.top, builds[fl], log=tmp / f"build_{fl}.log",
-                        defines=["ECONT_SEU_INJECT"] if spec.seu_hook else ())
+                        defines=["ECONT_SEU_INJECT"] if spec.seu_hook != "none" else ())
     rng = np.random.default_rng(5)
     words = (rng.integers(0, 128, (N_VEC, 48)) * (rng.random((N_VEC, 48)) < rng.random((N_VEC, 1))))
     cal = rng.integers(1024, 4096, 48)
@@ -49,7 +49,7 @@ def _run(m, fl, upsets, hook):
 
     img = int.from_bytes(m["w"].to_image(), "little")
     bdir = m["builds"][fl]
-    plan = S.make_plan(fl, upsets, hook=hook, vectors=m["vec"], max_vectors=0, latent_bits=LB,
+    plan = S.make_plan(fl, upsets, tmr=RF.get(fl).tmr, vectors=m["vec"], max_vectors=0, latent_bits=LB,
                        config=S.config_writes(img, m["cal"], 3), out=bdir / f"seu_{fl}")
     res = S.run_tb(RF.get(fl).top, bdir, plan, bdir / "plan.json", log=m["tmp"] / f"sim_{fl}.log")
     r, rows = S.analyse(plan, res, {"latent": m["latent"], "sum_code": m["sums"]},
@@ -113,6 +113,47 @@ def test_prog_upsets_corrupt_exactly_the_golden_model_wafers(models):
     assert r["corrected"] == 0 and r["injected"] == 2
 
 
+def test_prog_pipeline_upsets_corrupt_one_wafer_each(models):
+    """Pipeline-register upsets in prog through the test-build hook (no TMR): a stage-1
+    AEin bit corrupts exactly the wafer it holds (the golden encoder on the flipped AEin),
+    an output latent bit that wafer's code in exactly that bit, a cleared valid bit (stage 1
+    or valid_out) loses exactly one wafer; every other wafer is right and in place (outputs
+    matched to wafers by clock), seu_count stays 0."""
+    m = models
+    cls = S.classes(True, LB, True)
+    s1v, s1d, ov, od = cls["pipeline_valid"][0], cls["pipeline_data"][0], cls["pipeline_valid"][1], \
+        cls["pipeline_data"][1]
+    aein_bit, lat_bit = 5 * 8 + 6, 3 * LB + 4                # AEin of TC 5 bit 6; latent 3 bit 4
+    ups = [{"class": "pipeline_data", "bit": s1d[0] + aein_bit, "method": "hook"},
+           {"class": "pipeline_data", "bit": od[0] + lat_bit, "method": "hook"},
+           {"class": "pipeline_valid", "bit": s1v[0], "method": "hook"},
+           {"class": "pipeline_valid", "bit": ov[0], "method": "hook"}]
+    plan, res, r, rows = _run(m, "prog", ups, hook=True)
+    n, start, period = r["n_wafers"], plan["start"], plan["period"]
+    assert period == S.PERIOD_HOOK and r["tmr"] is False and r["method"] == "hook"
+    idx = np.arange(n) % N_VEC
+    want_lat, want_sum = m["latent"][idx].astype(np.int64), m["sums"][idx].astype(np.int64)
+    # upset at clock t: stage 1 stores wafer t flipped, the output register wafer t - 1
+    t0, t1, t2, t3 = (start + i * period for i in range(4))
+    aein = m["aein"][idx[t0]].copy()
+    aein[5] ^= 1 << 6
+    want_lat[t0] = golden_encode(aein[None], m["w"], LB)[0]
+    want_lat[t1 - 1, 3] ^= 1 << 4
+    assert (want_lat[t0] != m["latent"][idx[t0]]).any()   # the chosen AEin bit matters for that wafer
+    lost = {t2, t3 - 1}                                   # stage-1 valid: wafer t2; valid_out: wafer t3 - 1
+    keep = np.array([k for k in range(n) if k not in lost])
+    got_w = res["valid_clocks"] - res["valid_clocks"][0]
+    assert list(got_w) == list(keep)
+    assert np.array_equal(res["latent"].astype(np.int64), want_lat[keep])
+    assert np.array_equal(res["sum_code"].astype(np.int64), want_sum[keep])
+    assert [row["n_corrupted"] for row in rows] == [1, 1, 1, 1]
+    assert [row["first"] for row in rows] == [0, -1, 0, -1]
+    assert r["corrupted_wafers"] == 4 and r["missing_outputs"] == 2 and r["extra_outputs"] == 0
+    assert r["unattributed_corrupted_wafers"] == 0 and r["corrected"] == 0
+    assert S.check_campaign("prog", r) is None
+    assert "no output (valid_out missing)" in " ".join(r["first_corrupted"])
+
+
 def test_tmr_corrects_every_class_and_counts_each_upset(models):
     """The same weight bit, and one bit of every other class, flipped in one TMR copy each:
     no corrupted wafer, seu_count + 1 per upset."""
@@ -137,23 +178,33 @@ def test_plan_classes_and_shares():
     assert S.class_bits(cls["pipeline_data"]) == 48 * 8 + 9 + 16 * LB + 9
     assert list(S.classes(False, LB, True)) == ["weights", "calvalue", "drop"]
     assert S.class_bits(S.classes(True, LB, False)["pipeline_valid"]) == 1
-    ups = S.plan_upsets(103, np.random.default_rng(0), hook=True, latent_bits=LB, fe_reg=True,
+    ups = S.plan_upsets(103, np.random.default_rng(0), hook="all", tmr=True, latent_bits=LB, fe_reg=True,
                         weight_image=0, calvalues=[2048] * 48, drop=3)
     counts = {c: sum(u["class"] == c for u in ups) for c in cls}
     assert sorted(counts.values()) == [20, 20, 21, 21, 21]
     for u in ups:
         assert any(lo <= u["bit"] < hi for lo, hi in cls[u["class"]]) and u["copy"] in (0, 1, 2)
+        assert u["method"] == "hook"
+    # a hook on the pipeline only (prog): configuration classes through the port, no copies
+    mixed = S.plan_upsets(50, np.random.default_rng(2), hook="pipeline", latent_bits=LB, fe_reg=True,
+                          weight_image=0, calvalues=[2048] * 48, drop=3)
+    assert {u["class"]: u["method"] for u in mixed} == {
+        "weights": "port", "calvalue": "port", "drop": "port",
+        "pipeline_valid": "hook", "pipeline_data": "hook"}
+    assert not any("copy" in u for u in mixed)
+    assert S.make_plan("prog", mixed, vectors=Path("v.npz"), max_vectors=0, latent_bits=LB, config=[],
+                       out=Path("o"))["period"] == S.PERIOD_PORT
+    with pytest.raises(ConfigError, match="seu_hook"):
+        S.method_of("weights", "some")
     # port upsets: the bad word differs from the loaded one in exactly the chosen bit
     img = int.from_bytes(EncoderWeights.random(1).to_image(), "little")
-    for u in S.plan_upsets(30, np.random.default_rng(1), hook=False, latent_bits=LB, fe_reg=True,
+    for u in S.plan_upsets(30, np.random.default_rng(1), hook="none", latent_bits=LB, fe_reg=True,
                            weight_image=img, calvalues=list(range(48)), drop=2):
         assert bin(u["good"] ^ u["bad"]).count("1") == 1
         assert (u["addr"], u["good"]) in S.config_writes(img, list(range(48)), 2)
 
 
 def test_config_validates_seu_upsets():
-    from flow.runner.errors import ConfigError
-
     assert C.parse_config({}).cosim.seu_upsets == 0
     default = C.load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
     assert default.cosim.seu_upsets >= 10000 and "prog_tmr" in default.cosim.flavours

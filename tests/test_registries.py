@@ -36,6 +36,12 @@ def test_defaults_and_docs_come_from_the_tables():
     # every registered flavour except the opt-in ones (prog_tmr)
     assert cfg.rtl.flavours == cfg.cosim.flavours == list(RF.default_names()) == ["const", "prog"]
     assert RF.names() == ("const", "prog", "prog_tmr")
+    # the SEU facts: which registers the test-build hook reaches, and who corrects upsets
+    assert all(f.seu_hook in RF.SEU_HOOKS for f in RF.FLAVOURS.values())
+    assert [n for n, f in RF.FLAVOURS.items() if f.tmr] == ["prog_tmr"]
+    assert RF.get("prog_tmr").seu_hook == "all" and RF.get("prog").seu_hook == "pipeline"
+    with pytest.raises(ConfigError, match="seu_hook expected one of"):
+        RF.RtlFlavour("x", "x", True, "m:f", "d", "e", seu_hook="weights")
     assert cfg.autoencoder.losses == list(L.loss_names())
     doc = {line.split(" ", 1)[0]: line for line in C.describe()}
     assert doc["rtl.flavours"].startswith("rtl.flavours (list[str]) = ['const', 'prog']")

@@ -17,11 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from flow.core.testbench import RUN_PY
 from flow.runner.errors import FlowError, SimError
-
-#: the shipped testbench and runner
-TB_DIR = Path(__file__).resolve().parents[1] / "resources" / "handoff"
-RUN_PY = TB_DIR / "run.py"
 
 
 def _env() -> dict[str, str]:

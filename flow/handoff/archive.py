@@ -24,6 +24,7 @@ from flow.core.tb_vectors import cal_from_hex as _cal_from_hex
 from flow.core.tb_vectors import pack_rows as _pack_rows
 from flow.core.tb_vectors import weight_files as _weight_files
 from flow.core.tb_vectors import write_set_files as _write_set_files
+from flow.core.testbench import DIR as TB_DIR
 from flow.core.vectors import golden, read_vectors
 from flow.handoff.docs import interface_md, readme_md, registers_readme, vectors_readme
 from flow.hdl import flavours as RF
@@ -32,8 +33,7 @@ from flow.runner.manifest import git_revision, sha256_file
 
 #: fixed member mtime (2000-01-01 00:00 UTC): the archive bytes depend on content only
 ARCHIVE_MTIME = 946684800
-#: the shipped testbench (``tb/``)
-TB_DIR = Path(__file__).resolve().parents[1] / "resources" / "handoff"
+#: the shipped testbench (``tb/``), files of :data:`flow.core.testbench.DIR`
 TB_FILES = ("run.py", "test_econt_handoff.py", "econt_vectors.py", "requirements.txt")
 EXECUTABLE = ("tb/run.py",)
 #: settings that shape the archive (the self-check ones do not)
@@ -312,8 +312,9 @@ def build_archive(ctx) -> tuple[str, bytes, dict]:
         spec = RF.get(fl)
         fl_rec[fl] = {"top": info["top"], "filelist": f"rtl/{fl}/filelist.f", "files": order,
                       "verilog_lines": info.get("verilog_lines"), "programmable": spec.programmable}
-        if "seu_inj_en" in files[f"rtl/{fl}/{info['top']}.v"].decode():
-            # the TMR flavour's test-build injection hook (`ECONT_SEU_INJECT`): tb/run.py --seu-inject
+        if spec.tmr:
+            # a TMR flavour's test-build injection hook (`ECONT_SEU_INJECT`) corrects every single
+            # upset: tb/run.py --seu-inject checks it
             fl_rec[fl]["seu_inject"] = injection_map(latent_bits, int(itf["latency_cycles"]) == 2)
 
     # ---- vectors and registers

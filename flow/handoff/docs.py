@@ -4,16 +4,14 @@ register map), ``README.md``, ``registers/README.md`` and ``vectors/README.md``,
 ``flow/resources/handoff/*.tmpl``."""
 from __future__ import annotations
 
-from pathlib import Path
 from string import Template
 
 from flow.core.encoder import IMAGE_BITS, N_LATENT
 from flow.core.frontend import AEIN_BITS, CAL_BITS, SUM_BITS, TC_WORD_BITS
 from flow.core.geometry import N_TC
+from flow.core.testbench import DIR as TB_DIR
 from flow.hdl import flavours as RF
 
-#: the document templates (``*.tmpl``)
-TEMPLATES = Path(__file__).resolve().parents[1] / "resources" / "handoff"
 #: data bits of one configuration write (the cfg port of ``INTERFACE.md``)
 CFG_DATA_BITS = 32
 
@@ -151,7 +149,7 @@ are its outputs.
 
 
 def _template(name: str, **values) -> str:
-    return Template((TEMPLATES / name).read_text()).substitute(**values)
+    return Template((TB_DIR / name).read_text()).substitute(**values)
 
 
 def registers_readme(meta: dict, sets: list[dict], defaults) -> str:
@@ -205,9 +203,10 @@ def readme_md(run: str, top: str, meta: dict, sets: list[dict], cosim: dict, pro
     else:
         seu_section = "The cosim stage of this run wrote no SEU results."
     if seu_flavours:
-        seu_section += (f"\n\nFlavour(s) {', '.join(f'`{f}`' for f in seu_flavours)} carry the test-build "
-                        "injection hook (Verilog macro `ECONT_SEU_INJECT`; `INTERFACE.md`): `tb/run.py "
-                        "--seu-inject` builds them a second time with it and runs the `seu_inject` test.")
+        seu_section += (f"\n\nFlavour(s) {', '.join(f'`{f}`' for f in seu_flavours)} triplicate their "
+                        "registers (TMR): `tb/run.py --seu-inject` builds them a second time with the test-build "
+                        "injection hook (Verilog macro `ECONT_SEU_INJECT`; `INTERFACE.md`) and runs the "
+                        "`seu_inject` test (every upset corrected and counted).")
     return _template("README.md.tmpl", run=run, top=top, flavour_rows=fl_rows, seu_section=seu_section,
                      expected_output="\n".join(expected), n_latent=N_LATENT, latent_bits=lb,
                      latency=meta["interface"]["latency_cycles"], set_rows=set_rows, cosim_rows=cos_rows,

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from flow.core.encoder import EncoderWeights
 
 
+#: the values of ``RtlFlavour.seu_hook``: which registers the test-build injection hook reaches
+SEU_HOOKS = ("none", "pipeline", "all")
+
+
 @dataclass(frozen=True)
 class RtlFlavour:
     """One registered RTL flavour."""
@@ -56,15 +60,24 @@ class RtlFlavour:
     """One line: what the flavour is (the top module's header comment, the config docs)."""
     encoder: str
     """How the encoder is built (the "encoder" column of the archive's ``INTERFACE.md``)."""
-    seu_hook: bool = False
-    """Its test build (Verilog macro ``ECONT_SEU_INJECT``) has the SEU injection hook
-    ``seu_inj_*`` (flip one bit of one TMR copy), used by the cosim stage's SEU campaign
-    (``flow/cosim/seu.py``); programmable flavours without it get configuration upsets
-    through the configuration port."""
+    seu_hook: str = "pipeline"
+    """The registers the SEU injection hook ``seu_inj_*`` of its test build (Verilog macro
+    ``ECONT_SEU_INJECT``) reaches: ``"pipeline"`` (the shell's pipeline registers; the SEU
+    campaign, ``flow/cosim/seu.py``, reaches the configuration registers through the
+    configuration port) or ``"all"`` (every register: configuration and pipeline)."""
+    tmr: bool = False
+    """Its registers are triplicated with voters: every single upset is corrected and
+    counted on ``seu_count`` (the SEU campaign's pass criterion, and the handoff self-check's
+    ``seu_inject`` test)."""
     in_defaults: bool = True
     """Part of ``rtl.flavours`` / ``cosim.flavours`` when a config does not list them (and so of
     the ``handoff`` archive, which ships every generated flavour); ``False``: opt-in, generated
     only when a config names it."""
+
+    def __post_init__(self):
+        if self.seu_hook not in SEU_HOOKS:
+            raise ConfigError(f"RTL flavour {self.name!r}: seu_hook expected one of {SEU_HOOKS}, "
+                              f"got {self.seu_hook!r}")
 
     def load_generator(self) -> Callable[[GeneratorInputs], FlavourSources]:
         mod, _, func = self.generator.partition(":")
@@ -123,7 +136,7 @@ FLAVOURS: dict[str, RtlFlavour] = {f.name: f for f in (
         generator="flow.hdl.prog_tmr:generate",
         description="reprogrammable weights in triplicated registers with voters",
         encoder="as prog; configuration and pipeline registers triplicated (TMR, voters, refresh)",
-        seu_hook=True,
+        seu_hook="all", tmr=True,
         # not in the flavours of a config that lists none (tests, small configs): a third
         # Verilator build; configs/default.yaml lists it (its cosim cost: docs/seu.md)
         in_defaults=False),

@@ -784,10 +784,20 @@ def _seu_campaign(up: Upstream, sec: Section) -> None:
         return
     fls = res.get("flavours") or {}
 
+    def tmr(r):                   # seu.json before the pipeline hook of prog: only TMR used the hook
+        return r.get("tmr", r.get("method") == "hook")
+
     def how(r):
-        return ("injection hook, one bit of one TMR copy" if r.get("method") == "hook" else
-                f"configuration word rewritten with one bit inverted, restored {r.get('hold_clocks')} "
+        port = (f"configuration word rewritten with one bit inverted, restored {r.get('hold_clocks')} "
                 "clocks later")
+        hook = ("injection hook, one bit of one TMR copy" if tmr(r)
+                else "injection hook, one pipeline-register bit")
+        return {"hook": hook, "port": port}.get(r.get("method"), f"{port}; pipeline: {hook}")
+
+    def lasts(r, c):
+        m = c.get("method") or r.get("method")
+        return ("persists until reload" if m == "port" else
+                "0 (corrected)" if tmr(r) else "one wafer (next load)")
     sec.add(Para("RTL SEU campaign: random single upsets while the golden vectors stream back to back; "
                  "every output compared with its golden code. "
                  + "; ".join(f"{fl}: {r.get('injected')} upsets ({how(r)}), {r.get('corrupted_wafers')} "
@@ -801,7 +811,7 @@ def _seu_campaign(up: Upstream, sec: Section) -> None:
                          num(c.get("upsets_corrupting")), num(c.get("corrupted_wafers")),
                          num(c.get("corrupted_per_upset"), ".3g"),
                          pct(held, 1, signed=False) if is_num(held) else "",
-                         "persists until reload" if r.get("method") == "port" else "0 (corrected)",
+                         lasts(r, c),
                          num(c.get("corrupted_after_restore")) if c.get("corrupted_after_restore") is not None
                          else "", num(c.get("seu_count_increments"))])
     sec.add(Table("seu-campaign", "RTL SEU campaign per flavour and upset class",
@@ -809,7 +819,8 @@ def _seu_campaign(up: Upstream, sec: Section) -> None:
                    "corrupted wafers per upset", "corrupted while held", "duration",
                    "corrupted after reload", "seu_count increments"], rows,
                   note="prog: each configuration upset is held 16 clocks (16 wafers), then its word is "
-                       "rewritten; in a chip it persists until the configuration is reloaded. "
+                       "rewritten; in a chip it persists until the configuration is reloaded. A pipeline "
+                       "upset (test-build hook) lasts until the register loads the next wafer. "
                        "prog_tmr: pass = 0 corrupted wafers and seu_count = upsets injected."))
 
 

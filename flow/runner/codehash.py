@@ -51,11 +51,9 @@ RESOURCES: dict[str, tuple[str, ...]] = {
     "flow.core.hls_harness": ("flow/resources/hls/*",),    # the compile recipe of those sources (csim)
     "flow.hdl.datapath": ("flow/resources/rtl/*",),
     "flow.report.render": ("flow/resources/report/*",),
-    "flow.handoff.archive": ("flow/resources/handoff/*.py", "flow/resources/handoff/*.txt"),   # tb/
+    # the shipped testbench, SEU testbench and runner: cosim runs them, handoff ships them (tb/)
+    "flow.core.testbench": ("flow/resources/handoff/*.py", "flow/resources/handoff/*.txt"),
     "flow.handoff.docs": ("flow/resources/handoff/*.tmpl",),
-    # the shipped testbench and runner: the cosim stage runs them (one testbench)
-    "flow.cosim.sim": ("flow/resources/handoff/*.py", "flow/resources/handoff/*.txt"),
-    "flow.cosim.seu": ("flow/resources/handoff/test_econt_seu.py",),   # the SEU campaign testbench
 }
 
 

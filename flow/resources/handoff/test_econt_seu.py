@@ -9,11 +9,11 @@ golden model; nothing is computed here), the configuration writes that load
 that file's registers (and, programmable flavours, the weight image), and the
 upsets, each one of
 
-* ``hook``: the test-build injection hook (Verilog macro ``ECONT_SEU_INJECT``,
-  TMR flavour): at one rising edge copy ``copy`` of register bit ``bit``
-  (global index) is stored inverted;
+* ``hook``: the test-build injection hook (Verilog macro ``ECONT_SEU_INJECT``):
+  at one rising edge register bit ``bit`` (global index) is stored inverted,
+  in a TMR flavour in copy ``copy`` (0-2) of the three;
 * ``port``: a configuration-register upset emulated through the
-  configuration port (flavours without the hook): the register word is
+  configuration port (registers the flavour's hook does not reach): the register word is
   rewritten with one bit inverted (``bad``) -- the register then holds exactly
   what an upset would leave in it -- and, ``hold`` clocks later, restored
   (``good``; what a system does when it reloads the configuration).
@@ -95,7 +95,7 @@ async def seu_campaign(dut):
     for i, u in enumerate(upsets):
         t = start + i * period
         if u["method"] == "hook":
-            actions[t] = ("inj", int(u["copy"]), int(u["bit"]))
+            actions[t] = ("inj", int(u.get("copy", 0)), int(u["bit"]))
         else:
             actions[t] = ("cfg", int(u["addr"]), int(u["bad"]))
             actions[t + hold] = ("cfg", int(u["addr"]), int(u["good"]))
@@ -142,12 +142,12 @@ async def seu_campaign(dut):
     cfg_we.value = 0
     if hook:
         inj_en.value = 0
-    for _ in range(4):                                  # drain the pipeline
+    for j in range(4):                                  # drain the pipeline
         await RisingEdge(clk)
         if int(vout.value):
             got_lat.append(lat.value.to_unsigned())
             got_sum.append(msum.value.to_unsigned())
-            got_clk.append(n_clocks)
+            got_clk.append(n_clocks + j)
     wall = time.perf_counter() - t0
     seu_final = dut.seu_count.value.to_unsigned()
 

@@ -18,6 +18,15 @@
 //
 // The encoder sits between enc_aein (this shell's output) and enc_latent
 // (its input) and must be combinational.
+//
+// SEU injection hook (test builds only, `define ECONT_SEU_INJECT): at a rising
+// edge with inj_en high and rst low, the pipeline register bit with global
+// index inj_bit is stored inverted.  The pipeline registers own the indices
+// of the TMR shell's map from INJ_BASE on (docs/rtl_cosim.md): stage-1 valid,
+// stage-1 data {module sum, AEin}, valid_out, {module_sum, latent}; the
+// indices of the configuration registers below them flip nothing here (the
+// SEU campaign reaches those through the configuration port).  Without the
+// macro the registers are exactly the plain ones (the `else branches).
 `timescale 1ns / 1ps
 `default_nettype none
 
@@ -35,11 +44,19 @@ module econt_shell #(
     parameter integer CAL_BASE      = 512,
     parameter integer DROP_ADDR     = 544,
     parameter integer FE_REG        = 1,
+    /* verilator lint_off UNUSEDPARAM */
+    parameter integer INJ_BASE      = 12864,   // hook: global index of CALVALUE bit 0
+    parameter integer INJ_BITS      = 16,
+    /* verilator lint_on UNUSEDPARAM */
     parameter [N_TC*CAL_BITS-1:0] CAL_DEFAULT  = {N_TC{12'd2048}},
     parameter [DROP_BITS-1:0]     DROP_DEFAULT = 2'd3
 ) (
     input  wire                          clk,
     input  wire                          rst,
+`ifdef ECONT_SEU_INJECT
+    input  wire                          inj_en,
+    input  wire [INJ_BITS-1:0]           inj_bit,
+`endif
     // configuration port
     input  wire                          cfg_rst,
     input  wire                          cfg_we,
@@ -59,6 +76,26 @@ module econt_shell #(
     output wire [N_TC*AEIN_BITS-1:0]     enc_aein,
     input  wire [N_LATENT*LATENT_BITS-1:0] enc_latent
 );
+`ifdef ECONT_SEU_INJECT
+    // ---- SEU injection hook: the flip masks of the pipeline registers
+    localparam integer S1_W    = N_TC * AEIN_BITS + SUM_BITS;
+    localparam integer OUT_W   = N_LATENT * LATENT_BITS + SUM_BITS;
+    localparam integer OFF_S1V = INJ_BASE + N_TC * CAL_BITS + DROP_BITS;
+    localparam integer OFF_S1D = OFF_S1V + 1;
+    localparam integer OFF_OV  = OFF_S1D + S1_W;
+    localparam integer OFF_OD  = OFF_OV + 1;
+    // index relative to a register's first bit (below it the difference wraps to >= 2^INJ_BITS)
+    wire [INJ_BITS:0] rel_s1d  = {1'b0, inj_bit} - (INJ_BITS + 1)'(OFF_S1D);
+    wire [INJ_BITS:0] rel_od   = {1'b0, inj_bit} - (INJ_BITS + 1)'(OFF_OD);
+    wire              on       = inj_en && !rst;
+    /* verilator lint_off UNUSEDSIGNAL */      // FE_REG = 0: no stage-1 registers
+    wire              s1v_flip = on && ({1'b0, inj_bit} == (INJ_BITS + 1)'(OFF_S1V));
+    wire [S1_W-1:0]   s1d_flip = S1_W'(on && (rel_s1d < (INJ_BITS + 1)'(S1_W))) << rel_s1d;
+    /* verilator lint_on UNUSEDSIGNAL */
+    wire              ov_flip  = on && ({1'b0, inj_bit} == (INJ_BITS + 1)'(OFF_OV));
+    wire [OUT_W-1:0]  od_flip  = OUT_W'(on && (rel_od < (INJ_BITS + 1)'(OUT_W))) << rel_od;
+`endif
+
     // ---- configuration registers
     wire [N_TC*CAL_BITS-1:0] calvalues;
     wire [DROP_BITS-1:0]     drop;
@@ -101,6 +138,16 @@ module econt_shell #(
             reg                       v;
             reg [N_TC*AEIN_BITS-1:0]  aein_q;
             reg [SUM_BITS-1:0]        sum_q;
+`ifdef ECONT_SEU_INJECT
+            always @(posedge clk) begin
+                if (rst) v <= 1'b0;
+                else     v <= valid_in ^ s1v_flip;
+                if (valid_in)
+                    {sum_q, aein_q} <= {fe_sum, fe_aein} ^ s1d_flip;
+                else                                    // the held wafer (flipped or not)
+                    {sum_q, aein_q} <= {sum_q, aein_q} ^ s1d_flip;
+            end
+`else
             always @(posedge clk) begin
                 if (rst) v <= 1'b0;
                 else     v <= valid_in;
@@ -109,6 +156,7 @@ module econt_shell #(
                     sum_q  <= fe_sum;
                 end
             end
+`endif
             assign s1_valid = v;
             assign enc_aein = aein_q;
             assign s1_sum   = sum_q;
@@ -126,11 +174,19 @@ module econt_shell #(
             latent     <= {(N_LATENT * LATENT_BITS){1'b0}};
             module_sum <= {SUM_BITS{1'b0}};
         end else begin
+`ifdef ECONT_SEU_INJECT
+            valid_out <= s1_valid ^ ov_flip;
+            if (s1_valid)
+                {module_sum, latent} <= {s1_sum, enc_latent} ^ od_flip;
+            else                                        // the held output (flipped or not)
+                {module_sum, latent} <= {module_sum, latent} ^ od_flip;
+`else
             valid_out <= s1_valid;
             if (s1_valid) begin
                 latent     <= enc_latent;
                 module_sum <= s1_sum;
             end
+`endif
         end
     end
 endmodule
