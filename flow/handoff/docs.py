@@ -204,9 +204,9 @@ def readme_md(run: str, top: str, meta: dict, sets: list[dict], cosim: dict, pro
         seu_section = "The cosim stage of this run wrote no SEU results."
     if seu_flavours:
         seu_section += (f"\n\nFlavour(s) {', '.join(f'`{f}`' for f in seu_flavours)} triplicate their "
-                        "registers (TMR): `tb/run.py --seu-inject` builds them a second time with the test-build "
-                        "injection hook (Verilog macro `ECONT_SEU_INJECT`; `INTERFACE.md`) and runs the "
-                        "`seu_inject` test (every upset corrected and counted).")
+                        "registers (TMR): `tb/run.py --seu-inject` builds them a second time with the "
+                        "test-build injection hook (Verilog macro `ECONT_SEU_INJECT`; `INTERFACE.md`) and "
+                        "runs the `seu_inject` test (every upset corrected and counted).")
     return _template("README.md.tmpl", run=run, top=top, flavour_rows=fl_rows, seu_section=seu_section,
                      expected_output="\n".join(expected), n_latent=N_LATENT, latent_bits=lb,
                      latency=meta["interface"]["latency_cycles"], set_rows=set_rows, cosim_rows=cos_rows,
