@@ -32,7 +32,7 @@ def models(tmp_path_factory):
         spec = RF.get(fl)
         builds[fl] = tmp / f"build_{fl}"
         S.build(rtl.sources(tmp / "rtl" / fl), spec.top, builds[fl], log=tmp / f"build_{fl}.log",
-                        defines=["ECONT_SEU_INJECT"] if spec.seu_hook != "none" else ())
+                        defines=["ECONT_SEU_INJECT"])
     rng = np.random.default_rng(5)
     words = (rng.integers(0, 128, (N_VEC, 48)) * (rng.random((N_VEC, 48)) < rng.random((N_VEC, 1))))
     cal = rng.integers(1024, 4096, 48)
@@ -198,8 +198,11 @@ def test_plan_classes_and_shares():
         S.method_of("weights", "some")
     # port upsets: the bad word differs from the loaded one in exactly the chosen bit
     img = int.from_bytes(EncoderWeights.random(1).to_image(), "little")
-    for u in S.plan_upsets(30, np.random.default_rng(1), hook="none", latent_bits=LB, fe_reg=True,
-                           weight_image=img, calvalues=list(range(48)), drop=2):
+    ups = S.plan_upsets(50, np.random.default_rng(1), hook="pipeline", latent_bits=LB, fe_reg=True,
+                        weight_image=img, calvalues=list(range(48)), drop=2)
+    port = [u for u in ups if u["method"] == "port"]
+    assert len(port) == 30
+    for u in port:
         assert bin(u["good"] ^ u["bad"]).count("1") == 1
         assert (u["addr"], u["good"]) in S.config_writes(img, list(range(48)), 2)
 

@@ -173,7 +173,7 @@ def method_of(cls: str, hook: str) -> str:
     (:data:`flow.hdl.flavours.SEU_HOOKS`): ``"hook"`` or ``"port"``."""
     if hook not in SEU_HOOKS:
         raise ConfigError(f"seu_hook: expected one of {SEU_HOOKS}, got {hook!r}")
-    return "hook" if hook == "all" or (hook == "pipeline" and cls not in CONFIG_CLASSES) else "port"
+    return "hook" if hook == "all" or cls not in CONFIG_CLASSES else "port"
 
 
 def plan_upsets(n: int, rng: np.random.Generator, *, hook: str, latent_bits: int, fe_reg: bool,
@@ -182,7 +182,7 @@ def plan_upsets(n: int, rng: np.random.Generator, *, hook: str, latent_bits: int
     classes), bits uniform within a class; ``hook``: the registers the flavour's hook
     reaches (:func:`method_of`); ``tmr``: hook upsets also draw the TMR copy (0-2).
     Shuffled, so that the classes interleave in time."""
-    cls = classes(hook != "none", latent_bits, fe_reg)
+    cls = classes(True, latent_bits, fe_reg)
     names = list(cls)
     share = [n // len(names) + (i < n % len(names)) for i in range(len(names))]
     ups = []
@@ -311,7 +311,7 @@ def analyse(plan: dict, res: dict, vectors: dict, *, bits: dict[str, int] | None
     out_of[w_ok] = np.flatnonzero(ok)
     owner = (np.arange(n_in) - (start - 1)) // period
     owner[(owner < 0) | (owner >= n_up)] = -1
-    tmr = bool(plan.get("tmr", all(u["method"] == "hook" for u in ups)))
+    tmr = bool(plan["tmr"])
     rows = []
     first_bad = []
     seu = np.asarray(res.get("seu_count", np.zeros(n_up)), np.int64)
@@ -432,10 +432,10 @@ def save_rows(rows: list[dict], path: Path) -> None:
 
 def run_in_stage(ctx, *, rtl_dir: Path, meta: dict, vec_path: Path, weights_image: Path, latent_bits: int,
                  echo=print) -> dict | None:
-    """The cosim stage's campaign (``cosim.seu_upsets`` per programmable flavour): builds the
-    hook flavours' test build, reuses the other flavours' cosim build, writes
-    ``cosim/seu.json``, sets the ``seu`` metric; raises :class:`MismatchError` if a TMR
-    flavour corrupts a wafer or miscounts."""
+    """The cosim stage's campaign (``cosim.seu_upsets`` per programmable flavour): builds each
+    flavour's test build (``ECONT_SEU_INJECT``), writes ``cosim/seu.json``, sets the ``seu``
+    metric; raises :class:`MismatchError` if a TMR flavour corrupts a wafer or miscounts, or
+    a campaign on another flavour breaks its invariants (:func:`check_campaign`)."""
     from flow.core.vectors import read_vectors
     from flow.hdl import flavours as RF
     from flow.runner.atomic import atomic_write_json
@@ -459,21 +459,12 @@ def run_in_stage(ctx, *, rtl_dir: Path, meta: dict, vec_path: Path, weights_imag
     fail = []
     for k, fl in enumerate(fls):
         spec = RF.get(fl)
-        hook = spec.seu_hook != "none"
-        # a flavour without a hook: the cosim stage's build of the shipped testbench (run.py
-        # --build-dir <work>/sim_build, one directory per flavour) is reused when it is there
-        cosim_build = ctx.checkpoint_dir / "sim_build" / fl / "sim_build" / fl
-        bdir = cosim_build if not hook and (cosim_build / spec.top).exists() else \
-            ctx.checkpoint_dir / "sim_build" / f"{fl}_seu"
-        build_s = 0.0
-        if hook or not (bdir / spec.top).exists():
-            build_s = build(_sources(rtl_dir / fl), spec.top, bdir, opt=s.verilator_opt,
-                            jobs=s.build_jobs, log=logs / f"build_{fl}_seu.log",
-                            defines=["ECONT_SEU_INJECT"] if hook else ())
-            what = "ECONT_SEU_INJECT" if hook else "plain"
-            echo(f"[cosim] {fl}: SEU test build ({what}) in {build_s:.1f} s")
+        bdir = ctx.checkpoint_dir / "sim_build" / f"{fl}_seu"
+        build_s = build(_sources(rtl_dir / fl), spec.top, bdir, opt=s.verilator_opt, jobs=s.build_jobs,
+                        log=logs / f"build_{fl}_seu.log", defines=["ECONT_SEU_INJECT"])
+        echo(f"[cosim] {fl}: SEU test build (ECONT_SEU_INJECT) in {build_s:.1f} s")
         rng = np.random.default_rng([ctx.seed, 17, k])
-        cls = classes(hook, latent_bits, fe_reg)
+        cls = classes(True, latent_bits, fe_reg)
         ups = plan_upsets(s.seu_upsets, rng, hook=spec.seu_hook, tmr=spec.tmr, latent_bits=latent_bits,
                           fe_reg=fe_reg, weight_image=img, calvalues=v["calvalues"], drop=int(v["drop"]))
         plan = make_plan(fl, ups, tmr=spec.tmr, vectors=vec_path, max_vectors=max_vec,

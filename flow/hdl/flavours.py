@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 
 #: the values of ``RtlFlavour.seu_hook``: which registers the test-build injection hook reaches
-SEU_HOOKS = ("none", "pipeline", "all")
+#: (every top built with :func:`flow.hdl.top.top_source` has the hook, at least on the pipeline)
+SEU_HOOKS = ("pipeline", "all")
 
 
 @dataclass(frozen=True)

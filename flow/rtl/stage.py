@@ -261,9 +261,9 @@ def build_rtl(out: Path, weights: EncoderWeights, settings, *, latent_bits: int,
         t1 = time.perf_counter()
         lint(files, info["top"], logs / f"lint_{fl}.log")
         info["lint"] = "clean (verilator --lint-only -Wall)"
-        if RF.get(fl).seu_hook != "none":   # its test build with the SEU injection hook, too
-            lint(files, info["top"], logs / f"lint_{fl}_seu_inject.log", defines=["ECONT_SEU_INJECT"])
-            info["lint"] += "; test build (ECONT_SEU_INJECT) clean too"
+        # its test build with the SEU injection hook (every top has one), too
+        lint(files, info["top"], logs / f"lint_{fl}_seu_inject.log", defines=["ECONT_SEU_INJECT"])
+        info["lint"] += "; test build (ECONT_SEU_INJECT) clean too"
         info["lint_s"] = round(time.perf_counter() - t1, 2)
         if settings.yosys_check:
             t1 = time.perf_counter()

@@ -591,8 +591,9 @@ class CosimConfig(Section):
     seu_upsets: int = Field(0, ge=0, le=60000)
     """Random single upsets of the RTL SEU campaign per programmable flavour (``prog``:
     configuration-register upsets through the configuration port, each held 16 clocks then
-    rewritten; ``prog_tmr``: its test build's injection hook, every upset must be corrected
-    and counted); 0: no campaign (``flow/cosim/seu.py``, ``docs/seu.md``; the default config
+    rewritten, and pipeline-register upsets through its test build's injection hook;
+    ``prog_tmr``: every upset through the hook, each must be corrected and counted);
+    0: no campaign (``flow/cosim/seu.py``, ``docs/seu.md``; the default config
     asks for 10000, the smoke config for 200).  At most 60000: ``seu_count`` is 16 bits wide."""
     seu_sensitivity: SeuSensitivityConfig = Field(default_factory=SeuSensitivityConfig)
     """Weight-bit SEU sensitivity and selective TMR (golden model, no RTL)."""
