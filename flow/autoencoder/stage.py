@@ -26,7 +26,7 @@ Outputs (``build/<run>/autoencoder/``):
   ``weights.mem`` ($readmemh), ``weights.npz`` (codes per layer);
 * ``encoder.json`` (:mod:`flow.core.encoder_file`): latent width, number formats and the
   sha256 of ``weights.bin``, what every later stage reads about the encoder.
-* ``elinks/<n>/{weights.bin,encoder.json}``: the exported loss's encoder for every other
+* ``elinks/<n>/{weights.bin,encoder.json,encoder.h5}``: the exported loss's encoder for every other
   eLink budget ``n`` of ``autoencoder.elinks`` (its latent width, trained under the same
   rule, from the exported model or from scratch), its models in
   ``models/<export_loss>_<n>elinks/seed<i>/``; ``elinks.json`` (= the ``elinks`` metric):
@@ -498,7 +498,8 @@ def _train_elinks(ctx, s, plan, exported, test, emd_path, ck_root, use_ray, per_
 
 
 def _finish_elinks(ctx, s, elinks: dict) -> None:
-    """Export every other budget's encoder (``elinks/<n>/weights.bin`` + ``encoder.json``),
+    """Export every other budget's encoder (``elinks/<n>/weights.bin``, ``encoder.json``,
+    ``encoder.h5``),
     ``elinks.json`` and the ``elinks`` metric (budget -> latent bits, median EMD, epochs,
     converged); a budget that hit the epoch cap is flagged like a compared model."""
     from flow.core.encoder_file import ELINK_DIR
@@ -510,6 +511,7 @@ def _finish_elinks(ctx, s, elinks: dict) -> None:
             d.mkdir(parents=True, exist_ok=True)
             w = E.EncoderWeights.from_keras(r["t"].enc)
             write_encoder(d, w, r["latent_bits"])
+            r["t"].enc.save(d / "encoder.h5")     # the QKeras model convert turns into hls4ml projects
         table[str(n)] = {k: (v if k != "golden" else {"n_total": v["n_total"], "n_mismatch": v["n_mismatch"]})
                          for k, v in r.items() if k != "t"}
     atomic_write_json(ctx.out / "elinks.json", table)

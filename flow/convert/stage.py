@@ -13,7 +13,10 @@
 * ``hls_projects/<backend>/``: one hls4ml project per backend, with our front
   end, ``econt_top`` wrapper, csim testbench and a README;
 * ``projects.json``: per backend the project path, layer precisions, timings;
-* ``logs/convert_<backend>.log``: the hls4ml child process output.
+* ``logs/convert_<backend>.log``: the hls4ml child process output;
+* per other eLink budget ``n`` the autoencoder exported (``autoencoder.elinks``):
+  ``elinks/<n>/vectors.npz`` and ``elinks/<n>/hls_projects/<backend>/`` for that
+  budget's encoder and latent width, listed in ``elinks.json``.
 """
 from __future__ import annotations
 
@@ -25,12 +28,12 @@ import numpy as np
 from flow.convert.hls import BACKENDS, convert_backend, finish_project
 from flow.core import encoder as E
 from flow.core.dataset import read_split, split_file
-from flow.core.encoder_file import load_encoder
+from flow.core.encoder_file import ELINK_DIR, ELINKS_JSON, budget_encoders, load_encoder
 from flow.core.frontend import CAL_BITS, CAL_UNITY, CALQ_BITS, FrontEnd
 from flow.core.geometry import N_TC, to_8x8
 from flow.core.vectors import KIND, KIND_NAMES, MAX_WORD, VECTOR_DTYPES, golden_vectors, write_vectors
 from flow.runner.atomic import atomic_write_json
-from flow.runner.errors import FlowError, MismatchError
+from flow.runner.errors import FlowError, MismatchError, StageInputError
 
 #: at most this fraction of cells is hit in a random sparse wafer
 SPARSE_MAX_OCCUPANCY = 0.3
@@ -304,15 +307,57 @@ def run(ctx) -> None:
     # on failure the runner keeps logs/ in build/<run>/convert.failed/
     projects, times = _convert_all(ctx, ae, tb, latent_bits, weights_sha)
     atomic_write_json(out / "projects.json", {"projects": projects, "weights_sha256": weights_sha})
+    budgets = _convert_budgets(ctx, ae, main, drop, calvalues)
 
     ctx.metrics.update({"n_vectors": n_vec, "counts": meta["files"]["vectors.npz"]["counts"],
                         "test_set": meta["test_set"], "vectors_s": round(t_vec, 3),
                         "convert_s": times, "latent_bits": latent_bits, "backends": list(projects)})
+    if budgets:
+        ctx.metrics["elinks"] = budgets
     ctx.add_summary("golden vectors", ", ".join(f"{k}: {v}" for k, v in n_vec.items()))
     ctx.add_summary("test-set wafers", f"{meta['test_set']['used']} of {meta['test_set']['test_wafers']}")
     ctx.add_summary("vector generation", f"{t_vec:.1f} s")
     for backend, t in times.items():
         ctx.add_summary(f"hls4ml {backend}", f"{t:.1f} s -> hls_projects/{backend}")
+    for n, b in budgets.items():
+        ctx.add_summary(f"{n} eLinks ({b['latent_bits']}-bit latents)",
+                        f"{b['n_vectors']} golden vectors, hls4ml {', '.join(b['projects'])} -> {b['dir']}/")
+
+
+def _convert_budgets(ctx, ae, main: dict, drop: int, calvalues) -> dict:
+    """The same for the encoder of every other eLink budget the autoencoder exported
+    (:func:`flow.core.encoder_file.budget_encoders`): ``elinks/<n>/vectors.npz`` (the words
+    and kinds of ``vectors.npz``, expectations from that budget's encoder and latent width),
+    ``elinks/<n>/hls_projects/<backend>/`` from ``autoencoder/elinks/<n>/encoder.h5``, and
+    ``elinks.json`` (= the ``elinks`` metric): ``{n: latent_bits, weights_sha256, dir,
+    n_vectors, projects}``.  No register variants: those test the front end and the
+    configuration port, which do not depend on the latent width."""
+    s, out = ctx.settings, ctx.out
+    table = {}
+    for n, enc in budget_encoders(ae).items():
+        d = ELINK_DIR.format(n=n)
+        sub = out / d
+        sub.mkdir(parents=True, exist_ok=True)
+        v = golden_vectors(main["words"], main["kind"], enc.weights, drop=drop, calvalues=calvalues,
+                           latent_bits=enc.latent_bits)
+        write_vectors(sub / "vectors.npz", v)
+        projects = {}
+        for backend in dict.fromkeys(s.backends):
+            info = convert_backend(backend, model=ae.path(f"{d}/encoder.h5"), weights_image=enc.weights_path,
+                                   projects_dir=sub / "hls_projects", settings=s, latent_bits=enc.latent_bits,
+                                   log=out / "logs" / f"convert_{backend}_{n}elinks.log")
+            if info["latent_bits"] != enc.latent_bits:
+                raise StageInputError(f"autoencoder/{d}/encoder.h5 has {info['latent_bits']}-bit latents, "
+                                      f"its encoder.json {enc.latent_bits}; rerun `make autoencoder`")
+            finish_project(sub / "hls_projects" / backend, backend, info, s, enc.latent_bits,
+                           enc.weights_sha256, "-O2")
+            projects[backend] = {"path": f"{d}/hls_projects/{backend}", "convert_s": info["wall_s"]}
+        table[str(n)] = {"latent_bits": enc.latent_bits, "weights_sha256": enc.weights_sha256, "dir": d,
+                         "vectors": f"{d}/vectors.npz", "n_vectors": int(len(v["words"])),
+                         "projects": projects}
+    if table:
+        atomic_write_json(out / ELINKS_JSON, table)
+    return table
 
 
 # -------------------------------------------------------------------- bench

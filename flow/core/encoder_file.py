@@ -113,3 +113,49 @@ def load_encoder(ae) -> Encoder:
     """The encoder of a verified ``autoencoder`` artifact (:class:`flow.runner.manifest.Verified`):
     both files must be among its recorded outputs."""
     return read_encoder(ae.path(ENCODER_JSON), ae.path(WEIGHTS_BIN))
+
+
+ELINKS_JSON = "elinks.json"
+
+
+def budget_encoders(ae) -> dict[int, Encoder]:
+    """The encoders the ``autoencoder`` stage exported for the eLink budgets other than the
+    main one (``elinks.json`` entries with ``trained``: ``elinks/<n>/encoder.json`` +
+    ``weights.bin``), ``{n_elinks: Encoder}`` in increasing ``n``; empty when the stage trained
+    none.  Each must have the latent width of its budget (:data:`ELINK_LATENT_BITS`), else a
+    :class:`~flow.runner.errors.StageInputError` names both."""
+    if ELINKS_JSON not in ae.manifest["outputs"]:
+        return {}
+    path = ae.path(ELINKS_JSON)
+    try:
+        table = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise StageInputError(f"{path} is not valid JSON ({err}); {RERUN}") from None
+    out: dict[int, Encoder] = {}
+    for key, rec in sorted(table.items(), key=lambda kv: int(kv[0])):
+        n = int(key)
+        if n not in ELINK_LATENT_BITS:
+            raise StageInputError(f"{path}: eLink budget {key!r}: expected one of "
+                                  f"{sorted(ELINK_LATENT_BITS)}; {RERUN}")
+        if not rec.get("trained"):
+            continue                       # the main encoder (weights.bin) serves this budget
+        d = ELINK_DIR.format(n=n)
+        enc = read_encoder(ae.path(f"{d}/{ENCODER_JSON}"), ae.path(f"{d}/{WEIGHTS_BIN}"))
+        if enc.latent_bits != ELINK_LATENT_BITS[n]:
+            raise StageInputError(f"{d}/{ENCODER_JSON}: the {n}-eLink budget needs "
+                                  f"{ELINK_LATENT_BITS[n]}-bit latents, the encoder has "
+                                  f"{enc.latent_bits}; {RERUN}")
+        out[n] = enc
+    return out
+
+
+def budget_table(stage) -> dict:
+    """The ``elinks.json`` of a verified stage artifact (autoencoder, convert, rtl: what it made
+    for each other eLink budget, keyed by the budget as a string), ``{}`` when it wrote none."""
+    if ELINKS_JSON not in stage.manifest["outputs"]:
+        return {}
+    path = stage.path(ELINKS_JSON)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise StageInputError(f"{path} is not valid JSON ({err}); rerun the stage that wrote it") from None

@@ -34,6 +34,8 @@ VECTOR_DTYPES = {"words": np.uint8, "calvalues": np.uint16, "drop": np.int64, "a
 #: every array of a vector file: the contract plus the kind legend
 FILE_DTYPES = {**VECTOR_DTYPES, "kind_names": STR}
 MAX_WORD = 127
+#: the per-vector arrays (the others are the registers and the kind legend)
+ROW_ARRAYS = ("words", "aein", "latent", "sum_code", "kind")
 #: wafers per front end + encoder call of :func:`golden` (bounds the memory)
 GOLDEN_CHUNK = 50_000
 
@@ -101,3 +103,29 @@ def read_vectors(path: str | Path) -> dict[str, np.ndarray]:
     v = read_npz(path, FILE_DTYPES, what="golden-vector file")
     check_vectors(v, str(path))
     return v
+
+
+def select_spread(kind: np.ndarray, budget: int) -> np.ndarray:
+    """Sorted indices of at most ``budget`` vectors, spread evenly over the kinds:
+    kinds smaller than their share whole, the others evenly spaced within the kind
+    (deterministic, no random numbers).  ``budget`` 0: everything."""
+    kind = np.asarray(kind)
+    n = len(kind)
+    if budget <= 0 or budget >= n:
+        return np.arange(n)
+    groups = sorted((np.flatnonzero(kind == k) for k in np.unique(kind)), key=len)
+    take, left = [], budget
+    for g_i, g in enumerate(groups):
+        share = left // (len(groups) - g_i)
+        m = min(len(g), share)
+        if m >= len(g):
+            take.append(g)
+        elif m > 0:
+            take.append(g[np.unique(np.linspace(0, len(g) - 1, m).round().astype(np.int64))])
+        left -= min(len(g), m)
+    return np.sort(np.concatenate(take)) if take else np.zeros(0, np.int64)
+
+
+def subset(v: dict[str, np.ndarray], idx) -> dict[str, np.ndarray]:
+    """The vector file ``v`` restricted to the rows ``idx`` (registers and legend kept)."""
+    return {k: (a[idx] if k in ROW_ARRAYS else a) for k, a in v.items()}

@@ -20,6 +20,8 @@ on success the stage runs Yosys and writes::
     cosim/<flavour>/<flavour>_results.json the testbench's own results
     cosim/seu.json                         the RTL SEU campaign (``cosim.seu_upsets``, flow/cosim/seu.py)
     cosim/seu/                             per-upset rows; weight-bit sensitivity (flow/cosim/sensitivity.py)
+    cosim/elinks/<n>/<flavour>/            the same phases for each other eLink budget's encoder and RTL
+                                           (report.json "elinks", metrics ``<flavour>@<n>elinks``)
     cosim/logs/                            Verilator build, simulation and Yosys logs
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 
 from flow.core.encoder import EncoderWeights
-from flow.core.encoder_file import load_encoder
+from flow.core.encoder_file import ELINK_DIR, budget_encoders, budget_table, load_encoder
 from flow.core.tb_vectors import cal_from_hex as _cal_from_hex
 from flow.core.tb_vectors import check_address_map
 from flow.core.vectors import read_vectors
@@ -257,6 +259,14 @@ def _markdown(report: dict) -> str:
                x.get("CARRY4", "-"), g.get("gates", "-"), g.get("transistors", "-"),
                g.get("logic_depth_gates", "-"), _area(a)]
         lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    for n, per in report.get("elinks", {}).items():
+        for fl, r in per["flavours"].items():
+            lat = r.get("latency_cycles")
+            row = [budget_key(fl, n), r["n_total"], r["n_mismatch"],
+                   f"{lat} clk = {lat * report['clock_ns']:g} ns" if lat else "-",
+                   r.get("ii_cycles") or "-", r.get("stream_wafers_per_s") or "-", r["build_s"],
+                   *["(main build only)"] * (len(cols) - 7)]
+            lines.append("| " + " | ".join(str(v) for v in row) + " |")
     lines.append("")
     if report.get("yosys_version"):
         lines += [f"Resources: {report['yosys_version']} (pyosys)."
@@ -284,7 +294,7 @@ def _markdown(report: dict) -> str:
 
 def _mismatch_message(report: dict, where: Path) -> str:
     parts = []
-    for fl, r in report["flavours"].items():
+    for fl, r in every_result(report).items():
         for name, p in r.get("phases", {}).items():
             if p["n_mismatch"]:
                 first = "; ".join(f"#{m['index']} {m['field']} expected {m['expected']} got {m['got']}"
@@ -292,6 +302,86 @@ def _mismatch_message(report: dict, where: Path) -> str:
                 parts.append(f"{fl}/{name}: {p['n_mismatch']} of {p['n_total']} wafers differ ({first})")
     return ("RTL cosimulation found mismatches against the golden model:\n  " + "\n  ".join(parts)
             + f"\nfull report: {where}")
+
+
+def _timing(res: dict) -> dict:
+    """``res`` with the measured latency, II and stream throughput at its top level."""
+    st = res["phases"].get("stream", {})
+    res["latency_cycles"] = res.get("checks", {}).get("latency", {}).get("latency_cycles")
+    res["ii_cycles"] = st.get("ii_cycles")
+    res["stream_wafers_per_s"] = st.get("wafers_per_s")
+    return res
+
+
+def budget_key(flavour: str, n: int | str) -> str:
+    """The name of a flavour's result for the encoder of ``n`` eLinks (report rows, metrics)."""
+    return f"{flavour}@{n}elinks"
+
+
+def every_result(report: dict) -> dict:
+    """Every simulated design of the report: the flavours, then each flavour per other eLink
+    budget under :func:`budget_key`."""
+    out = dict(report["flavours"])
+    for n, per in report.get("elinks", {}).items():
+        out.update({budget_key(fl, n): r for fl, r in per["flavours"].items()})
+    return out
+
+
+
+def simulate_budgets(ctx, s, rtl_dir: Path, build_root: Path, *, default_cal, default_drop: int,
+                     echo=print) -> dict:
+    """Every flavour of ``cosim.flavours`` for the encoder of each other eLink budget the
+    autoencoder exported: the rtl stage's ``elinks/<n>/<flavour>/`` on ``cosim.elinks_vectors``
+    of convert's ``elinks/<n>/vectors.npz`` (spread over the kinds), the testbench's corner
+    wafers, a reload and the default registers, expectations from that budget's
+    ``encoder.json`` + ``weights.bin``.  No SEU campaign and no Yosys (the main build's).
+    Returns ``{n: {latent_bits, n_vectors, flavours: {flavour: result}}}``; outputs in
+    ``elinks/<n>/<flavour>/`` and ``elinks/<n>/logs/``."""
+    from flow.core.vectors import select_spread, subset, write_vectors
+
+    encs = budget_encoders(ctx.upstream["autoencoder"])
+    if not encs:
+        return {}
+    rtl_b = budget_table(ctx.upstream["rtl"])
+    conv_b = budget_table(ctx.upstream["convert"])
+    quick = s.model_copy(update={"max_vectors": 0, "min_wafers": 0, "bubbles": min(s.bubbles, 500),
+                                 "reload": min(s.reload, 500)})
+    out = {}
+    for n, enc in encs.items():
+        key = str(n)
+        for stage, table in (("rtl", rtl_b), ("convert", conv_b)):
+            if table.get(key, {}).get("latent_bits") != enc.latent_bits:
+                got = f"{table[key]['latent_bits']}-bit latents" if key in table else "nothing"
+                raise StageInputError(f"the autoencoder exported a {enc.latent_bits}-bit encoder for {n} "
+                                      f"eLinks, the {stage} stage has {got} for that budget; "
+                                      f"rerun `make {stage}`")
+        d = ELINK_DIR.format(n=n)
+        bmeta = json.loads(ctx.upstream["rtl"].path(f"{d}/rtl.json").read_text())
+        missing = [fl for fl in s.flavours if fl not in bmeta["flavours"]]
+        if missing:
+            raise StageInputError(f"rtl/{d}: no {missing} for the {n}-eLink encoder (it has "
+                                  f"{sorted(bmeta['flavours'])}); rerun `make rtl`")
+        v = read_vectors(ctx.upstream["convert"].path(conv_b[key]["vectors"]))
+        work = build_root / f"elinks_{n}"
+        work.mkdir(parents=True, exist_ok=True)
+        vec = work / "vectors.npz"
+        write_vectors(vec, subset(v, select_spread(v["kind"], s.elinks_vectors)))
+        logs = ctx.out / d / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        per = {}
+        for fl in s.flavours:
+            for rel in ("filelist.f", *bmeta["flavours"][fl]["files"]):
+                ctx.upstream["rtl"].path(f"{d}/{fl}/{rel}")         # declared outputs of the rtl stage
+            res = simulate(fl, rtl_dir / d, ctx.out / d / fl, work / fl, logs, weights=enc.weights,
+                           latent_bits=enc.latent_bits, calvalues=v["calvalues"], drop=int(v["drop"]),
+                           default_calvalues=default_cal, default_drop=default_drop, vectors=vec,
+                           settings=quick, seed=ctx.seed,
+                           latency_cycles=int(bmeta["interface"]["latency_cycles"]),
+                           clock_ns=float(bmeta["interface"]["clock_ns"]), echo=echo)
+            per[fl] = _timing(res)
+            shutil.rmtree(work / fl, ignore_errors=True)               # the Verilator model
+        out[key] = {"latent_bits": enc.latent_bits, "n_vectors": int(len(v["words"])), "flavours": per}
+    return out
 
 
 def run(ctx) -> None:
@@ -338,17 +428,19 @@ def run(ctx) -> None:
                        default_calvalues=default_cal, default_drop=default_drop, vectors=vec_path,
                        settings=s, seed=ctx.seed, extra_vectors=extra,
                        latency_cycles=int(meta["interface"]["latency_cycles"]), clock_ns=clock_ns)
-        st = res["phases"].get("stream", {})
-        res["latency_cycles"] = res.get("checks", {}).get("latency", {}).get("latency_cycles")
-        res["ii_cycles"] = st.get("ii_cycles")
-        res["stream_wafers_per_s"] = st.get("wafers_per_s")
-        report["flavours"][fl] = res
+        report["flavours"][fl] = _timing(res)
 
-    bad = any(r["n_mismatch"] for r in report["flavours"].values())
-    failed = {fl: _failures(r) for fl, r in report["flavours"].items() if _failures(r)}
+    # ---- the encoder of every other eLink budget: that budget's RTL on its vectors
+    budgets = simulate_budgets(ctx, s, rtl_dir, build_root, default_cal=default_cal,
+                               default_drop=default_drop)
+    if budgets:
+        report["elinks"] = budgets
+    checked = every_result(report)
+    bad = any(r["n_mismatch"] for r in checked.values())
+    failed = {fl: _failures(r) for fl, r in checked.items() if _failures(r)}
     # the measured timing must be what the rtl stage documents
     want_lat = meta["interface"]["latency_cycles"]
-    for fl, r in report["flavours"].items():
+    for fl, r in checked.items():
         if r["latency_cycles"] != want_lat or r["ii_cycles"] != 1:
             failed.setdefault(fl, []).append(
                 f"measured latency {r['latency_cycles']} clk / II {r['ii_cycles']}, but rtl.json "
@@ -409,6 +501,16 @@ def run(ctx) -> None:
         a = r.get("yosys", {}).get("sky130")
         if a:
             ctx.add_summary(f"{fl}: sky130 area (area only, no timing)", _resource_line("sky130", a))
+    for n, per in report.get("elinks", {}).items():
+        for fl, r in per["flavours"].items():
+            lat = r["latency_cycles"]
+            ctx.metrics[budget_key(fl, n)] = {
+                "latent_bits": per["latent_bits"], "n_total": r["n_total"], "n_mismatch": r["n_mismatch"],
+                "latency_cycles": lat, "latency_ns": lat * clock_ns if lat else None,
+                "ii_cycles": r["ii_cycles"], "sim_wafers_per_s": r["stream_wafers_per_s"],
+                "build_s": r["build_s"], "run_s": r.get("run_wall_s")}
+            ctx.add_summary(f"{budget_key(fl, n)}: wafers / mismatches",
+                            f"{r['n_total']} / {r['n_mismatch']} ({per['latent_bits']}-bit latents)")
     ctx.metrics.update(resource_metrics(report))
     for t, o in report.get("tmr_overhead", {}).items():
         ctx.add_summary(f"{t}: TMR area overhead (sky130, area only, no timing)",

@@ -11,7 +11,9 @@ codes) are compared with the expected integer codes, never floats.
 Writes ``build/<run>/csim/<backend>/``: ``report.json`` (``n_total``,
 ``n_mismatch``, per field / file / kind counts, the first mismatches, compile
 time, throughput), ``compile_<source>.log``, ``link.log``, ``run_<file>.log`` and the ``econt_csim``
-binary.  Any mismatch fails the stage with :class:`~flow.runner.errors.MismatchError`;
+binary; ``build/<run>/csim/elinks/<n>/<backend>/`` the same for the encoder of every
+other eLink budget (convert's ``elinks.json``; summary keys ``<backend>@<n>elinks``).
+Any mismatch fails the stage with :class:`~flow.runner.errors.MismatchError`;
 the runner keeps the reports in ``build/<run>/csim.failed/``.
 """
 from __future__ import annotations
@@ -26,11 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from flow.core.encoder import N_LATENT
+from flow.core.encoder_file import budget_table
 from flow.core.geometry import N_TC
 from flow.core.hls_harness import CXX_STD, CXX_WARN, HARNESS_SOURCES, include_flags, run_logged
 from flow.core.vectors import KIND_NAMES, read_vectors
 from flow.runner.atomic import atomic_write_json
-from flow.runner.errors import FlowError, MismatchError
+from flow.runner.errors import FlowError, MismatchError, StageInputError
 
 VEC_MAGIC, OUT_MAGIC = b"ECONTVEC", b"ECONTOUT"
 VEC_HEADER, OUT_HEADER = 128, 32
@@ -237,13 +240,23 @@ def run(ctx) -> None:
     for b in wanted:  # on failure the runner keeps the logs and reports in build/<run>/csim.failed/
         prj = conv.dir / projects[b]["path"]
         reports[b] = check_project(prj, files, ctx.out / b, s, backend=b)
+    # the encoder of every other eLink budget (convert's elinks.json): its projects on its vectors
+    for n, b in budget_table(conv).items():
+        for backend in wanted:
+            if backend not in b["projects"]:
+                raise StageInputError(f"convert/{b['dir']}: no {backend} project for the {n}-eLink encoder "
+                                      f"(it has {sorted(b['projects'])}); rerun `make convert`")
+            files = {f"{b['dir']}/vectors.npz": conv.path(b["vectors"])}
+            reports[f"{backend}@{n}elinks"] = check_project(conv.dir / b["projects"][backend]["path"], files,
+                                                            ctx.out / b["dir"] / backend, s, backend=backend)
     summary = {b: {k: r[k] for k in ("n_total", "n_mismatch", "fields", "compile_s", "csim_s",
-                                      "vectors_per_s")} for b, r in reports.items()}
+                                      "vectors_per_s", "latent_bits")} for b, r in reports.items()}
     atomic_write_json(ctx.out / "summary.json", summary)
     ctx.metrics.update({"projects": summary,
                         "n_mismatch": sum(r["n_mismatch"] for r in reports.values())})
     for b, r in reports.items():
-        ctx.add_summary(f"{b}: mismatches", f"{r['n_mismatch']} of {r['n_total']} vectors")
+        ctx.add_summary(f"{b}: mismatches", f"{r['n_mismatch']} of {r['n_total']} vectors "
+                                            f"({r['latent_bits']}-bit latents)")
         ctx.add_summary(f"{b}: g++ compile", f"{r['compile_s']:.1f} s")
         ctx.add_summary(f"{b}: csim throughput", f"{r['vectors_per_s'] or 0:,.0f} vectors/s")
     if any(r["n_mismatch"] for r in reports.values()):

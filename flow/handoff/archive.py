@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from flow.core import encoder as E
 from flow.core.encoder import EncoderWeights
-from flow.core.encoder_file import load_encoder
+from flow.core.encoder_file import ELINK_DIR, budget_encoders, budget_table, load_encoder
 from flow.core.frontend import TC_WORD_BITS
 from flow.core.tb_vectors import FORMAT, check_address_map, injection_map, sha256_bytes, vectors_json
 from flow.core.tb_vectors import cal_from_hex as _cal_from_hex
@@ -26,6 +27,7 @@ from flow.core.tb_vectors import weight_files as _weight_files
 from flow.core.tb_vectors import write_set_files as _write_set_files
 from flow.core.testbench import DIR as TB_DIR
 from flow.core.vectors import golden, read_vectors
+from flow.core.vectors import select_spread as select
 from flow.handoff.docs import interface_md, readme_md, registers_readme, vectors_readme
 from flow.hdl import flavours as RF
 from flow.runner.errors import FlowError, MismatchError, StageInputError
@@ -45,27 +47,6 @@ def archive_name(run: str) -> str:
 
 
 # ================================================================ helpers
-def select(kind: np.ndarray, budget: int) -> np.ndarray:
-    """Sorted indices of at most ``budget`` vectors, spread evenly over the kinds:
-    kinds smaller than their share whole, the others evenly spaced within the kind
-    (deterministic, no random numbers).  ``budget`` 0: everything."""
-    kind = np.asarray(kind)
-    n = len(kind)
-    if budget <= 0 or budget >= n:
-        return np.arange(n)
-    groups = sorted((np.flatnonzero(kind == k) for k in np.unique(kind)), key=len)
-    take, left = [], budget
-    for g_i, g in enumerate(groups):
-        share = left // (len(groups) - g_i)
-        m = min(len(g), share)
-        if m >= len(g):
-            take.append(g)
-        elif m > 0:
-            take.append(g[np.unique(np.linspace(0, len(g) - 1, m).round().astype(np.int64))])
-        left -= min(len(g), m)
-    return np.sort(np.concatenate(take)) if take else np.zeros(0, np.int64)
-
-
 def tar_gz(top: str, files: dict[str, bytes], executable=EXECUTABLE) -> bytes:
     """Deterministic ``.tar.gz``: every member under ``top/``, sorted, directories
     included, mtime ``ARCHIVE_MTIME``, uid/gid 0, no user names, mode 0644/0755,
@@ -154,6 +135,27 @@ def _read_vectors(path: Path, sel_budget: int) -> dict:
             "calvalues": v["calvalues"].astype(np.int64), "drop": int(v["drop"]), "n_source": len(kind)}
 
 
+def _recheck(sets: list[dict], weights: EncoderWeights, latent_bits: int, image: str) -> None:
+    """Every shipped expectation re-derived with the golden model from ``weights`` (named
+    ``image`` in the error)."""
+    for vs in sets:
+        aein, lat, sums = golden(vs["words"], drop=vs["drop"], calvalues=vs["calvalues"], weights=weights,
+                                 latent_bits=latent_bits)
+        for key, got in (("aein", aein), ("latent", lat), ("sum_code", sums)):
+            bad = np.flatnonzero(np.any((got != vs[key]).reshape(len(got), -1), axis=1))
+            if len(bad):
+                raise MismatchError(f"{vs['source']}: {len(bad)} of {len(got)} selected vectors' {key} "
+                                    f"differ from the golden model with {image} "
+                                    f"(first: vector {int(vs['index'][bad[0]])}); rerun `make convert`")
+
+
+def _default_flags(sets: list[dict], weights: EncoderWeights, defaults) -> None:
+    def_cal, def_drop = defaults
+    for vs in sets:
+        vs["default_registers"] = bool(vs["weights"] is weights and vs["drop"] == def_drop
+                                       and [int(c) for c in vs["calvalues"]] == list(def_cal))
+
+
 def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[str],
                defaults: tuple[list[int], int]) -> list[dict]:
     """The vector sets to ship, each checked against the golden model; in the order the
@@ -173,16 +175,7 @@ def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[st
                 alt.update(name=rel[len("vectors_"):-len(".npz")], source=f"convert/{rel}", weights=weights,
                            weights_name="weights", flavours=list(flavours))
                 sets.append(alt)
-    # every shipped expectation is re-derived with the golden model from the trained weights
-    for vs in sets:
-        aein, lat, sums = golden(vs["words"], drop=vs["drop"], calvalues=vs["calvalues"], weights=weights,
-                                 latent_bits=latent_bits)
-        for key, got in (("aein", aein), ("latent", lat), ("sum_code", sums)):
-            bad = np.flatnonzero(np.any((got != vs[key]).reshape(len(got), -1), axis=1))
-            if len(bad):
-                raise MismatchError(f"{vs['source']}: {len(bad)} of {len(got)} selected vectors' {key} "
-                                    f"differ from the golden model with autoencoder/weights.bin "
-                                    f"(first: vector {int(vs['index'][bad[0]])}); rerun `make convert`")
+    _recheck(sets, weights, latent_bits, "autoencoder/weights.bin")
     programmable = [fl for fl in flavours if RF.get(fl).programmable]
     if programmable and s.reprogram_vectors > 0:
         w2 = EncoderWeights.random(ctx.seed)
@@ -201,10 +194,7 @@ def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[st
                         "drop": nominal["drop"], "n_source": nominal["n_source"], "weights": w2,
                         "weights_name": "reprogram_weights", "flavours": programmable,
                         "n_differ_from_trained": differ})
-    def_cal, def_drop = defaults
-    for vs in sets:
-        vs["default_registers"] = bool(vs["weights"] is weights and vs["drop"] == def_drop
-                                       and [int(c) for c in vs["calvalues"]] == list(def_cal))
+    _default_flags(sets, weights, defaults)
     return sets
 
 
@@ -267,6 +257,142 @@ def _verified_flavours(meta: dict, cosim_rep: dict) -> dict:
     return out
 
 
+def _rtl_files(files: dict[str, bytes], rtl, meta: dict, sub: str, latent_bits: int):
+    """Each flavour's sources of the rtl stage's ``<sub><flavour>/`` as ``rtl/<flavour>/`` into
+    ``files``, in compile order, its top's ports checked against ``meta``'s documented interface
+    (the same in every flavour).  Returns (flavour records, ports, documented ports)."""
+    itf = meta["interface"]
+    doc_ports = documented_ports(itf)
+    ports = None
+    fl_rec = {}
+    for fl, info in meta["flavours"].items():
+        order = (rtl.path(f"{sub}{fl}/filelist.f")).read_text().split()
+        for name in order:
+            files[f"rtl/{fl}/{name}"] = rtl.path(f"{sub}{fl}/{name}").read_bytes()
+        files[f"rtl/{fl}/filelist.f"] = "".join(f"{n}\n" for n in order).encode()
+        p = verilog_ports(files[f"rtl/{fl}/{info['top']}.v"].decode(), info["top"])
+        if {n: (d, wd) for n, d, wd in p} != {n: (d, wd) for n, (d, wd, _) in doc_ports.items()}:
+            raise StageInputError(f"rtl: the ports of {sub}{info['top']} {p} differ from rtl.json's "
+                                  "interface")
+        if ports is not None and p != ports:
+            raise StageInputError(f"rtl: {sub}{info['top']} has other ports than the other flavour")
+        ports = p
+        spec = RF.get(fl)
+        fl_rec[fl] = {"top": info["top"], "filelist": f"rtl/{fl}/filelist.f", "files": order,
+                      "verilog_lines": info.get("verilog_lines"), "programmable": spec.programmable}
+        if spec.tmr:
+            # a TMR flavour's test-build injection hook (`ECONT_SEU_INJECT`) corrects every single
+            # upset: tb/run.py --seu-inject checks it
+            fl_rec[fl]["seu_inject"] = injection_map(latent_bits, int(itf["latency_cycles"]) == 2)
+    return fl_rec, ports, doc_ports
+
+
+def _register_and_vector_files(files: dict[str, bytes], sets: list[dict], meta: dict, defaults,
+                               weights: EncoderWeights, wsha: str, vmeta: dict) -> list[dict]:
+    """``registers/`` (the weight images, ``registers.json``, README) and ``vectors/`` (every set,
+    ``vectors.json``, README) into ``files``, read back with the shipped reader; returns the
+    sets' ``vectors.json`` entries."""
+    latent_bits = int(meta["latent_bits"])
+    cfg_port = meta["interface"]["cfg_port"]
+    check_address_map(cfg_port)
+    _weight_files(files, "weights", weights, cfg_port)
+    for vs in sets:
+        if vs["weights_name"] != "weights":
+            _weight_files(files, vs["weights_name"], vs["weights"], cfg_port)
+    entries = [_write_set_files(files, vs, latent_bits, cfg_port) for vs in sets]
+    files["vectors/vectors.json"] = vectors_json(latent_bits, entries, vmeta.get("formats", {}),
+                                                 vmeta.get("golden"))
+    files["vectors/README.md"] = vectors_readme(meta).encode()
+    reg_json = {"address_map": cfg_port, "defaults": {"calvalues": defaults[0], "drop": defaults[1],
+                                                      "weights": "registers/weights.bin",
+                                                      "weights_sha256": wsha},
+                "sets": {e["name"]: {k: e[k] for k in ("calvalues", "drop", "weights", "weights_sha256",
+                                                       "default_registers")} for e in entries}}
+    files["registers/registers.json"] = (json.dumps(reg_json, indent=1) + "\n").encode()
+    files["registers/README.md"] = registers_readme(meta, sets, defaults).encode()
+    _check_shipped_reader(files, sets, latent_bits)
+    return entries
+
+
+def _interface_record(itf: dict, ports, doc_ports: dict) -> dict:
+    keys = ("latency_cycles", "latency_ns", "clock_ns", "ii_cycles", "latency_definition")
+    return ({k: itf[k] for k in keys}
+            | {"ports": [{"name": n, "dir": d, "width": wd, "meaning": doc_ports[n][2]}
+                         for n, d, wd in ports]})
+
+
+def _sha256_listing(files: dict[str, bytes]) -> bytes:
+    return "".join(f"{sha256_bytes(data)}  {rel}\n" for rel, data in sorted(files.items())).encode()
+
+
+
+def budget_trees(ctx, files: dict[str, bytes], defaults, cosim_rep: dict, vmeta: dict) -> dict:
+    """For the encoder of every other eLink budget the autoencoder exported: ``elinks/<n>/``,
+    a root of its own for the shipped testbench (``python tb/run.py --root elinks/<n>``) with
+    that budget's RTL of every flavour (``rtl/``), its weight image (``registers/weights.bin``,
+    ``.mem``, ``_words.hex``), its nominal vector set from ``convert/elinks/<n>/vectors.npz``
+    (re-derived with the golden model), ``manifest.json``, ``MANIFEST.sha256`` and a README.
+    Every flavour must have passed the cosim stage at that budget.  Returns ``{n: record}``."""
+    s = ctx.settings
+    ae, conv, rtl = (ctx.upstream[k] for k in ("autoencoder", "convert", "rtl"))
+    encs = budget_encoders(ae)
+    rtl_b, conv_b = budget_table(rtl), budget_table(conv)
+    out = {}
+    for n, enc in encs.items():
+        key, d = str(n), ELINK_DIR.format(n=n)
+        for stage, table in (("rtl", rtl_b), ("convert", conv_b)):
+            if table.get(key, {}).get("weights_sha256") != enc.weights_sha256:
+                raise StageInputError(f"the {stage} stage has no output for the {n}-eLink encoder of "
+                                      f"autoencoder/{d}/ (or one from other weights); rerun `make {stage}`")
+        meta = json.loads(rtl.path(f"{d}/rtl.json").read_text())
+        per = cosim_rep.get("elinks", {}).get(key, {}).get("flavours", {})
+        cosim = {}
+        for fl in meta["flavours"]:
+            r = per.get(fl)
+            if r is None or r.get("n_mismatch") != 0 or not r.get("n_total"):
+                what = "not simulated" if r is None else f"{r.get('n_mismatch')} mismatches"
+                raise StageInputError(f"cosim did not verify '{fl}' for {n} eLinks ({what}); "
+                                      "rerun `make cosim`")
+            cosim[fl] = {k: r.get(k) for k in ("n_total", "n_mismatch", "latency_cycles", "ii_cycles")}
+        sub: dict[str, bytes] = {}
+        fl_rec, ports, doc_ports = _rtl_files(sub, rtl, meta, f"{d}/", enc.latent_bits)
+        nominal = _read_vectors(conv.path(conv_b[key]["vectors"]), s.max_vectors)
+        nominal.update(name="nominal", source=f"convert/{conv_b[key]['vectors']}", weights=enc.weights,
+                       weights_name="weights", flavours=list(meta["flavours"]))
+        sets = [nominal]
+        _recheck(sets, enc.weights, enc.latent_bits, f"autoencoder/{d}/weights.bin")
+        _default_flags(sets, enc.weights, defaults)
+        bmeta = {**vmeta, "formats": {**vmeta.get("formats", {}),
+                                      "latent": E.latent_format(enc.latent_bits).to_ap_string()}}
+        entries = _register_and_vector_files(sub, sets, meta, defaults, enc.weights, enc.weights_sha256,
+                                             bmeta)
+        sub["README.md"] = (f"# {n} eLinks: the encoder with {enc.latent_bits}-bit latents\n\n"
+                            f"The exported loss's encoder trained for a module with {n} trigger eLinks "
+                            f"(16 x {enc.latent_bits}-bit latents + 9-bit module sum + 4-bit header within "
+                            f"{32 * n} bits per BX), with the RTL of every flavour generated for it "
+                            f"(`LATENT_BITS` = {enc.latent_bits}) and its weight image "
+                            "`registers/weights.bin` (load it through the configuration port like the "
+                            "main image; the constant flavour has it built in).  Run its testbench from "
+                            f"the archive's top directory:\n\n    python tb/run.py --root elinks/{n}\n\n"
+                            "Verified by the flow's cosimulation: "
+                            + ", ".join(f"{fl} {c['n_total']} wafers, {c['n_mismatch']} mismatching"
+                                        for fl, c in cosim.items()) + ".\n").encode()
+        listing = {rel: {"sha256": sha256_bytes(b), "bytes": len(b)} for rel, b in sorted(sub.items())}
+        man = {"format": FORMAT, "run": ctx.cfg.name, "elinks": n,
+               "model": {"weights_sha256": enc.weights_sha256, "weights": "registers/weights.bin",
+                         "latent_bits": enc.latent_bits},
+               "flavours": fl_rec, "interface": _interface_record(meta["interface"], ports, doc_ports),
+               "cosim": cosim,
+               "vectors": {e["name"]: {"n": e["n"], "flavours": e["flavours"]} for e in entries},
+               "files": listing}
+        sub["manifest.json"] = (json.dumps(man, indent=1, sort_keys=True) + "\n").encode()
+        sub["MANIFEST.sha256"] = _sha256_listing(sub)
+        files.update({f"{d}/{rel}": b for rel, b in sub.items()})
+        out[key] = {"latent_bits": enc.latent_bits, "dir": d, "weights": f"{d}/registers/weights.bin",
+                    "weights_sha256": enc.weights_sha256, "n_vectors": entries[0]["n"], "cosim": cosim}
+    return out
+
+
 def build_archive(ctx) -> tuple[str, bytes, dict]:
     """Everything of the archive: (top-level directory name, .tar.gz bytes, record)."""
     s = ctx.settings
@@ -295,48 +421,13 @@ def build_archive(ctx) -> tuple[str, bytes, dict]:
     files: dict[str, bytes] = {}
 
     # ---- rtl: sources in compile order, the same interface in every flavour
-    doc_ports = documented_ports(itf)
-    ports = None
-    fl_rec = {}
-    for fl, info in meta["flavours"].items():
-        order = (rtl.path(f"{fl}/filelist.f")).read_text().split()
-        for name in order:
-            files[f"rtl/{fl}/{name}"] = rtl.path(f"{fl}/{name}").read_bytes()
-        files[f"rtl/{fl}/filelist.f"] = "".join(f"{n}\n" for n in order).encode()
-        p = verilog_ports(files[f"rtl/{fl}/{info['top']}.v"].decode(), info["top"])
-        if {n: (d, wd) for n, d, wd in p} != {n: (d, wd) for n, (d, wd, _) in doc_ports.items()}:
-            raise StageInputError(f"rtl: the ports of {info['top']} {p} differ from rtl.json's interface")
-        if ports is not None and p != ports:
-            raise StageInputError(f"rtl: {info['top']} has other ports than the other flavour")
-        ports = p
-        spec = RF.get(fl)
-        fl_rec[fl] = {"top": info["top"], "filelist": f"rtl/{fl}/filelist.f", "files": order,
-                      "verilog_lines": info.get("verilog_lines"), "programmable": spec.programmable}
-        if spec.tmr:
-            # a TMR flavour's test-build injection hook (`ECONT_SEU_INJECT`) corrects every single
-            # upset: tb/run.py --seu-inject checks it
-            fl_rec[fl]["seu_inject"] = injection_map(latent_bits, int(itf["latency_cycles"]) == 2)
+    fl_rec, ports, doc_ports = _rtl_files(files, rtl, meta, "", latent_bits)
 
     # ---- vectors and registers
     sets = build_sets(ctx, weights, latent_bits, flavours, defaults)
-    cfg_port = itf["cfg_port"]
-    check_address_map(cfg_port)
-    _weight_files(files, "weights", weights, cfg_port)
-    for vs in sets:
-        if vs["weights_name"] != "weights":
-            _weight_files(files, vs["weights_name"], vs["weights"], cfg_port)
-    entries = [_write_set_files(files, vs, latent_bits, cfg_port) for vs in sets]
-    files["vectors/vectors.json"] = vectors_json(latent_bits, entries, vmeta.get("formats", {}),
-                                             vmeta.get("golden"))
-    files["vectors/README.md"] = vectors_readme(meta).encode()
-    reg_json = {"address_map": cfg_port, "defaults": {"calvalues": defaults[0], "drop": defaults[1],
-                                                      "weights": "registers/weights.bin",
-                                                      "weights_sha256": wsha},
-                "sets": {e["name"]: {k: e[k] for k in ("calvalues", "drop", "weights", "weights_sha256",
-                                                       "default_registers")} for e in entries}}
-    files["registers/registers.json"] = (json.dumps(reg_json, indent=1) + "\n").encode()
-    files["registers/README.md"] = registers_readme(meta, sets, defaults).encode()
-    _check_shipped_reader(files, sets, latent_bits)
+    entries = _register_and_vector_files(files, sets, meta, defaults, weights, wsha, vmeta)
+    cos_rep = json.loads(cos.path("report.json").read_text())
+    budgets = budget_trees(ctx, files, defaults, cos_rep, vmeta)
 
     # ---- testbench
     for name in TB_FILES:
@@ -353,7 +444,7 @@ def build_archive(ctx) -> tuple[str, bytes, dict]:
                                          wsha).encode()
     files["README.md"] = readme_md(run, top, meta, sets, cosim, prov,
                                    seu_flavours=[fl for fl, r in fl_rec.items() if r.get("seu_inject")],
-                                   seu_files=sorted(seu)).encode()
+                                   seu_files=sorted(seu), budgets=budgets).encode()
 
     # ---- manifest.json and MANIFEST.sha256
     listing = {rel: {"sha256": sha256_bytes(data), "bytes": len(data)} for rel, data in sorted(files.items())}
@@ -370,20 +461,17 @@ def build_archive(ctx) -> tuple[str, bytes, dict]:
         "tools": {k: rtl.manifest.get("tools", {}).get(k)
                   for k in ("verilator", "da4ml", "cocotb", "python")},
         "flavours": fl_rec,
-        "interface": {k: itf[k] for k in ("latency_cycles", "latency_ns", "clock_ns", "ii_cycles",
-                                          "latency_definition")}
-                     | {"ports": [{"name": n, "dir": d, "width": wd, "meaning": doc_ports[n][2]}
-                                  for n, d, wd in ports]},
+        "interface": _interface_record(itf, ports, doc_ports),
+        "elinks": budgets,
         "cosim": cosim,
         "seu": sorted(seu),
         "vectors": {e["name"]: {"n": e["n"], "flavours": e["flavours"]} for e in entries},
         "files": listing,
     }
     files["manifest.json"] = (json.dumps(man, indent=1, sort_keys=True) + "\n").encode()
-    files["MANIFEST.sha256"] = "".join(f"{sha256_bytes(data)}  {rel}\n"
-                                       for rel, data in sorted(files.items())).encode()
+    files["MANIFEST.sha256"] = _sha256_listing(files)
     record = {"top_dir": top, "n_files": len(files), "sets": {e["name"]: e["n"] for e in entries},
               "flavours": flavours, "files": {rel: len(d) for rel, d in sorted(files.items())},
-              "weights_sha256": wsha}
+              "weights_sha256": wsha, "elinks": budgets}
     return top, tar_gz(top, files), record
 

@@ -168,10 +168,27 @@ def registers_readme(meta: dict, sets: list[dict], defaults) -> str:
                      default_drop=def_drop, set_rows=rows)
 
 
+def budgets_md(budgets: dict, latent_bits: int) -> str:
+    """The README section on the encoders of the other eLink budgets (``elinks/<n>/``)."""
+    if not budgets:
+        return ""
+    rows = "\n".join(f"| {n} | {b['latent_bits']} | `{b['weights']}` | `{b['weights_sha256'][:16]}...` | "
+                     + ", ".join(f"{fl} {c['n_total']} / {c['n_mismatch']}" for fl, c in b["cosim"].items())
+                     + f" | `python tb/run.py --root {b['dir']}` |" for n, b in budgets.items())
+    return ("\n## Other eLink budgets\n\n"
+            f"The top level holds the encoder with {latent_bits}-bit latents.  A module with fewer trigger "
+            "eLinks sends narrower latents; the encoder trained for each such budget is shipped in "
+            "`elinks/<n>/`, a root of its own with the same layout (`rtl/`, `registers/`, `vectors/`, "
+            "`manifest.json`, `MANIFEST.sha256`) that the same testbench runs:\n\n"
+            "| eLinks | latent bits | weight image | sha256 | cosim wafers / mismatches | test it |\n"
+            "|---|---|---|---|---|---|\n" + rows + "\n")
+
+
 def readme_md(run: str, top: str, meta: dict, sets: list[dict], cosim: dict, prov: dict,
-              seu_flavours=(), seu_files=()) -> str:
+              seu_flavours=(), seu_files=(), budgets=None) -> str:
     """``seu_flavours``: the shipped flavours with an SEU injection hook; ``seu_files``: the
-    archive's ``seu/`` files (the cosim stage's SEU results)."""
+    archive's ``seu/`` files (the cosim stage's SEU results); ``budgets``: the other eLink
+    budgets' roots (:func:`flow.handoff.archive.budget_trees`)."""
     fl_rows = "\n".join(f"| `{fl}` | `{info['top']}` | `rtl/{fl}/` |"
                         for fl, info in meta["flavours"].items())
     set_rows = "\n".join(
@@ -213,7 +230,7 @@ def readme_md(run: str, top: str, meta: dict, sets: list[dict], cosim: dict, pro
                      git=prov["git"], weights_sha256=prov["weights_sha256"], upstream_rows=up_rows,
                      words_msb=N_TC * TC_WORD_BITS - 1, latent_msb=N_LATENT * lb - 1,
                      nominal_last=len(nominal["words"]) - 1, cfg_msb=cp["addr_bits"] + CFG_DATA_BITS - 1,
-                     cfg_last=cp["weight_words"] + cp["cal_words"])
+                     cfg_last=cp["weight_words"] + cp["cal_words"]) + budgets_md(budgets or {}, lb)
 
 
 def vectors_readme(meta: dict) -> str:

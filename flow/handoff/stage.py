@@ -24,6 +24,7 @@ Outputs::
     handoff/econt_ae_handoff_<run>.tar.gz   the archive
     handoff/handoff.json                    archive sha256/size/members, vector sets, self-check summary
     handoff/self_check/                     the self-check's report.json/.md and simulator logs
+    handoff/self_check/elinks_<n>/          the same for each other eLink budget's root (elinks/<n>/)
 """
 from __future__ import annotations
 
@@ -48,6 +49,12 @@ def run(ctx) -> None:
     ctx.add_summary("archive", f"{archive.name} ({len(data) / 1e6:.2f} MB, {record['n_files']} files)")
     ctx.add_summary("flavours", ", ".join(record["flavours"]))
     ctx.add_summary("vector sets", ", ".join(f"{k} {v}" for k, v in record["sets"].items()))
+    if record["elinks"]:
+        ctx.metrics["elinks"] = record["elinks"]
+    for n, b in record["elinks"].items():
+        ctx.add_summary(f"{n} eLinks ({b['latent_bits']}-bit latents)",
+                        f"{b['dir']}/: RTL of {', '.join(b['cosim'])}, weight image {b['weights']}, "
+                        f"{b['n_vectors']} vectors")
     summary = {**record, "archive": archive.name, "archive_sha256": asha, "archive_bytes": len(data),
                "self_check": None}
     if s.self_check:
@@ -62,11 +69,25 @@ def run(ctx) -> None:
               "wall_s": rep["wall_s"], "warnings": rep.get("warnings", []),
               "flavours": {fl: {k: r.get(k) for k in ("n_total", "n_mismatch", "build_s", "sim_s")}
                            for fl, r in rep["flavours"].items()}}
+        # the root of every other eLink budget's encoder (elinks/<n>/), by the same testbench
+        for n, b in record["elinks"].items():
+            sub = keep / f"elinks_{n}"
+            rb = run_archive_tb(archive, jobs=s.self_check_jobs, timeout_s=s.self_check_timeout_s, keep=sub,
+                                extra_args=("--root", b["dir"]))
+            if rb["returncode"] != 0 or not rb.get("passed"):
+                if not (sub / "report.json").is_file():
+                    atomic_write_json(sub / "report.json", rb)
+                raise self_check_error(rb, sub / "report.json")
+            sc.setdefault("elinks", {})[n] = {"latent_bits": b["latent_bits"], "n_total": rb["n_total"],
+                                              "n_mismatch": rb["n_mismatch"], "wall_s": rb["wall_s"]}
         ctx.metrics["self_check"] = sc
         summary["self_check"] = sc
         ctx.add_summary("self-check (unpacked, flow not importable)",
                         f"{rep['n_total']} wafers, {rep['n_mismatch']} mismatching, "
                         f"{rep['wall_s']:.0f} s")
+        for n, r in sc.get("elinks", {}).items():
+            ctx.add_summary(f"self-check, {n} eLinks ({r['latent_bits']}-bit latents, --root elinks/{n})",
+                            f"{r['n_total']} wafers, {r['n_mismatch']} mismatching, {r['wall_s']:.0f} s")
     else:
         ctx.add_summary("self-check", "skipped (handoff.self_check: false)")
     atomic_write_json(ctx.out / "handoff.json", summary)

@@ -123,7 +123,7 @@ def checks(up: Upstream) -> tuple[Table, list[Status]]:
         row("RTL cosimulation == golden", "cosim metrics", None, None)
     for fl in flavours:
         r = cos[fl]
-        tests = dig(rep, "flavours", fl, "tests") if isinstance(rep, dict) else None
+        tests = _cosim_tests(rep, fl)
         failed = [t for t, v in (tests or {}).items() if not v.get("passed")]
         detail = f"testbench tests failed: {', '.join(failed)}" if failed else ""
         row(f"RTL cosimulation [{fl}] == golden", "golden vectors + testbench corners",
@@ -587,6 +587,17 @@ def csim(up: Upstream) -> Section:
     return sec
 
 
+def _cosim_tests(rep, key: str) -> dict | None:
+    """The testbench tests of one cosim result: a flavour, or ``<flavour>@<n>elinks`` (the
+    encoder of another eLink budget, ``report.json`` ``elinks``)."""
+    if not isinstance(rep, dict):
+        return None
+    if "@" in key:
+        fl, n = key.split("@", 1)
+        return dig(rep, "elinks", n.removesuffix("elinks"), "flavours", fl, "tests")
+    return dig(rep, "flavours", key, "tests")
+
+
 def rtl_cosim(up: Upstream) -> Section:
     sec = Section("cosim", "RTL and cosimulation (rtl and cosim stages)")
     rtl = up.json("rtl", "rtl.json")
@@ -602,6 +613,10 @@ def rtl_cosim(up: Upstream) -> Section:
         rows.append([f"{fl}: lint", f.get("lint") or NA("not recorded")])
         if "da4ml_cost" in f:
             rows.append([f"{fl}: da4ml adder cost", num(f.get("da4ml_cost"), ",.0f")])
+    for n, b in (rm.get("elinks") or {}).items():
+        rows.append([f"{n} eLinks: {b.get('latent_bits')}-bit latents",
+                     f"{', '.join(b.get('flavours') or {})} in rtl/{b.get('dir')}/ "
+                     f"(cosim rows <flavour>@{n}elinks)"])
     sec.add(Table("rtl", "RTL of the ECON-T block (rtl stage)", ["item", "value"], rows))
 
     cm, cc = up.metrics("cosim"), up.config("cosim")
@@ -611,7 +626,7 @@ def rtl_cosim(up: Upstream) -> Section:
     rows = []
     for fl in flavours:
         r = cm[fl]
-        tests = dig(repd, "flavours", fl, "tests") or {}
+        tests = _cosim_tests(repd, fl) or {}
         n_pass = sum(1 for t in tests.values() if t.get("passed"))
         ok = r.get("n_mismatch") == 0 and (r.get("n_total") or 0) > 0 and n_pass == len(tests)
         rows.append([fl, num(r.get("n_total")), num(r.get("n_mismatch")),
@@ -658,11 +673,12 @@ def rtl_cosim(up: Upstream) -> Section:
 
     if not kinds:   # no Yosys run at all: one explicit cell per design instead of a row of blanks
         sec.add(Table("resources", "Resources (Yosys)", ["design", "resources"],
-                      [[fl, NA(none_reason)] for fl in flavours] or [["-", NA(none_reason)]],
+                      [[fl, NA(none_reason)] for fl in flavours if "@" not in fl] or [["-", NA(none_reason)]],
                       note="enable with cosim.yosys: [xilinx, generic] (takes minutes)"))
         return sec
     for fl in flavours:
-        rows.append(res_row(fl, lambda kind, k, fl=fl: cm[fl].get(f"{kind}_{k}"), fl))
+        if "@" not in fl:        # the other eLink budgets' designs are not synthesized
+            rows.append(res_row(fl, lambda kind, k, fl=fl: cm[fl].get(f"{kind}_{k}"), fl))
     fe = repd.get("frontend")
     if fe:
         rows.append(res_row("front end alone", lambda kind, k: dig(fe, kind, k)))

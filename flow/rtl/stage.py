@@ -23,6 +23,8 @@ Output layout::
     rtl/rtl.json                                   interface, address map, latency, defaults
     rtl/weights.bin                                the default (trained) weight image
     rtl/logs/{lint,yosys_check}_<flavour>.log
+    rtl/elinks/<n>/...                             the same for every other eLink budget's encoder
+    rtl/elinks.json                                those budgets (latent bits, directory, flavours)
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import time
 from pathlib import Path
 
 from flow.core.encoder import N_LATENT, EncoderWeights
-from flow.core.encoder_file import load_encoder
+from flow.core.encoder_file import ELINK_DIR, ELINKS_JSON, budget_encoders, load_encoder
 from flow.core.frontend import CAL_BITS, SUM_BITS, TC_WORD_BITS
 from flow.core.geometry import N_TC
 from flow.hdl import flavours as RF
@@ -242,6 +244,7 @@ def build_rtl(out: Path, weights: EncoderWeights, settings, *, latent_bits: int,
     :class:`~flow.runner.config.RtlConfig`) into ``out``; writes ``rtl.json`` and
     ``weights.bin``; returns the metadata."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "weights.bin").write_bytes(weights.to_image())
     t0 = time.perf_counter()
     meta = generate(out, weights, latent_bits=latent_bits, flavours=settings.flavours,
@@ -281,6 +284,8 @@ def run(ctx) -> None:
     meta = build_rtl(ctx.out, weights, s, latent_bits=latent_bits,
                      calvalues=[ctx.cfg.data.calvalue] * N_TC, drop=ctx.cfg.data.drop, seed=ctx.seed,
                      tools=ctx.external_tools)
+    budgets = build_budgets(ctx.out, ctx.upstream["autoencoder"], s, calvalues=[ctx.cfg.data.calvalue] * N_TC,
+                            drop=ctx.cfg.data.drop, seed=ctx.seed)
     gen_s = meta["generate_s"]
     itf = meta["interface"]
     ctx.metrics.update({
@@ -302,6 +307,33 @@ def run(ctx) -> None:
     ctx.add_summary("latency", f"{itf['latency_cycles']} cycles = {itf['latency_ns']:g} ns at "
                                f"{s.clock_ns:g} ns clock (budget 2 BX = 50 ns)")
     ctx.add_summary("II", "1 wafer / clock")
+    if budgets:
+        ctx.metrics["elinks"] = budgets
+    for n, b in budgets.items():
+        ctx.add_summary(f"{n} eLinks ({b['latent_bits']}-bit latents)",
+                        f"{', '.join(b['flavours'])} -> {b['dir']}/ (lint clean)")
+
+
+def build_budgets(out: Path, ae, settings, *, calvalues, drop: int, seed: int = 0, echo=print) -> dict:
+    """Every flavour again for the encoder of each other eLink budget the autoencoder exported
+    (:func:`flow.core.encoder_file.budget_encoders`) into ``elinks/<n>/`` (the layout of the
+    main build: ``<flavour>/``, ``rtl.json``, ``weights.bin``), linted like the main build; no
+    Yosys elaboration (the main build's proves the shared structure, and ``make all`` stays
+    within its budget).  Writes ``elinks.json`` and returns it: ``{n: latent_bits, dir,
+    weights_sha256, flavours: {flavour: {top, verilog_lines}}}``."""
+    table = {}
+    quick = settings.model_copy(update={"yosys_check": False})
+    for n, enc in budget_encoders(ae).items():
+        d = ELINK_DIR.format(n=n)
+        echo(f"[rtl] {n} eLinks: {enc.latent_bits}-bit latents -> {d}/")
+        meta = build_rtl(Path(out) / d, enc.weights, quick, latent_bits=enc.latent_bits, calvalues=calvalues,
+                         drop=drop, seed=seed, echo=echo)
+        table[str(n)] = {"latent_bits": enc.latent_bits, "dir": d, "weights_sha256": enc.weights_sha256,
+                         "flavours": {fl: {"top": f["top"], "verilog_lines": f["verilog_lines"]}
+                                      for fl, f in meta["flavours"].items()}}
+    if table:
+        atomic_write_json(Path(out) / ELINKS_JSON, table)
+    return table
 
 
 def bench(cfg, workdir) -> dict[str, float]:

@@ -561,6 +561,11 @@ class CosimConfig(Section):
     alt_vectors: bool = True
     """Also stream ``convert``'s ``vectors_regs*.npz`` (other CALVALUEs and drop, loaded
     through the configuration port; ``max_vectors`` applies to each)."""
+    elinks_vectors: int = Field(20000, ge=0)
+    """Golden vectors of each other eLink budget's encoder (``convert/elinks/<n>/vectors.npz``,
+    from ``autoencoder.elinks``) streamed through every flavour generated for that budget,
+    spread evenly over the vector kinds (0: all), plus the testbench's corner wafers, up to
+    ``bubbles`` and ``reload`` wafers (at most 500 each) and its default-register set."""
     first_mismatches: int = Field(20, ge=1)
     """Mismatching wafers listed in full in the report."""
     verilator_opt: Literal["-O0", "-O1", "-O2"] = "-O1"
