@@ -31,6 +31,10 @@ $(CODE_MK): $(CODE_SRC)
 	@mkdir -p $(@D)
 	@$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m flow.runner.codehash --make > $@.tmp && mv $@.tmp $@
 PYTEST_ARGS ?=
+# test files run in TEST_JOBS pytest-xdist workers (--dist loadfile: a file's module fixtures are
+# built once, in one worker); TEST_JOBS=1 runs them in this process, one after the other
+TEST_JOBS ?= 2
+PYTEST_XDIST = $(if $(filter-out 0 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export POT_BACKEND_DISABLE_TENSORFLOW ?= 1
 
@@ -148,10 +152,10 @@ status: $(STAMP)
 
 # ---------------------------------------------------------------- checks
 test: $(STAMP) sysdeps-chromium
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(FLOW) bench --config $(SMOKE)
