@@ -158,6 +158,26 @@ def test_verify_calls_an_artifact_built_from_other_code_stale(tree, tmp_path, mo
     assert "STALE" in out and "flow/core/geometry.py" in out
 
 
+def test_the_manifest_is_as_old_as_the_stage_start(tmp_path, monkeypatch):
+    """An input edited while a stage runs (a shared core, the config) is newer than the
+    stage's manifest, so make reruns the stage instead of leaving it to the hash check
+    downstream to refuse it."""
+    meanwhile = tmp_path / "edited_while_the_stage_ran.py"
+
+    def body(ctx):
+        time.sleep(1.1)
+        meanwhile.write_text("x = 1\n")
+        time.sleep(1.1)
+        (ctx.out / "out.txt").write_text("x")
+    fake_stage(monkeypatch, "data", body)
+    cfg = C.parse_config({"name": "t", "workdir": str(tmp_path / "build")})
+    t0 = time.time()
+    run_stage(cfg, "data", **QUIET)
+    m = (cfg.stage_dir("data") / MANIFEST).stat().st_mtime
+    assert t0 - 1 <= m < meanwhile.stat().st_mtime
+    assert (cfg.stage_dir("data") / "out.txt").stat().st_mtime > m     # only the manifest is back-dated
+
+
 def test_a_manifest_without_code_hash_is_stale(tmp_path, monkeypatch):
     fake_stage(monkeypatch, "data", _write)
     cfg = C.parse_config({"name": "t", "workdir": str(tmp_path)})

@@ -31,7 +31,7 @@ from flow.runner.atomic import replace_dir
 from flow.runner.codehash import stage_code
 from flow.runner.errors import FlowError
 from flow.runner.host import pin_numerics
-from flow.runner.manifest import StageContext, finish, verify
+from flow.runner.manifest import MANIFEST, StageContext, finish, verify
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,10 @@ def run_stage(cfg, name: str, *, echo=print) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     replace_dir(tmp, final)
+    # the manifest's mtime is the stage's start: an input edited while the stage ran (a shared
+    # core, the config, an upstream artifact) is newer than it, so make reruns the stage, as the
+    # manifest check (which compares hashes) would demand anyway
+    os.utime(final / MANIFEST, (started, started))
     _print_summary(name, manifest, ctx.summary, echo)
     return manifest
 
