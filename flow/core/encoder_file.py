@@ -124,18 +124,12 @@ def budget_encoders(ae) -> dict[int, Encoder]:
     ``weights.bin``), ``{n_elinks: Encoder}`` in increasing ``n``; empty when the stage trained
     none.  Each must have the latent width of its budget (:data:`ELINK_LATENT_BITS`), else a
     :class:`~flow.runner.errors.StageInputError` names both."""
-    if ELINKS_JSON not in ae.manifest["outputs"]:
-        return {}
-    path = ae.path(ELINKS_JSON)
-    try:
-        table = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise StageInputError(f"{path} is not valid JSON ({err}); {RERUN}") from None
+    table = budget_table(ae, RERUN)
     out: dict[int, Encoder] = {}
     for key, rec in sorted(table.items(), key=lambda kv: int(kv[0])):
         n = int(key)
         if n not in ELINK_LATENT_BITS:
-            raise StageInputError(f"{path}: eLink budget {key!r}: expected one of "
+            raise StageInputError(f"{ae.path(ELINKS_JSON)}: eLink budget {key!r}: expected one of "
                                   f"{sorted(ELINK_LATENT_BITS)}; {RERUN}")
         if not rec.get("trained"):
             continue                       # the main encoder (weights.bin) serves this budget
@@ -149,13 +143,14 @@ def budget_encoders(ae) -> dict[int, Encoder]:
     return out
 
 
-def budget_table(stage) -> dict:
+def budget_table(stage, rerun: str = "rerun the stage that wrote it") -> dict:
     """The ``elinks.json`` of a verified stage artifact (autoencoder, convert, rtl: what it made
-    for each other eLink budget, keyed by the budget as a string), ``{}`` when it wrote none."""
+    for each other eLink budget, keyed by the budget as a string), ``{}`` when it wrote none;
+    ``rerun``: the advice in the error for a file that is not JSON."""
     if ELINKS_JSON not in stage.manifest["outputs"]:
         return {}
     path = stage.path(ELINKS_JSON)
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise StageInputError(f"{path} is not valid JSON ({err}); rerun the stage that wrote it") from None
+        raise StageInputError(f"{path} is not valid JSON ({err}); {rerun}") from None

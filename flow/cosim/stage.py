@@ -327,7 +327,6 @@ def every_result(report: dict) -> dict:
     return out
 
 
-
 def simulate_budgets(ctx, s, rtl_dir: Path, build_root: Path, *, default_cal, default_drop: int,
                      echo=print) -> dict:
     """Every flavour of ``cosim.flavours`` for the encoder of each other eLink budget the

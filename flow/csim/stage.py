@@ -246,8 +246,8 @@ def run(ctx) -> None:
             if backend not in b["projects"]:
                 raise StageInputError(f"convert/{b['dir']}: no {backend} project for the {n}-eLink encoder "
                                       f"(it has {sorted(b['projects'])}); rerun `make convert`")
-            files = {f"{b['dir']}/vectors.npz": conv.path(b["vectors"])}
-            reports[f"{backend}@{n}elinks"] = check_project(conv.dir / b["projects"][backend]["path"], files,
+            vec = {f"{b['dir']}/vectors.npz": conv.path(b["vectors"])}
+            reports[f"{backend}@{n}elinks"] = check_project(conv.dir / b["projects"][backend]["path"], vec,
                                                             ctx.out / b["dir"] / backend, s, backend=backend)
     summary = {b: {k: r[k] for k in ("n_total", "n_mismatch", "fields", "compile_s", "csim_s",
                                       "vectors_per_s", "latent_bits")} for b, r in reports.items()}

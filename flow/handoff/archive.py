@@ -242,15 +242,17 @@ def _upstream_record(ctx) -> dict:
     return dict(sorted(rec.items()))
 
 
-def _verified_flavours(meta: dict, cosim_rep: dict) -> dict:
+def _verified_flavours(meta: dict, results: dict, where: str = "") -> dict:
+    """The cosim result of every flavour of ``meta`` (``results``: flavour -> cosim result;
+    ``where``: e.g. " for 2 eLinks" in the errors), which must have passed."""
     out = {}
     for fl in meta["flavours"]:
-        r = cosim_rep.get("flavours", {}).get(fl)
+        r = results.get(fl)
         if r is None:
             raise StageInputError(f"handoff ships every flavour the rtl stage built, but cosim did not "
-                                  f"simulate '{fl}'; add it to cosim.flavours and rerun `make cosim`")
+                                  f"simulate '{fl}'{where}; add it to cosim.flavours and rerun `make cosim`")
         if r.get("n_mismatch") != 0 or not r.get("n_total"):
-            raise StageInputError(f"cosim of '{fl}' did not pass ({r.get('n_mismatch')} mismatches); "
+            raise StageInputError(f"cosim of '{fl}'{where} did not pass ({r.get('n_mismatch')} mismatches); "
                                   "rerun `make cosim`")
         out[fl] = {"n_total": r["n_total"], "n_mismatch": r["n_mismatch"],
                    "latency_cycles": r.get("latency_cycles"), "ii_cycles": r.get("ii_cycles")}
@@ -325,7 +327,6 @@ def _sha256_listing(files: dict[str, bytes]) -> bytes:
     return "".join(f"{sha256_bytes(data)}  {rel}\n" for rel, data in sorted(files.items())).encode()
 
 
-
 def budget_trees(ctx, files: dict[str, bytes], defaults, cosim_rep: dict, vmeta: dict) -> dict:
     """For the encoder of every other eLink budget the autoencoder exported: ``elinks/<n>/``,
     a root of its own for the shipped testbench (``python tb/run.py --root elinks/<n>``) with
@@ -345,15 +346,8 @@ def budget_trees(ctx, files: dict[str, bytes], defaults, cosim_rep: dict, vmeta:
                 raise StageInputError(f"the {stage} stage has no output for the {n}-eLink encoder of "
                                       f"autoencoder/{d}/ (or one from other weights); rerun `make {stage}`")
         meta = json.loads(rtl.path(f"{d}/rtl.json").read_text())
-        per = cosim_rep.get("elinks", {}).get(key, {}).get("flavours", {})
-        cosim = {}
-        for fl in meta["flavours"]:
-            r = per.get(fl)
-            if r is None or r.get("n_mismatch") != 0 or not r.get("n_total"):
-                what = "not simulated" if r is None else f"{r.get('n_mismatch')} mismatches"
-                raise StageInputError(f"cosim did not verify '{fl}' for {n} eLinks ({what}); "
-                                      "rerun `make cosim`")
-            cosim[fl] = {k: r.get(k) for k in ("n_total", "n_mismatch", "latency_cycles", "ii_cycles")}
+        cosim = _verified_flavours(meta, cosim_rep.get("elinks", {}).get(key, {}).get("flavours", {}),
+                                   f" for {n} eLinks")
         sub: dict[str, bytes] = {}
         fl_rec, ports, doc_ports = _rtl_files(sub, rtl, meta, f"{d}/", enc.latent_bits)
         nominal = _read_vectors(conv.path(conv_b[key]["vectors"]), s.max_vectors)
@@ -406,7 +400,8 @@ def build_archive(ctx) -> tuple[str, bytes, dict]:
     if int(meta["latent_bits"]) != latent_bits:
         raise StageInputError(f"the rtl stage was generated for latent_bits {meta['latent_bits']}, but "
                               f"autoencoder/encoder.json says {latent_bits}; rerun `make rtl`")
-    cosim = _verified_flavours(meta, json.loads(cos.path("report.json").read_text()))
+    cos_rep = json.loads(cos.path("report.json").read_text())
+    cosim = _verified_flavours(meta, cos_rep.get("flavours", {}))
     if meta["defaults"]["weights_sha256"] != wsha or sha256_file(rtl.path("weights.bin")) != wsha:
         raise StageInputError("the rtl stage was generated from other weights than autoencoder/weights.bin; "
                               "rerun `make rtl`")
@@ -426,7 +421,6 @@ def build_archive(ctx) -> tuple[str, bytes, dict]:
     # ---- vectors and registers
     sets = build_sets(ctx, weights, latent_bits, flavours, defaults)
     entries = _register_and_vector_files(files, sets, meta, defaults, weights, wsha, vmeta)
-    cos_rep = json.loads(cos.path("report.json").read_text())
     budgets = budget_trees(ctx, files, defaults, cos_rep, vmeta)
 
     # ---- testbench

@@ -281,10 +281,10 @@ def run(ctx) -> None:
     s = ctx.settings
     enc = load_encoder(ctx.upstream["autoencoder"])      # encoder.json + weights.bin
     weights, latent_bits = enc.weights, enc.latent_bits
-    meta = build_rtl(ctx.out, weights, s, latent_bits=latent_bits,
-                     calvalues=[ctx.cfg.data.calvalue] * N_TC, drop=ctx.cfg.data.drop, seed=ctx.seed,
-                     tools=ctx.external_tools)
-    budgets = build_budgets(ctx.out, ctx.upstream["autoencoder"], s, calvalues=[ctx.cfg.data.calvalue] * N_TC,
+    calvalues = [ctx.cfg.data.calvalue] * N_TC
+    meta = build_rtl(ctx.out, weights, s, latent_bits=latent_bits, calvalues=calvalues,
+                     drop=ctx.cfg.data.drop, seed=ctx.seed, tools=ctx.external_tools)
+    budgets = build_budgets(ctx.out, ctx.upstream["autoencoder"], s, calvalues=calvalues,
                             drop=ctx.cfg.data.drop, seed=ctx.seed)
     gen_s = meta["generate_s"]
     itf = meta["interface"]
