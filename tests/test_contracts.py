@@ -345,6 +345,32 @@ def test_encoder_json_round_trip_and_mismatch(tmp_path):
         read_encoder(tmp_path / ENCODER_JSON)
 
 
+def test_encoder_json_records_the_architecture(tmp_path):
+    arch = E.EncoderArch(filters=4, weight_bits=5, act_bits=7)
+    w = E.EncoderWeights.random(2, arch)
+    rec = write_encoder(tmp_path, w, 5)
+    assert rec["arch"] == {"filters": 4, "weight_bits": 5, "act_bits": 7}
+    assert rec["image_bits"] == arch.image_bits == 1080 * 5
+    assert rec["formats"]["weights"]["ap"] == "ap_fixed<5,1,AP_RND_CONV,AP_SAT>"
+    assert rec["formats"]["conv_act"]["ap"] == "ap_ufixed<7,1,AP_RND_CONV,AP_SAT>"
+    enc = read_encoder(tmp_path / ENCODER_JSON)
+    assert enc.weights.arch == arch and np.array_equal(enc.weights.to_vector(), w.to_vector())
+    # a file that predates the key is the ECON-T's encoder
+    w0 = E.EncoderWeights.random(3)
+    rec0 = write_encoder(tmp_path, w0, 9)
+    del rec0["arch"]
+    (tmp_path / ENCODER_JSON).write_text(json.dumps(rec0))
+    assert read_encoder(tmp_path / ENCODER_JSON).weights.arch == E.ECONT_ARCH
+    # an arch that does not fit the recorded image size or formats
+    (tmp_path / ENCODER_JSON).write_text(json.dumps(dict(rec0, arch={"filters": 4})))
+    with pytest.raises(StageInputError, match=r"image_bits: this flow's encoder .* has 6480, the file "
+                                              r"records 12864.*make autoencoder"):
+        read_encoder(tmp_path / ENCODER_JSON)
+    (tmp_path / ENCODER_JSON).write_text(json.dumps(dict(rec0, arch={"filters": 0})))
+    with pytest.raises(StageInputError, match=r"arch filters: expected an integer in \[1, 64\], got 0"):
+        read_encoder(tmp_path / ENCODER_JSON)
+
+
 # ==================================================== a small real pipeline
 N_TEST = 300
 

@@ -132,3 +132,92 @@ def test_golden_matches_qkeras_exactly(qmodel):
         mism = np.argwhere(g != k)
         assert len(mism) == 0, f"{len(mism)} mismatches, first {mism[:5].tolist()}"
         assert 0.05 < (g > 0).mean() and (g == 511).mean() < 0.9    # the test exercises both ends
+
+
+# ------------------------------------------------- the parameterised architecture (co-design sweep)
+ARCHS = [E.EncoderArch(4, 4, 6), E.EncoderArch(16, 8, 8), E.EncoderArch(8, 5, 6), E.EncoderArch(2, 3, 10)]
+
+
+def test_econt_arch_is_the_default_and_keeps_the_asic_constants():
+    a = E.ECONT_ARCH
+    assert a == E.EncoderArch() and a.to_dict() == {"filters": 8, "weight_bits": 6, "act_bits": 8}
+    assert (a.n_params, a.image_bits, a.image_bytes) == (2144, 12864, 1608)
+    assert a.weight_fmt == E.WEIGHT_FMT and a.conv_act_fmt == E.CONV_ACT_FMT
+    assert a.register_layout == E.REGISTER_LAYOUT and a.weight_qkeras == "quantized_bits(6,0,alpha=1)"
+    assert E.EncoderWeights.random(0).arch == a
+
+
+def test_arch_validation_names_the_field():
+    from flow.runner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"filters: expected an integer in \[1, 64\], got 0"):
+        E.EncoderArch(filters=0)
+    with pytest.raises(ConfigError, match=r"weight_bits.*got 1"):
+        E.EncoderArch(weight_bits=1)
+    with pytest.raises(ConfigError, match=r"act_bits.*got 8.5"):
+        E.EncoderArch(act_bits=8.5)
+    with pytest.raises(ConfigError, match=r"got also \['latent_bits'\]"):
+        E.EncoderArch.from_dict({"filters": 4, "latent_bits": 3})
+    assert E.EncoderArch.from_dict({"filters": 4}) == E.EncoderArch(4, 6, 8)
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"f{a.filters}w{a.weight_bits}a{a.act_bits}")
+def test_register_image_round_trips_for_every_arch(arch):
+    w = E.EncoderWeights.random(3, arch)
+    assert w.arch == arch and w.dense_w.shape == (16 * arch.filters, 16)
+    assert w.to_vector().shape == (arch.n_params,)
+    assert arch.n_params == 9 * arch.filters + arch.filters + 16 * arch.filters * 16 + 16
+    img = w.to_image()
+    assert len(img) == -(-arch.n_params * arch.weight_bits // 8)
+    np.testing.assert_array_equal(E.EncoderWeights.from_image(img, arch).to_vector(), w.to_vector())
+    np.testing.assert_array_equal(E.EncoderWeights.from_mem(w.to_mem(), arch).to_vector(), w.to_vector())
+    # the extreme codes round-trip (two's complement of arch.weight_bits bits)
+    lo, hi = arch.weight_fmt.min_code, arch.weight_fmt.max_code
+    vec = np.resize(np.array([lo, hi, -1, 0, 1]), arch.n_params)
+    np.testing.assert_array_equal(E.EncoderWeights.from_image(
+        E.EncoderWeights.from_vector(vec, arch).to_image(), arch).to_vector(), vec)
+    # an image of another architecture is refused with both sizes named
+    other = E.EncoderArch(arch.filters + 1, arch.weight_bits, arch.act_bits)
+    with pytest.raises(ShapeError, match=f"expected {other.image_bytes} bytes.*got {len(img)}"):
+        E.EncoderWeights.from_image(img, other)
+
+
+def test_image_padding_bits_must_be_zero():
+    arch = E.EncoderArch(2, 7, 8)          # 548 codes x 7 bits = 3836 bits -> 480 bytes, 4 padding
+    assert (arch.n_params, arch.image_bits, arch.image_bytes) == (548, 3836, 480)
+    img = bytearray(E.EncoderWeights.random(1, arch).to_image())
+    assert img[-1] >> 4 == 0
+    img[-1] |= 0x80
+    with pytest.raises(InputRangeError, match="4 padding bits above bit 3835 to be zero"):
+        E.EncoderWeights.from_image(bytes(img), arch)
+
+
+def test_weights_of_another_arch_are_refused():
+    w = E.EncoderWeights.random(0, E.EncoderArch(4, 6, 8))
+    with pytest.raises(ShapeError, match=r"expected shape \(3, 3, 1, 8\).*got \(3, 3, 1, 4\)"):
+        E.EncoderWeights(w.conv_w, w.conv_b, w.dense_w, w.dense_b)
+    with pytest.raises(InputRangeError, match=r"expected 4-bit codes in \[-8, 7\]"):
+        E.EncoderWeights.from_vector(np.full(E.EncoderArch(4, 4, 8).n_params, 8), E.EncoderArch(4, 4, 8))
+
+
+@pytest.mark.parametrize("arch,latent_bits", list(zip(ARCHS, (3, 5, 7, 9), strict=True)),
+                         ids=lambda v: str(v) if isinstance(v, int) else
+                         f"f{v.filters}w{v.weight_bits}a{v.act_bits}")
+def test_golden_matches_qkeras_exactly_for_every_arch(arch, latent_bits):
+    model = E.build_qkeras_encoder(latent_bits, arch=arch)
+    assert E.arch_of(model) == arch
+    with pytest.raises(ShapeError, match=f"expected 8 filters, 6-bit weights.*got {arch.filters} filters"):
+        E.EncoderWeights.random(0).set_keras(model)
+    aein = _wafers(3000, 2)
+    top = 2 ** latent_bits - 1
+    for seed in range(3):
+        w = E.EncoderWeights.random(seed, arch)
+        w.set_keras(model)
+        back = E.EncoderWeights.from_keras(model)
+        assert back.arch == arch and np.array_equal(back.to_vector(), w.to_vector())
+        g = E.golden_encode(aein, w, latent_bits)
+        assert g.max() <= top
+        k = E.keras_latent_codes(model, aein)
+        mism = np.argwhere(g != k)
+        assert len(mism) == 0, f"{arch}: {len(mism)} mismatches, first {mism[:5].tolist()}"
+        assert (g > 0).mean() > 0.02 and (g == top).mean() < 0.95

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flow.core import encoder as E
 from flow.core.ae_model import build_autoencoder
 from flow.runner.atomic import atomic_write_json
 
@@ -126,7 +127,8 @@ def _compile(model, loss_fn, lr: float, s=None):
     model.compile(optimizer=tf.keras.optimizers.Adam(lr), loss=loss_fn, **compile_options(s))
 
 
-def scan_lr(s, loss_name: str, decoder: str, make_loss, train, val, seed: int, ck: Path, log) -> dict:
+def scan_lr(s, loss_name: str, decoder: str, make_loss, train, val, seed: int, ck: Path, log,
+            arch: E.EncoderArch = E.ECONT_ARCH) -> dict:
     """The learning-rate rule for one (loss, decoder): ``{"lr", "trials"}``, cached in ``ck``."""
     cache = ck / "lr_scan.json"
     key = {"lr_scan": list(s.lr_scan), "wafers": s.lr_scan_wafers, "epochs": s.lr_scan_epochs, "seed": seed}
@@ -143,7 +145,7 @@ def scan_lr(s, loss_name: str, decoder: str, make_loss, train, val, seed: int, c
     trials = []
     for lr in s.lr_scan:
         tf.keras.utils.set_random_seed(seed)
-        model, _, _ = build_autoencoder(s.latent_bits, decoder)
+        model, _, _ = build_autoencoder(s.latent_bits, decoder, arch)
         _compile(model, make_loss(), lr, s)
         t0 = time.perf_counter()
         h = model.fit(xs, ts, validation_data=val, epochs=s.lr_scan_epochs, batch_size=s.batch_size,
@@ -167,13 +169,15 @@ def scan_lr(s, loss_name: str, decoder: str, make_loss, train, val, seed: int, c
 
 
 def train_model(s, loss_name: str, decoder: str, make_loss, train, val, *, seed: int, lr: float,
-                ck: Path, log, init_weights: list | None = None) -> Trained:
+                ck: Path, log, init_weights: list | None = None,
+                arch: E.EncoderArch = E.ECONT_ARCH) -> Trained:
     """Train (or reload, when finished earlier) one model to convergence; ``init_weights``
-    continues from another model's weights (the closed loop's rounds)."""
+    continues from another model's weights (the closed loop's rounds); ``arch`` is the
+    encoder's architecture (the co-design sweep's points)."""
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(seed)
-    model, enc, dec = build_autoencoder(s.latent_bits, decoder)
+    model, enc, dec = build_autoencoder(s.latent_bits, decoder, arch)
     if init_weights is not None:
         model.set_weights(init_weights)
     _compile(model, make_loss(), lr, s)
@@ -212,7 +216,7 @@ def train_model(s, loss_name: str, decoder: str, make_loss, train, val, *, seed:
 
 
 def fit_task(s, loss_name: str, decoder: str, loss_kw: dict, train, val, *, seed: int, lr: float,
-             ck: str, init_weights: list | None = None) -> dict:
+             ck: str, init_weights: list | None = None, arch: dict | None = None) -> dict:
     """Train one model where it runs: the body of the stage's Ray task (one model per
     1-CPU task, TensorFlow on one thread) and of its serial path.  Returns what the
     driver needs to rebuild the model exactly: ``{"weights", "info", "history"}``."""
@@ -222,13 +226,14 @@ def fit_task(s, loss_name: str, decoder: str, loss_kw: dict, train, val, *, seed
 
     tf.config.experimental.enable_op_determinism()
     t = train_model(s, loss_name, decoder, lambda: get_loss(loss_name, **loss_kw), train, val, seed=seed,
-                    lr=lr, ck=Path(ck), log=print, init_weights=init_weights)
+                    lr=lr, ck=Path(ck), log=print, init_weights=init_weights,
+                    arch=E.EncoderArch.from_dict(arch or {}))
     return {"weights": t.model.get_weights(), "info": t.info, "history": t.history}
 
 
-def from_result(latent_bits: int, decoder: str, res: dict) -> Trained:
+def from_result(latent_bits: int, decoder: str, res: dict, arch: E.EncoderArch = E.ECONT_ARCH) -> Trained:
     """The :class:`Trained` model of a :func:`fit_task` result (weights set bit for bit)."""
-    model, enc, dec = build_autoencoder(latent_bits, decoder)
+    model, enc, dec = build_autoencoder(latent_bits, decoder, arch)
     model.set_weights(res["weights"])
     return Trained(enc, dec, res["history"], res["info"], model)
 

@@ -39,8 +39,9 @@ def gather_tc(img):
     return tf.gather(tf.reshape(img, (-1, 64)), tf.constant(REMAP_8X8, tf.int32), axis=1)
 
 
-def build_autoencoder(latent_bits: int, decoder: str = "plain"):
-    """(training model, encoder, decoder).
+def build_autoencoder(latent_bits: int, decoder: str = "plain", arch: E.EncoderArch = E.ECONT_ARCH):
+    """(training model, encoder, decoder); the encoder of architecture ``arch`` (default: the
+    ECON-T's), the decoder the same for every architecture.
 
     ``plain``: ``8x8x1 -> 48``.  ``conditional``: inputs ``[8x8x1, (N_COND,)]``; the
     decoder's input is the 16 latent values followed by the ``N_COND`` conditions
@@ -48,7 +49,7 @@ def build_autoencoder(latent_bits: int, decoder: str = "plain"):
     """
     from tensorflow import keras
 
-    enc = E.build_qkeras_encoder(latent_bits)
+    enc = E.build_qkeras_encoder(latent_bits, arch=arch)
     inp = keras.Input((8, 8, 1), name="aein")
     if decoder == "plain":
         dec = build_decoder()

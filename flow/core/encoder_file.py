@@ -1,14 +1,16 @@
 """``autoencoder/encoder.json``: what every later stage needs to know about the exported
 encoder, written by the ``autoencoder`` stage next to ``weights.bin``.
 
-It records the latent width, the number formats of the encoder (AEin, weights, conv
-activation, latent, as ``ap_*fixed`` strings and fields) and the sha256 of the
-register image ``weights.bin``.  ``convert``, ``rtl``, ``cosim`` and ``handoff``
-read it with :func:`load_encoder` instead of looking into the autoencoder's manifest
-or config; the reader checks the image against the recorded sha256 and the recorded
-formats against the ones this flow's :mod:`flow.core.encoder` implements, and refuses a
-mismatch with a :class:`~flow.runner.errors.StageInputError` saying what it expected, what it
-found and which stage to rerun.
+It records the latent width, the architecture (``arch``: filters, weight and conv-activation
+bits; :class:`flow.core.encoder.EncoderArch`, the ECON-T's for files that predate the key),
+the number formats of the encoder (AEin, weights, conv activation, latent, as ``ap_*fixed``
+strings and fields) and the sha256 of the register image ``weights.bin``.  ``convert``,
+``rtl``, ``cosim`` and ``handoff`` read it with :func:`load_encoder` instead of looking into
+the autoencoder's manifest or config; the reader checks the image against the recorded sha256
+and the recorded formats against the ones this flow's :mod:`flow.core.encoder` implements for
+the recorded architecture, and refuses a mismatch with a
+:class:`~flow.runner.errors.StageInputError` saying what it expected, what it found and which
+stage to rerun.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from flow.core import encoder as E
 from flow.runner.atomic import atomic_write_bytes, atomic_write_json
-from flow.runner.errors import StageInputError
+from flow.runner.errors import ConfigError, StageInputError
 
 ENCODER_JSON = "encoder.json"
 WEIGHTS_BIN = "weights.bin"
@@ -38,18 +40,19 @@ def _fmt(f) -> dict:
             "rounding": str(f.rounding), "overflow": str(f.overflow)}
 
 
-def formats(latent_bits: int) -> dict[str, dict]:
+def formats(latent_bits: int, arch: E.EncoderArch = E.ECONT_ARCH) -> dict[str, dict]:
     """The encoder's number formats as recorded in encoder.json."""
-    return {"aein": _fmt(E.INPUT_FMT), "weights": _fmt(E.WEIGHT_FMT),
-            "conv_act": _fmt(E.CONV_ACT_FMT), "latent": _fmt(E.latent_format(latent_bits))}
+    return {"aein": _fmt(E.INPUT_FMT), "weights": _fmt(arch.weight_fmt),
+            "conv_act": _fmt(arch.conv_act_fmt), "latent": _fmt(E.latent_format(latent_bits))}
 
 
 def record(weights: E.EncoderWeights, latent_bits: int) -> dict:
     """The content of encoder.json for ``weights`` (written as ``weights.bin``)."""
+    arch = weights.arch
     return {"format": FORMAT, "latent_bits": int(latent_bits), "n_latent": E.N_LATENT,
-            "image_bits": E.IMAGE_BITS, "weights_file": WEIGHTS_BIN,
+            "arch": arch.to_dict(), "image_bits": arch.image_bits, "weights_file": WEIGHTS_BIN,
             "weights_sha256": hashlib.sha256(weights.to_image()).hexdigest(),
-            "formats": formats(latent_bits)}
+            "formats": formats(latent_bits, arch)}
 
 
 def write_encoder(out: str | Path, weights: E.EncoderWeights, latent_bits: int) -> dict:
@@ -91,8 +94,12 @@ def read_encoder(json_path: str | Path, weights_path: str | Path | None = None) 
     lb = rec["latent_bits"]
     if not isinstance(lb, int) or not 2 <= lb <= 16:
         raise StageInputError(f"{json_path}: latent_bits: expected an integer 2..16, got {lb!r}; {RERUN}")
-    for key, want in (("n_latent", E.N_LATENT), ("image_bits", E.IMAGE_BITS),
-                      ("formats", formats(lb))):
+    try:
+        arch = E.EncoderArch.from_dict(rec.get("arch", E.ECONT_ARCH.to_dict()), f"{json_path}: arch")
+    except ConfigError as err:
+        raise StageInputError(f"{err}; {RERUN}") from None
+    for key, want in (("n_latent", E.N_LATENT), ("image_bits", arch.image_bits),
+                      ("formats", formats(lb, arch))):
         if rec[key] != want:
             raise StageInputError(f"{json_path}: {key}: this flow's encoder (flow/core/encoder.py) has "
                                   f"{want!r}, the file records {rec[key]!r}; {RERUN}")
@@ -105,7 +112,7 @@ def read_encoder(json_path: str | Path, weights_path: str | Path | None = None) 
     if sha != rec["weights_sha256"]:
         raise StageInputError(f"{wpath} does not match {json_path}: expected weights sha256 "
                               f"{rec['weights_sha256']}, got {sha}; {RERUN}")
-    return Encoder(latent_bits=lb, weights=E.EncoderWeights.from_image(image), weights_sha256=sha,
+    return Encoder(latent_bits=lb, weights=E.EncoderWeights.from_image(image, arch), weights_sha256=sha,
                    weights_path=wpath, record=rec)
 
 
