@@ -7,8 +7,9 @@ stage's own process free of TensorFlow.  :func:`run_logged` turns every
 child failure into a :class:`~flow.runner.errors.FlowError` naming what failed, the
 log file and the last lines of output.
 
-Per-layer precisions (:func:`layer_precisions`) come from the encoder's
-QKeras quantizers (checked against the ASIC formats of :mod:`flow.core.encoder`)
+Per-layer precisions (:func:`layer_precisions`) come from the encoder's architecture
+(:class:`~flow.core.encoder.EncoderArch`: filters, weight and conv-activation widths; the
+ECON-T's by default), whose formats the child checks the model's QKeras quantizers against,
 and from exact worst-case bounds of the accumulators, set explicitly with
 ``granularity='name'``: hls4ml's own inference reads the input quantizer
 ``quantized_bits(8,1,keep_negative=False)`` as ``fixed<8,2>`` (it ignores
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flow.core import encoder as E
 from flow.core.hls_harness import CXX_STD, HARNESS_SOURCES, build_script, include_flags, run_logged
 from flow.runner.errors import FlowError
 
@@ -71,63 +73,78 @@ def accum_format(n_terms: int, x, w, b):
     return FixedFormat(width, width - frac, True)
 
 
-def layer_formats(latent_bits: int) -> dict[str, dict[str, object]]:
-    """The encoder's per-layer number formats (FixedFormat), by hls4ml layer name and quantity."""
-    from flow.core import encoder as E
+def layer_formats(latent_bits: int, arch: E.EncoderArch = E.ECONT_ARCH) -> dict[str, dict[str, object]]:
+    """The per-layer number formats (FixedFormat) of an encoder of architecture ``arch``
+    (default: the ECON-T's), by hls4ml layer name and quantity."""
     from flow.core.fixedpoint import FixedFormat
 
-    w = FixedFormat(E.WEIGHT_FMT.width, E.WEIGHT_FMT.int_bits, True)   # exact constants: TRN/WRAP
-    conv_acc = accum_format(E.KERNEL * E.KERNEL, E.INPUT_FMT, E.WEIGHT_FMT, E.WEIGHT_FMT)
-    dense_acc = accum_format(E.DENSE_W_SHAPE[0], E.CONV_ACT_FMT, E.WEIGHT_FMT, E.WEIGHT_FMT)
+    wf, af = arch.weight_fmt, arch.conv_act_fmt
+    w = FixedFormat(wf.width, wf.int_bits, True)                       # exact constants: TRN/WRAP
+    conv_acc = accum_format(E.KERNEL * E.KERNEL, E.INPUT_FMT, wf, wf)
+    dense_acc = accum_format(arch.n_hidden, af, wf, wf)
     return {
         "aein": {"result": FixedFormat(E.INPUT_FMT.width, E.INPUT_FMT.int_bits, False)},
         "input_q": {"result": E.INPUT_FMT},
         "conv": {"weight": w, "bias": w, "accum": conv_acc, "result": conv_acc},
         "conv_linear": {"result": conv_acc},
-        "conv_act": {"result": E.CONV_ACT_FMT},
+        "conv_act": {"result": af},
         "dense": {"weight": w, "bias": w, "accum": dense_acc, "result": dense_acc},
         "dense_linear": {"result": dense_acc},
         "latent": {"result": E.latent_format(latent_bits)},
     }
 
 
-def layer_precisions(latent_bits: int) -> dict[str, dict[str, str]]:
+def layer_precisions(latent_bits: int, arch: E.EncoderArch = E.ECONT_ARCH) -> dict[str, dict[str, str]]:
     """:func:`layer_formats` as hls4ml precision strings (``hls_config['LayerName']``)."""
     return {layer: {k: f.to_hls4ml_string() for k, f in q.items()}
-            for layer, q in layer_formats(latent_bits).items()}
+            for layer, q in layer_formats(latent_bits, arch).items()}
 
 
 # ------------------------------------------------------------------- worker
-def _check_model(model, latent_bits: int | None) -> int:
-    """The model is the flow's encoder with the ASIC's quantizers; returns its latent bits."""
-    from flow.core import encoder as E
+def _check_model(model, latent_bits: int | None,
+                 arch: E.EncoderArch | None = None) -> tuple[int, E.EncoderArch]:
+    """The model is the flow's encoder (:func:`flow.core.encoder.build_qkeras_encoder`) with
+    the quantizers of its architecture (:func:`flow.core.encoder.arch_of`), which must be
+    ``arch`` if given, and ``latent_bits`` latent bits if given; returns (latent bits, arch)."""
     from flow.core.fixedpoint import FixedFormat
 
+    not_ours = "the encoder model is not the flow's encoder (flow.core.encoder.build_qkeras_encoder)"
     names = [layer.name for layer in model.layers]
     missing = [n for n, _ in EXPECTED_LAYERS if n not in names]
     if missing:
-        raise FlowError("the encoder model is not the flow's encoder "
-                        f"(flow.core.encoder.build_qkeras_encoder): "
-                        f"layers {missing} are missing; its layers: {names}")
-    lat = FixedFormat.from_qkeras(model.get_layer("latent").quantizer)
-    want = {
-        "input_q": (model.get_layer("input_q").quantizer, E.INPUT_FMT),
-        "conv kernel": (model.get_layer("conv").kernel_quantizer_internal, E.WEIGHT_FMT),
-        "conv bias": (model.get_layer("conv").bias_quantizer_internal, E.WEIGHT_FMT),
-        "conv_act": (model.get_layer("conv_act").quantizer, E.CONV_ACT_FMT),
-        "dense kernel": (model.get_layer("dense").kernel_quantizer_internal, E.WEIGHT_FMT),
-        "dense bias": (model.get_layer("dense").bias_quantizer_internal, E.WEIGHT_FMT),
-        "latent": (model.get_layer("latent").quantizer, E.latent_format(lat.width)),
-    }
-    for what, (q, fmt) in want.items():
-        got = FixedFormat.from_qkeras(q)
-        if got != fmt:
-            raise FlowError(f"encoder quantizer {what}: expected the ASIC format {fmt}, got {got} "
-                            f"(from {q})")
+        raise FlowError(f"{not_ours}: layers {missing} are missing; its layers: {names}")
+    try:
+        got_arch = E.arch_of(model)
+        quantizers = {
+            "input_q": model.get_layer("input_q").quantizer,
+            "conv kernel": model.get_layer("conv").kernel_quantizer_internal,
+            "conv bias": model.get_layer("conv").bias_quantizer_internal,
+            "conv_act": model.get_layer("conv_act").quantizer,
+            "dense kernel": model.get_layer("dense").kernel_quantizer_internal,
+            "dense bias": model.get_layer("dense").bias_quantizer_internal,
+            "latent": model.get_layer("latent").quantizer,
+        }
+        got = {what: FixedFormat.from_qkeras(q) for what, q in quantizers.items()}
+    except FlowError as err:
+        raise FlowError(f"{not_ours}: {err}") from None
+    except (AttributeError, TypeError) as err:      # e.g. a Keras layer where a QKeras one belongs
+        classes = {la.name: type(la).__name__ for la in model.layers}
+        raise FlowError(f"{not_ours}: {err} (its layers: {classes})") from None
+    lat = got["latent"]
+    wf = got_arch.weight_fmt
+    want = {"input_q": E.INPUT_FMT, "conv kernel": wf, "conv bias": wf, "conv_act": got_arch.conv_act_fmt,
+            "dense kernel": wf, "dense bias": wf, "latent": E.latent_format(lat.width)}
+    for what, fmt in want.items():
+        if got[what] != fmt:
+            raise FlowError(f"encoder quantizer {what}: expected the format {fmt} of the flow's encoder "
+                            f"({got_arch.describe()}), got {got[what]} (from {quantizers[what]})")
+    if arch is not None and got_arch != arch:
+        raise FlowError(f"the encoder model has {got_arch.describe()}, expected {arch.describe()} "
+                        f"(the architecture of its encoder.json / register image)")
     if latent_bits is not None and lat.width != latent_bits:
         raise FlowError(f"encoder latent quantizer has {lat.width} bits, expected "
                         f"autoencoder.latent_bits = {latent_bits}")
-    return lat.width
+    return lat.width, got_arch
 
 
 def _precision_str(p) -> str:
@@ -175,18 +192,17 @@ def worker(spec: dict) -> dict:
     import hls4ml
     from qkeras.utils import load_qmodel
 
-    from flow.core import encoder as E
-
     t_import = time.perf_counter() - t0
     model = load_qmodel(spec["model"], compile=False)
-    latent_bits = _check_model(model, spec.get("latent_bits"))
+    arch = E.EncoderArch.from_dict(spec["arch"], "conversion spec arch") if "arch" in spec else E.ECONT_ARCH
+    latent_bits, arch = _check_model(model, spec.get("latent_bits"), arch)
     if spec.get("weights_image"):
-        want = E.EncoderWeights.from_image(Path(spec["weights_image"]).read_bytes())
+        want = E.EncoderWeights.from_image(Path(spec["weights_image"]).read_bytes(), arch)
         got = E.EncoderWeights.from_keras(model)
         diff = int(np.sum(got.to_vector() != want.to_vector()))
         if diff:
             raise FlowError(f"the encoder model's quantized weights differ from the register image "
-                            f"{spec['weights_image']} at {diff} of {E.N_PARAMS} positions")
+                            f"{spec['weights_image']} at {diff} of {arch.n_params} positions")
     backend = spec["backend"]
     precisions = spec["precisions"]
     cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
@@ -210,7 +226,7 @@ def worker(spec: dict) -> dict:
     hm = hls4ml.converters.convert_from_keras_model(model, **kw)
     layers = _verify_graph(hm, precisions)
     hm.write()
-    return {"backend": backend, "latent_bits": latent_bits, "layers": layers,
+    return {"backend": backend, "latent_bits": latent_bits, "arch": arch.to_dict(), "layers": layers,
             "hls4ml": hls4ml.__version__, "import_s": round(t_import, 3),
             "convert_s": round(time.perf_counter() - t0 - t_import, 3)}
 
@@ -230,8 +246,12 @@ def main(argv: list[str]) -> int:
 # ------------------------------------------------------------ parent side
 def convert_backend(backend: str, *, model: Path, weights_image: Path | None, projects_dir: Path,
                     settings, latent_bits: int, log: Path, tb: tuple[np.ndarray, np.ndarray] | None = None,
-                    extra_env: dict | None = None) -> dict:
-    """Convert the encoder for one backend into ``projects_dir/<backend>``; returns the worker's info.
+                    extra_env: dict | None = None, arch: E.EncoderArch = E.ECONT_ARCH) -> dict:
+    """Convert the encoder for one backend into ``projects_dir/<backend>``; returns the worker's info
+    (with the encoder's ``arch`` as :meth:`~flow.core.encoder.EncoderArch.to_dict`).
+
+    ``arch`` is the encoder's architecture (its ``encoder.json``'s): the precisions are computed
+    for it and the child refuses a model or register image of another one.
 
     The hls4ml output directory is given relative to ``projects_dir`` (the
     child runs there), so the project holds no absolute path of this build.
@@ -250,8 +270,8 @@ def convert_backend(backend: str, *, model: Path, weights_image: Path | None, pr
         "backend": backend, "output_dir": backend, "io_type": settings.io_type,
         "clock_period": settings.clock_period_ns, "reuse_factor": settings.reuse_factor,
         "strategy": settings.strategy, "fpga_part": settings.fpga_part,
-        "asic_libs": settings.asic_libs, "latent_bits": latent_bits,
-        "precisions": layer_precisions(latent_bits),
+        "asic_libs": settings.asic_libs, "latent_bits": latent_bits, "arch": arch.to_dict(),
+        "precisions": layer_precisions(latent_bits, arch),
         "result": str((work / "result.json").resolve()),
     }
     if tb is not None:
@@ -321,14 +341,25 @@ def patch_catapult_weights(prj: Path) -> None:
         t.unlink()
 
 
-def econt_params_h(latent_bits: int) -> str:
-    from flow.core.encoder import N_LATENT
+def _arch_note(arch: E.EncoderArch, sep: str = " ") -> str:
+    """Empty for the ECON-T's architecture (its texts stay as they were), else one sentence
+    (``sep`` between its two halves, e.g. a line break)."""
+    if arch == E.ECONT_ARCH:
+        return ""
+    return (f"encoder architecture {arch.describe()} ({arch.n_params} parameters, a {arch.image_bits}-bit "
+            f"register image),{sep}not the ECON-T ASIC's ({E.ECONT_ARCH.describe()})")
+
+
+def econt_params_h(latent_bits: int, arch: E.EncoderArch = E.ECONT_ARCH) -> str:
     from flow.core.geometry import REMAP_8X8
 
     remap = ", ".join(str(int(i)) for i in REMAP_8X8)
+    note = _arch_note(arch, "\n// ")
     return ("// Generated by the econt-flow `convert` stage: parameters of econt_top.\n"
-            "#ifndef ECONT_PARAMS_H_\n#define ECONT_PARAMS_H_\n\n"
-            f"#define ECONT_N_LATENT {N_LATENT}\n"
+            + (f"// The {note}:\n// conv weights and biases {arch.weight_fmt.to_ap_string()}, conv ReLU "
+               f"{arch.conv_act_fmt.to_ap_string()} (econt_top does not depend on them).\n" if note else "")
+            + "#ifndef ECONT_PARAMS_H_\n#define ECONT_PARAMS_H_\n\n"
+            f"#define ECONT_N_LATENT {E.N_LATENT}\n"
             f"#define ECONT_LATENT_BITS {latent_bits}\n\n"
             "namespace econt {\n"
             "// flattened 8x8 position of each TC (encoding A, econt.md section 1)\n"
@@ -342,8 +373,16 @@ def _table(rows: list[list[str]], head: list[str]) -> str:
     return "\n".join(out)
 
 
+def _info_arch(info: dict) -> E.EncoderArch:
+    """The architecture the worker converted (its info's ``arch``; the ECON-T's if absent)."""
+    return E.EncoderArch.from_dict(info["arch"], "conversion info arch") if "arch" in info else E.ECONT_ARCH
+
+
 def readme(backend: str, info: dict, settings, latent_bits: int, weights_sha256: str,
            csim_opt: str) -> str:
+    arch = _info_arch(info)
+    wb, note = arch.weight_bits, _arch_note(arch, "\n  ")
+    arch_line = f"* {note[0].upper()}{note[1:]};\n" if note else ""
     rows = []
     for layer in info["layers"]:
         for key, prec in layer["precisions"].items():
@@ -385,17 +424,17 @@ from the trained QKeras encoder (`autoencoder/encoder.h5`, weight image sha256
 `{weights_sha256}`).
 
 * top function `myproject` (hls4ml): 8x8x1 AEin (`ufixed<8,1>`) -> 16 latent values
-  (`ufixed<{latent_bits},1>`): Conv2D 8x3x3 stride 2 'same' -> ReLU -> Dense 16 -> ReLU;
-* `io_type: {settings.io_type}`, strategy `{settings.strategy}`, reuse factor
+  (`ufixed<{latent_bits},1>`): Conv2D {arch.filters}x3x3 stride 2 'same' -> ReLU -> Dense 16 -> ReLU;
+{arch_line}* `io_type: {settings.io_type}`, strategy `{settings.strategy}`, reuse factor
   {settings.reuse_factor} (II = 1 target), clock period {settings.clock_period_ns} ns;
 * target: {target}.
 
 ## Precisions (set per layer, `granularity='name'`)
 
 From the QKeras quantizers (input `quantized_bits(8,1,keep_negative=False)` ->
-`ufixed<8,1,RND_CONV,SAT>`, weights and biases `quantized_bits(6,0)` -> `fixed<6,1>`,
+`ufixed<8,1,RND_CONV,SAT>`, weights and biases `quantized_bits({wb},0)` -> `fixed<{wb},1>`,
 activations `quantized_relu` -> `ufixed<.,1,RND_CONV,SAT>`) and exact worst-case bounds
-of the accumulators over all 6-bit weight codes (the weights are reprogrammable
+of the accumulators over all {wb}-bit weight codes (the weights are reprogrammable
 registers), so no value of any input or weight set can overflow:
 
 {_table(rows, ['layer', 'hls4ml class', 'quantity', 'precision'])}
@@ -438,7 +477,7 @@ def finish_project(prj: Path, backend: str, info: dict, settings, latent_bits: i
     src = resources.files("flow").joinpath("resources/hls")
     for name, dst in ECONT_SOURCES.items():
         (prj / dst).write_text(src.joinpath(name).read_text())
-    (prj / "firmware" / "econt_params.h").write_text(econt_params_h(latent_bits))
+    (prj / "firmware" / "econt_params.h").write_text(econt_params_h(latent_bits, _info_arch(info)))
     script = prj / "build_econt_csim.sh"
     script.write_text(build_script(backend, csim_opt))
     script.chmod(0o755)

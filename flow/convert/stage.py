@@ -232,11 +232,11 @@ def build_vector_sets(settings, weights: E.EncoderWeights, latent_bits: int, tes
     return sets, meta
 
 
-def _formats(latent_bits: int) -> dict[str, str]:
+def _formats(latent_bits: int, arch: E.EncoderArch = E.ECONT_ARCH) -> dict[str, str]:
     return {"word": "uint7 (4-bit exponent, 3-bit mantissa)",
             "calvalue": "uint12 (11 fractional bits, 2048 = 1.0)",
-            "aein": E.INPUT_FMT.to_ap_string(), "weights": E.WEIGHT_FMT.to_ap_string(),
-            "conv_act": E.CONV_ACT_FMT.to_ap_string(),
+            "aein": E.INPUT_FMT.to_ap_string(), "weights": arch.weight_fmt.to_ap_string(),
+            "conv_act": arch.conv_act_fmt.to_ap_string(),
             "latent": E.latent_format(latent_bits).to_ap_string(),
             "sum_code": "uint9 (5-bit exponent, 4-bit mantissa)"}
 
@@ -244,12 +244,14 @@ def _formats(latent_bits: int) -> dict[str, str]:
 # ----------------------------------------------------------------- inputs
 def load_weights(ae) -> tuple[E.EncoderWeights, int, str]:
     """The exported encoder of the autoencoder stage (:func:`flow.core.encoder_file.load_encoder`:
-    weight codes, latent width, image sha256), cross-checked with ``weights.npz``."""
+    weight codes and their architecture, latent width, image sha256), cross-checked with
+    ``weights.npz``."""
     enc = load_encoder(ae)
     w = enc.weights
     if "weights.npz" in ae.manifest["outputs"]:
         with np.load(ae.path("weights.npz")) as z:
-            other = E.EncoderWeights(**{k: z[k] for k in ("conv_w", "conv_b", "dense_w", "dense_b")})
+            other = E.EncoderWeights(**{k: z[k] for k in ("conv_w", "conv_b", "dense_w", "dense_b")},
+                                     arch=w.arch)
         if np.any(other.to_vector() != w.to_vector()):
             raise MismatchError(f"{ae.path('weights.npz')} and {enc.weights_path} hold different weight "
                                 "codes; rerun `make autoencoder`")
@@ -263,14 +265,15 @@ def _tb_arrays(v: dict[str, np.ndarray], n: int, latent_bits: int) -> tuple[np.n
     return x[..., None], y
 
 
-def _convert_all(ctx, ae, tb, latent_bits: int, weights_sha: str) -> tuple[dict, dict]:
+def _convert_all(ctx, ae, tb, latent_bits: int, weights_sha: str,
+                 arch: E.EncoderArch) -> tuple[dict, dict]:
     """One hls4ml project per configured backend; returns (projects info, times)."""
     s, out = ctx.settings, ctx.out
     projects, times = {}, {}
     for backend in dict.fromkeys(s.backends):
         info = convert_backend(backend, model=ae.path("encoder.h5"), weights_image=ae.path("weights.bin"),
                                projects_dir=out / "hls_projects", settings=s, latent_bits=latent_bits,
-                               log=out / "logs" / f"convert_{backend}.log", tb=tb)
+                               log=out / "logs" / f"convert_{backend}.log", tb=tb, arch=arch)
         prj = out / "hls_projects" / backend
         finish_project(prj, backend, info, s, latent_bits, weights_sha, "-O2")
         times[backend] = info["wall_s"]
@@ -295,7 +298,7 @@ def run(ctx) -> None:
         write_vectors(out / name, arrays)
     t_vec = time.perf_counter() - t0
     n_vec = {k: int(len(v["words"])) for k, v in sets.items()}
-    meta.update({"formats": _formats(latent_bits), "latent_bits": latent_bits,
+    meta.update({"formats": _formats(latent_bits, weights.arch), "latent_bits": latent_bits,
                  "weights_sha256": weights_sha, "weights_file": "autoencoder/weights.bin",
                  "contract": {k: np.dtype(t).name for k, t in VECTOR_DTYPES.items()},
                  "order": "corner vectors first (kinds 1..7), then test-set wafers (kind 0) in file order",
@@ -305,7 +308,7 @@ def run(ctx) -> None:
     main = sets["vectors.npz"]
     tb = _tb_arrays(main, s.tb_vectors, latent_bits) if s.tb_vectors else None
     # on failure the runner keeps logs/ in build/<run>/convert.failed/
-    projects, times = _convert_all(ctx, ae, tb, latent_bits, weights_sha)
+    projects, times = _convert_all(ctx, ae, tb, latent_bits, weights_sha, weights.arch)
     atomic_write_json(out / "projects.json", {"projects": projects, "weights_sha256": weights_sha})
     budgets = _convert_budgets(ctx, ae, main, drop, calvalues)
 
@@ -345,7 +348,8 @@ def _convert_budgets(ctx, ae, main: dict, drop: int, calvalues) -> dict:
         for backend in dict.fromkeys(s.backends):
             info = convert_backend(backend, model=ae.path(f"{d}/encoder.h5"), weights_image=enc.weights_path,
                                    projects_dir=sub / "hls_projects", settings=s, latent_bits=enc.latent_bits,
-                                   log=out / "logs" / f"convert_{backend}_{n}elinks.log")
+                                   log=out / "logs" / f"convert_{backend}_{n}elinks.log",
+                                   arch=enc.weights.arch)
             if info["latent_bits"] != enc.latent_bits:
                 raise StageInputError(f"autoencoder/{d}/encoder.h5 has {info['latent_bits']}-bit latents, "
                                       f"its encoder.json {enc.latent_bits}; rerun `make autoencoder`")
@@ -378,7 +382,7 @@ def bench(cfg, workdir) -> dict[str, float]:
     for backend in dict.fromkeys(cfg.convert.backends):
         info = convert_backend(backend, model=ae.path("encoder.h5"), weights_image=ae.path("weights.bin"),
                                projects_dir=workdir / "hls_projects", settings=cfg.convert,
-                               latent_bits=lb, log=workdir / f"convert_{backend}.log")
+                               latent_bits=lb, log=workdir / f"convert_{backend}.log", arch=weights.arch)
         res[f"convert_{backend}_s"] = info["wall_s"]
         res[f"convert_{backend}_hls4ml_s"] = info["convert_s"]
     return res
