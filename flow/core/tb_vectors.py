@@ -17,38 +17,58 @@ import zipfile
 
 import numpy as np
 
-from flow.core.encoder import IMAGE_BITS, N_LATENT, EncoderWeights
+from flow.core.encoder import ECONT_ARCH, N_LATENT, EncoderArch, EncoderWeights
 from flow.core.frontend import AEIN_BITS, CAL_BITS, SUM_BITS, TC_WORD_BITS
 from flow.core.geometry import N_TC
 from flow.runner.errors import InputRangeError, StageInputError
 
 FORMAT = "econt-ae-handoff/1"
 CFG_DATA_BITS = 32
-#: the configuration port's address map (docs/rtl_cosim.md, "Configuration port")
-ADDRESS_MAP = {"addr_bits": 10, "data_bits": CFG_DATA_BITS,
-               "weight_base": 0x000, "weight_words": IMAGE_BITS // CFG_DATA_BITS,
-               "cal_base": 0x200, "cal_words": -(-N_TC * CAL_BITS // CFG_DATA_BITS),
-               "drop_addr": 0x220, "drop_bits": 2}
-#: global register-bit index ranges [lo, hi) of the TMR flavour's SEU injection hook (test
-#: builds, ``ECONT_SEU_INJECT``; docs/rtl_cosim.md, "The TMR flavour")
-_CAL0 = IMAGE_BITS
-_DROP0 = _CAL0 + N_TC * CAL_BITS
-_S1V = _DROP0 + 2
 
 
-def injection_map(latent_bits: int, fe_reg: bool = True) -> dict[str, list[int]]:
-    """Index ranges per register; ``fe_reg``: with the front-end register stage (latency 2)."""
-    vout = _S1V + 1 + N_TC * AEIN_BITS + SUM_BITS if fe_reg else _S1V
-    out = {"weights": [0, IMAGE_BITS], "calvalues": [_CAL0, _DROP0], "drop": [_DROP0, _DROP0 + 2],
+def tb_address_map(arch: EncoderArch = ECONT_ARCH) -> dict:
+    """The configuration port's address map for an encoder of architecture ``arch``
+    (docs/rtl_cosim.md, "Configuration port"), written down from the documented rule: the
+    weight image (``image_bits``, 32 bits per word, the last word partial if need be) from
+    0x000, the CALVALUEs at 0x200 or the next power of two above the weight words, drop
+    0x20 after them, at least 10 address bits.  The ECON-T's: 402 words, 0x200, 0x220, 10."""
+    words = -(-arch.image_bits // CFG_DATA_BITS)
+    cal = 0x200
+    while cal < words:
+        cal *= 2
+    addr_bits = 10
+    while (1 << addr_bits) <= cal + 0x20:
+        addr_bits += 1
+    return {"addr_bits": addr_bits, "data_bits": CFG_DATA_BITS,
+            "weight_base": 0x000, "weight_words": words, "image_bits": arch.image_bits,
+            "cal_base": cal, "cal_words": -(-N_TC * CAL_BITS // CFG_DATA_BITS),
+            "drop_addr": cal + 0x20, "drop_bits": 2}
+
+
+#: the ECON-T's configuration port address map
+ADDRESS_MAP = tb_address_map()
+
+
+def injection_map(latent_bits: int, fe_reg: bool = True,
+                  arch: EncoderArch = ECONT_ARCH) -> dict[str, list[int]]:
+    """Global register-bit index ranges [lo, hi) per register of the TMR flavour's SEU
+    injection hook (test builds, ``ECONT_SEU_INJECT``; docs/rtl_cosim.md, "The TMR flavour");
+    ``fe_reg``: with the front-end register stage (latency 2)."""
+    cal0 = arch.image_bits
+    drop0 = cal0 + N_TC * CAL_BITS
+    s1v = drop0 + 2
+    vout = s1v + 1 + N_TC * AEIN_BITS + SUM_BITS if fe_reg else s1v
+    out = {"weights": [0, arch.image_bits], "calvalues": [cal0, drop0], "drop": [drop0, drop0 + 2],
            "valid_out": [vout, vout + 1], "outputs": [vout + 1, vout + 1 + N_LATENT * latent_bits + SUM_BITS]}
     if fe_reg:
-        out["stage1"] = [_S1V, vout]
+        out["stage1"] = [s1v, vout]
     return out
 
 
-def check_address_map(cfg_port: dict) -> None:
-    """``rtl.json``'s ``interface.cfg_port`` must be :data:`ADDRESS_MAP`."""
-    bad = {k: (v, cfg_port.get(k)) for k, v in ADDRESS_MAP.items() if k in cfg_port and cfg_port[k] != v}
+def check_address_map(cfg_port: dict, arch: EncoderArch = ECONT_ARCH) -> None:
+    """``rtl.json``'s ``interface.cfg_port`` must be :func:`tb_address_map` of ``arch``."""
+    want = tb_address_map(arch)
+    bad = {k: (v, cfg_port.get(k)) for k, v in want.items() if k in cfg_port and cfg_port[k] != v}
     if bad:
         raise StageInputError("rtl.json documents another configuration address map than the testbench's "
                               f"(key: (expected, got)): {bad}")
@@ -169,7 +189,7 @@ def weight_files(files: dict[str, bytes], stem: str, w: EncoderWeights, cfg_port
     files[f"registers/{stem}.mem"] = w.to_mem().encode()
     words = [int.from_bytes(img[4 * a:4 * a + 4], "little") for a in range(cfg_port["weight_words"])]
     files[f"registers/{stem}_words.hex"] = hex_text(
-        words, 32, f"{stem}: {IMAGE_BITS}-bit weight image as {len(words)} configuration words; "
+        words, 32, f"{stem}: {w.arch.image_bits}-bit weight image as {len(words)} configuration words; "
                    f"line a -> cfg_addr 0x{cfg_port['weight_base']:03x} + a")
 
 

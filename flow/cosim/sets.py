@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flow.core.encoder import N_LATENT, EncoderWeights
+from flow.core.encoder import ECONT_ARCH, N_LATENT, EncoderWeights
 from flow.core.geometry import N_TC
-from flow.core.tb_vectors import ADDRESS_MAP, injection_map, vectors_json, weight_files, write_set_files
+from flow.core.tb_vectors import injection_map, tb_address_map, vectors_json, weight_files, write_set_files
 from flow.core.vectors import golden, read_vectors
 from flow.runner.errors import StageInputError
 
@@ -129,8 +129,8 @@ def build_sets(*, programmable: bool, weights: EncoderWeights, latent_bits: int,
         r2 = np.random.default_rng(seed + 2)
         words = random_words(r2, s.reload)
         cal2 = r2.integers(0, 4096, N_TC)
-        w2, w2_name = (EncoderWeights.random(seed + 3), "reconfigured_weights") if programmable else \
-            (weights, "weights")
+        w2, w2_name = ((EncoderWeights.random(seed + 3, weights.arch), "reconfigured_weights")
+                       if programmable else (weights, "weights"))
         sets.append(_golden_set("reconfigured", words, np.zeros(len(words)), ["tb_reconfigured"], cal2,
                                 1 if drop == 3 else 3, w2, w2_name,
                                 latent_bits, "cosim: random registers, golden model",
@@ -149,21 +149,28 @@ def build_sets(*, programmable: bool, weights: EncoderWeights, latent_bits: int,
 def write_root(root: Path, flavour: str, top: str, filelist: Path, programmable: bool, sets: list[dict],
                latent_bits: int, *, latency_cycles: int, clock_ns: float, seu_inject: bool) -> None:
     """A testbench directory of the archive's layout (manifest.json, vectors/, registers/)
-    for one flavour: what ``tb/run.py --root`` reads."""
+    for one flavour: what ``tb/run.py --root`` reads.  The address map is the one of the
+    sets' encoder architecture (every set's weights must share it)."""
     files: dict[str, bytes] = {}
+    archs = {vs["weights"].arch for vs in sets}
+    if len(archs) > 1:
+        raise StageInputError(f"vector sets of one testbench root: expected one encoder architecture, "
+                              f"got {sorted(a.describe() for a in archs)}")
+    arch = archs.pop() if archs else ECONT_ARCH
+    amap = tb_address_map(arch)
     entries = []
     for vs in sets:
         vs.setdefault("index", np.arange(len(vs["words"])))
         vs.setdefault("n_source", len(vs["words"]))
         vs["flavours"] = [flavour]
         vs["default_registers"] = vs["name"] == TESTBENCH["defaults_set"]
-        weight_files(files, vs["weights_name"], vs["weights"], ADDRESS_MAP)
-        entries.append(write_set_files(files, vs, latent_bits, ADDRESS_MAP))
+        weight_files(files, vs["weights_name"], vs["weights"], amap)
+        entries.append(write_set_files(files, vs, latent_bits, amap))
     files["vectors/vectors.json"] = vectors_json(latent_bits, entries)
-    files["registers/registers.json"] = (json.dumps({"address_map": ADDRESS_MAP}, indent=1) + "\n").encode()
+    files["registers/registers.json"] = (json.dumps({"address_map": amap}, indent=1) + "\n").encode()
     fl = {"top": top, "filelist": str(Path(filelist).resolve()), "programmable": programmable}
     if seu_inject:
-        fl["seu_inject"] = injection_map(latent_bits, latency_cycles == 2)
+        fl["seu_inject"] = injection_map(latent_bits, latency_cycles == 2, arch)
     man = {"format": "econt-ae-cosim-testbench/1", "flavours": {flavour: fl},
            "interface": {"latency_cycles": latency_cycles, "clock_ns": clock_ns}, "testbench": TESTBENCH}
     files["manifest.json"] = (json.dumps(man, indent=1) + "\n").encode()

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flow.core.encoder import EncoderWeights
+from flow.core.encoder import EncoderArch, EncoderWeights
 from flow.core.encoder_file import ELINK_DIR, budget_encoders, budget_table, load_encoder
 from flow.core.tb_vectors import cal_from_hex as _cal_from_hex
 from flow.core.tb_vectors import check_address_map
@@ -413,7 +413,7 @@ def run(ctx) -> None:
     default_cal = _cal_from_hex(meta["defaults"]["calvalue_image_hex"])
     default_drop = int(meta["defaults"]["drop"])
     clock_ns = float(meta["interface"]["clock_ns"])
-    check_address_map(meta["interface"]["cfg_port"])
+    check_address_map(meta["interface"]["cfg_port"], weights.arch)
 
     logs = ctx.out / "logs"
     logs.mkdir()
@@ -542,7 +542,8 @@ def bench(cfg, workdir) -> dict[str, float]:
         for fl in cfg.cosim.flavours:
             t0 = time.perf_counter()
             res = simulate(fl, rtl.dir, tmp / "out" / fl, tmp / "build" / fl, logs,
-                           weights=EncoderWeights.from_image(rtl.path("weights.bin").read_bytes()),
+                           weights=EncoderWeights.from_image(rtl.path("weights.bin").read_bytes(),
+                                                             EncoderArch.from_dict(meta.get("arch", {}))),
                            latent_bits=int(meta["latent_bits"]),
                            calvalues=cal, drop=drop, default_calvalues=cal, default_drop=drop,
                            vectors=None, settings=settings, seed=1, echo=lambda *a: None,

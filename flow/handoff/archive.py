@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from flow.core import encoder as E
-from flow.core.encoder import EncoderWeights
+from flow.core.encoder import EncoderArch, EncoderWeights
 from flow.core.encoder_file import ELINK_DIR, budget_encoders, budget_table, load_encoder
 from flow.core.frontend import TC_WORD_BITS
 from flow.core.tb_vectors import FORMAT, check_address_map, injection_map, sha256_bytes, vectors_json
@@ -178,7 +178,7 @@ def build_sets(ctx, weights: EncoderWeights, latent_bits: int, flavours: list[st
     _recheck(sets, weights, latent_bits, "autoencoder/weights.bin")
     programmable = [fl for fl in flavours if RF.get(fl).programmable]
     if programmable and s.reprogram_vectors > 0:
-        w2 = EncoderWeights.random(ctx.seed)
+        w2 = EncoderWeights.random(ctx.seed, weights.arch)
         sub = select(nominal["kind"], s.reprogram_vectors)
         words = nominal["words"][sub]
         aein, lat, sums = golden(words, drop=nominal["drop"], calvalues=nominal["calvalues"], weights=w2,
@@ -285,7 +285,8 @@ def _rtl_files(files: dict[str, bytes], rtl, meta: dict, sub: str, latent_bits: 
         if spec.tmr:
             # a TMR flavour's test-build injection hook (`ECONT_SEU_INJECT`) corrects every single
             # upset: tb/run.py --seu-inject checks it
-            fl_rec[fl]["seu_inject"] = injection_map(latent_bits, int(itf["latency_cycles"]) == 2)
+            arch = EncoderArch.from_dict(meta.get("arch", {}), "rtl.json arch")
+            fl_rec[fl]["seu_inject"] = injection_map(latent_bits, int(itf["latency_cycles"]) == 2, arch)
     return fl_rec, ports, doc_ports
 
 
@@ -296,7 +297,7 @@ def _register_and_vector_files(files: dict[str, bytes], sets: list[dict], meta: 
     sets' ``vectors.json`` entries."""
     latent_bits = int(meta["latent_bits"])
     cfg_port = meta["interface"]["cfg_port"]
-    check_address_map(cfg_port)
+    check_address_map(cfg_port, weights.arch)
     _weight_files(files, "weights", weights, cfg_port)
     for vs in sets:
         if vs["weights_name"] != "weights":

@@ -25,35 +25,64 @@ with this module.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from flow.core.encoder import (
-    CONV_ACT_FMT,
+    CONV_OUT,
+    ECONT_ARCH,
     INPUT_FMT,
     KERNEL,
-    N_FILTERS,
     N_LATENT,
     N_PARAMS,
     STRIDE,
     WEIGHT_FMT,
+    EncoderArch,
     EncoderWeights,
 )
 from flow.core.geometry import N_TC, REMAP_8X8
 from flow.runner.errors import GeneratorError, describe_values
 
-#: fraction bits of the conv and dense accumulators (input/activation 7 + weight 5)
-ACC_FRAC = INPUT_FMT.frac_bits + WEIGHT_FMT.frac_bits
 AEIN_BITS = INPUT_FMT.width
-CONV_OUT = 4                       # 4 x 4 output positions
-N_HIDDEN = CONV_OUT * CONV_OUT * N_FILTERS
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The datapath facts of an :class:`~flow.core.encoder.EncoderArch` the generators use."""
+
+    arch: EncoderArch
+
+    @property
+    def conv_frac(self) -> int:
+        """Fraction bits of the conv accumulator: AEin 7 + weight (5 for the ECON-T)."""
+        return INPUT_FMT.frac_bits + self.arch.weight_fmt.frac_bits
+
+    @property
+    def dense_frac(self) -> int:
+        """Fraction bits of the dense accumulator: conv activation (7) + weight (5)."""
+        return self.arch.conv_act_fmt.frac_bits + self.arch.weight_fmt.frac_bits
+
+    @property
+    def offsets(self) -> tuple[int, int, int, int]:
+        """Register-vector offsets of conv_w, conv_b, dense_w, dense_b."""
+        f = self.arch.filters
+        conv_b = KERNEL * KERNEL * f
+        dense_w = conv_b + f
+        dense_b = dense_w + self.arch.n_hidden * N_LATENT
+        assert dense_b + N_LATENT == self.arch.n_params
+        return 0, conv_b, dense_w, dense_b
+
+
+#: the ECON-T's: fraction bits of the conv and dense accumulators (input/activation 7 + weight 5)
+ACC_FRAC = Dims(ECONT_ARCH).conv_frac
+assert ACC_FRAC == Dims(ECONT_ARCH).dense_frac
+N_HIDDEN = ECONT_ARCH.n_hidden
 W_BITS = WEIGHT_FMT.width
-#: offsets of the parameter groups in the register vector
-CONV_W_OFF, CONV_B_OFF = 0, KERNEL * KERNEL * N_FILTERS
-DENSE_W_OFF = CONV_B_OFF + N_FILTERS
-DENSE_B_OFF = DENSE_W_OFF + N_HIDDEN * N_LATENT
+#: offsets of the parameter groups in the ECON-T register vector
+CONV_W_OFF, CONV_B_OFF, DENSE_W_OFF, DENSE_B_OFF = Dims(ECONT_ARCH).offsets
 assert DENSE_B_OFF + N_LATENT == N_PARAMS
 
 #: da4ml's helper modules (renamed with this prefix so they cannot clash)
@@ -79,20 +108,23 @@ def conv_taps() -> list[list[tuple[int, int, int]]]:
     return taps
 
 
-def latent_shift(latent_bits: int) -> int:
-    """Fraction bits dropped from the dense accumulator (12) to the latent (bits - 1)."""
-    return ACC_FRAC - (latent_bits - 1)
+def latent_shift(latent_bits: int, arch: EncoderArch = ECONT_ARCH) -> int:
+    """Fraction bits dropped from the dense accumulator (12 for the ECON-T) to the latent
+    (bits - 1)."""
+    return Dims(arch).dense_frac - (latent_bits - 1)
 
 
 # ======================================================================= da4ml
 def conv_matrix(w: EncoderWeights) -> np.ndarray:
-    """The convolution as a ``(48, 128)`` matrix on AEin values (Keras flatten order)."""
-    m = np.zeros((N_TC, N_HIDDEN))
-    lsb = WEIGHT_FMT.lsb
+    """The convolution as a ``(48, n_hidden)`` matrix on AEin values (Keras flatten order;
+    ``(48, 128)`` for the ECON-T)."""
+    nf = w.arch.filters
+    m = np.zeros((N_TC, w.arch.n_hidden))
+    lsb = w.arch.weight_fmt.lsb
     for p, taps in enumerate(conv_taps()):
         for t, di, dj in taps:
-            for f in range(N_FILTERS):
-                m[t, p * N_FILTERS + f] += w.conv_w[di, dj, 0, f] * lsb
+            for f in range(nf):
+                m[t, p * nf + f] += w.conv_w[di, dj, 0, f] * lsb
     return m
 
 
@@ -117,11 +149,12 @@ def trace_const(w: EncoderWeights, latent_bits: int = 9, solver_options: dict | 
                                     np.full(N_TC, INPUT_FMT.int_bits, dtype=np.int64),
                                     np.full(N_TC, INPUT_FMT.frac_bits, dtype=np.int64),
                                     solver_options=opts)
-    lsb = WEIGHT_FMT.lsb
+    d, af = Dims(w.arch), w.arch.conv_act_fmt
+    lsb = w.arch.weight_fmt.lsb
     acc = x @ conv_matrix(w) + np.tile(w.conv_b * lsb, CONV_OUT * CONV_OUT)
-    h = _qrelu_rnd_conv(acc, ACC_FRAC, CONV_ACT_FMT.frac_bits, CONV_ACT_FMT.int_bits)
+    h = _qrelu_rnd_conv(acc, d.conv_frac, af.frac_bits, af.int_bits)
     acc2 = h @ (w.dense_w * lsb) + w.dense_b * lsb
-    y = _qrelu_rnd_conv(acc2, ACC_FRAC, latent_bits - 1, 1)
+    y = _qrelu_rnd_conv(acc2, d.dense_frac, latent_bits - 1, 1)
     return comb_trace(x, y, keep_dead_inputs=True)
 
 
@@ -245,36 +278,56 @@ def _tree(terms: list[str]) -> str:
     return f"({_tree(terms[:mid])} + {_tree(terms[mid:])})"
 
 
-def prog_encoder_source(latent_bits: int = 9) -> str:
-    """Verilog of the programmable encoder ``econt_encoder_prog``."""
-    ab, wb = AEIN_BITS, W_BITS
-    pb = ab + 1 + wb - 1 + 1          # 15: signed product of a 9-bit signed and a 6-bit signed
+def _mul(name: str, x: str, wsl: str, wx: int, ww: int) -> str:
+    """An ``econt_mul_us`` instance (parameters only where they differ from its 8 x 6 defaults,
+    so the ECON-T's Verilog is unchanged)."""
+    params = "" if (wx, ww) == (8, 6) else f" #(.WX({wx}), .WW({ww}))"
+    return f"    econt_mul_us{params} u_{name} (.x({x}), .w({wsl}), .p({name}));"
+
+
+def _acc_bits(n_terms: int, x_max: int, w_bits: int, bias_shift: int) -> int:
+    """Signed accumulator width (2 bits of margin) of ``n_terms`` products of an unsigned code
+    <= ``x_max`` and a ``w_bits``-bit weight, plus a bias code shifted by ``bias_shift``."""
+    wmag = 2 ** (w_bits - 1)
+    return int(np.ceil(np.log2(n_terms * x_max * wmag + wmag * 2 ** bias_shift + 1))) + 2
+
+
+def prog_encoder_source(latent_bits: int = 9, arch: EncoderArch = ECONT_ARCH) -> str:
+    """Verilog of the programmable encoder ``econt_encoder_prog`` for ``arch`` (default: the
+    ECON-T's)."""
+    ab, wb, hb = AEIN_BITS, arch.weight_bits, arch.act_bits
+    nf, n_hidden, n_params = arch.filters, arch.n_hidden, arch.n_params
+    d = Dims(arch)
+    cw_off, cb_off, dw_off, db_off = d.offsets
+    pc = ab + wb + 1                  # conv product: 8-bit unsigned x 6-bit signed -> 15 bits
+    pd = hb + wb + 1                  # dense product
     taps = conv_taps()
     max_taps = max(len(t) for t in taps)
+    bsh_c = d.conv_frac - arch.weight_fmt.frac_bits     # 7: a conv bias code << 7 is on the acc grid
+    bsh_d = d.dense_frac - arch.weight_fmt.frac_bits    # 7 for the ECON-T
     # conv accumulator: |sum| <= 9 * 255 * 32 + 32 * 128 -> 18 bits signed; keep 20
-    cw = int(np.ceil(np.log2(max_taps * 255 * 32 + 32 * 2 ** 7 + 1))) + 2
-    dw = int(np.ceil(np.log2(N_HIDDEN * 255 * 32 + 32 * 2 ** 7 + 1))) + 2
-    lsh = latent_shift(latent_bits)
-    c_shift = ACC_FRAC - CONV_ACT_FMT.frac_bits      # 5: conv accumulator -> ufixed<8,1>
-    bsh = ACC_FRAC - WEIGHT_FMT.frac_bits            # 7: a bias code << 7 is on the accumulator grid
-    bw = wb + bsh
-    # latent bits beyond 13 need more fraction bits than the accumulator has
-    d_pad = max(0, -lsh)
+    cw = _acc_bits(max_taps, 2 ** ab - 1, wb, bsh_c)
+    dw = _acc_bits(n_hidden, 2 ** hb - 1, wb, bsh_d)
+    c_shift = d.conv_frac - arch.conv_act_fmt.frac_bits      # 5: conv accumulator -> ufixed<8,1>
+    # latent bits beyond 13 (and conv activations beyond 13 bits) need more fraction bits than
+    # the accumulator has: qrelu pads the accumulator with zeros (negative shift)
+    lsh = latent_shift(latent_bits, arch)
+    scale = 2 ** arch.weight_fmt.frac_bits
     out = []
     w = out.append
     w(f"""// Programmable ECON-T encoder (generated by flow/hdl/datapath.py).  Combinational.
 //   aein:    48 x ufixed<8,1> codes, TC t at [8t +: 8]
-//   weights: {N_PARAMS} x 6-bit two's complement (value = code / 32), register order
-//            (conv_w[di][dj][0][f], conv_b[f], dense_w[i][j], dense_b[j]), value n at [6n +: 6]
+//   weights: {n_params} x {wb}-bit two's complement (value = code / {scale}), register order
+//            (conv_w[di][dj][0][f], conv_b[f], dense_w[i][j], dense_b[j]), value n at [{wb}n +: {wb}]
 //   latent:  {N_LATENT} x ufixed<{latent_bits},1> codes, latent j at [{latent_bits}j +: {latent_bits}]
-// Conv 3x3 stride 2 'same' (pad bottom/right), 8 filters -> ReLU, round half to
-// even, saturate to ufixed<8,1> -> Dense 16 -> ReLU, round, saturate.
+// Conv 3x3 stride 2 'same' (pad bottom/right), {nf} filters -> ReLU, round half to
+// even, saturate to ufixed<{hb},1> -> Dense 16 -> ReLU, round, saturate.
 `timescale 1ns / 1ps
 `default_nettype none
 
 module econt_encoder_prog (
     input  wire [{N_TC * ab - 1}:0] aein,
-    input  wire [{N_PARAMS * wb - 1}:0] weights,
+    input  wire [{n_params * wb - 1}:0] weights,
     output wire [{N_LATENT * latent_bits - 1}:0] latent
 );
 """)
@@ -285,47 +338,48 @@ module econt_encoder_prog (
     def sext(name: str, width: int, to: int) -> str:
         return f"{{{{{to - width}{{{name}[{width - 1}]}}}}, {name}}}"
 
+    def qrelu(inst: str, acc: str, w_in: int, shift: int, w_out: int, y: str) -> str:
+        pad = max(0, -shift)
+        acc = acc if not pad else f"{{{acc}, {pad}'d0}}"
+        return (f"    econt_qrelu #(.W_IN({w_in + pad}), .SHIFT({max(shift, 0)}), .W_OUT({w_out})) {inst} "
+                f"(.acc({acc}), .y({y}));")
+
     # ---- convolution
     w("    // ---------------------------------------------------------------- conv")
-    w(f"    wire [{N_HIDDEN * ab - 1}:0] h;   // conv activations, Keras flatten order (row, col, filter)")
+    w(f"    wire [{n_hidden * hb - 1}:0] h;   // conv activations, Keras flatten order (row, col, filter)")
     for p, ptaps in enumerate(taps):
-        for f in range(N_FILTERS):
-            n = p * N_FILTERS + f
+        for f in range(nf):
+            n = p * nf + f
             terms = []
             for k, (t, di, dj) in enumerate(ptaps):
-                widx = CONV_W_OFF + (di * KERNEL + dj) * N_FILTERS + f
+                widx = cw_off + (di * KERNEL + dj) * nf + f
                 name = f"cp{n}_{k}"
-                w(f"    wire [{pb - 1}:0] {name};")
-                w(f"    econt_mul_us u_{name} (.x(aein[{t * ab + ab - 1}:{t * ab}]), .w({wslice(widx)}), "
-                  f".p({name}));")
-                terms.append(sext(name, pb, cw))
-            bias = CONV_B_OFF + f
+                w(f"    wire [{pc - 1}:0] {name};")
+                w(_mul(name, f"aein[{t * ab + ab - 1}:{t * ab}]", wslice(widx), ab, wb))
+                terms.append(sext(name, pc, cw))
             bname = f"cb{n}"
-            w(f"    wire [{bw - 1}:0] {bname} = {{{wslice(bias)}, {bsh}'d0}};   // bias on the 2^-12 grid")
-            terms.append(sext(bname, bw, cw))
+            w(f"    wire [{wb + bsh_c - 1}:0] {bname} = {{{wslice(cb_off + f)}, {bsh_c}'d0}};   "
+              f"// bias on the 2^-{d.conv_frac} grid")
+            terms.append(sext(bname, wb + bsh_c, cw))
             w(f"    wire [{cw - 1}:0] cacc{n} = {_tree(terms)};")
-            w(f"    econt_qrelu #(.W_IN({cw}), .SHIFT({c_shift}), .W_OUT({ab})) u_cq{n} "
-              f"(.acc(cacc{n}), .y(h[{n * ab + ab - 1}:{n * ab}]));")
+            w(qrelu(f"u_cq{n}", f"cacc{n}", cw, c_shift, hb, f"h[{n * hb + hb - 1}:{n * hb}]"))
 
     # ---- dense
     w("    // --------------------------------------------------------------- dense")
     lb = latent_bits
     for j in range(N_LATENT):
         terms = []
-        for i in range(N_HIDDEN):
-            widx = DENSE_W_OFF + i * N_LATENT + j
+        for i in range(n_hidden):
+            widx = dw_off + i * N_LATENT + j
             name = f"dp{j}_{i}"
-            w(f"    wire [{pb - 1}:0] {name};")
-            w(f"    econt_mul_us u_{name} (.x(h[{i * ab + ab - 1}:{i * ab}]), .w({wslice(widx)}), "
-              f".p({name}));")
-            terms.append(sext(name, pb, dw))
+            w(f"    wire [{pd - 1}:0] {name};")
+            w(_mul(name, f"h[{i * hb + hb - 1}:{i * hb}]", wslice(widx), hb, wb))
+            terms.append(sext(name, pd, dw))
         bname = f"db{j}"
-        w(f"    wire [{bw - 1}:0] {bname} = {{{wslice(DENSE_B_OFF + j)}, {bsh}'d0}};")
-        terms.append(sext(bname, bw, dw))
+        w(f"    wire [{wb + bsh_d - 1}:0] {bname} = {{{wslice(db_off + j)}, {bsh_d}'d0}};")
+        terms.append(sext(bname, wb + bsh_d, dw))
         w(f"    wire [{dw - 1}:0] dacc{j} = {_tree(terms)};")
-        acc = f"dacc{j}" if not d_pad else f"{{dacc{j}, {d_pad}'d0}}"
-        w(f"    econt_qrelu #(.W_IN({dw + d_pad}), .SHIFT({max(lsh, 0)}), .W_OUT({lb})) u_dq{j} "
-          f"(.acc({acc}), .y(latent[{j * lb + lb - 1}:{j * lb}]));")
+        w(qrelu(f"u_dq{j}", f"dacc{j}", dw, lsh, lb, f"latent[{j * lb + lb - 1}:{j * lb}]"))
     w("endmodule\n\n`default_nettype wire\n")
     return "\n".join(out)
 

@@ -102,12 +102,18 @@ class GeneratorInputs:
     """Default CALVALUE image (48 x 12 bit, TC t at bits [12t +: 12])."""
     drop_default: int
     weight_image: int
-    """The trained 12864-bit weight image as an integer (little-endian)."""
+    """The trained weight image as an integer (little-endian; 12864 bits for the ECON-T's
+    architecture, ``weights.arch.image_bits`` in general)."""
     solver_options: dict | None = None
     """da4ml solver options (flavours that trace constants with da4ml)."""
     check_trace: int = 4096
     """Random wafers of a generator self-check against the golden model (0: none)."""
     seed: int = 0
+
+    @property
+    def arch(self):
+        """The encoder architecture (:class:`flow.core.encoder.EncoderArch`) of ``weights``."""
+        return self.weights.arch
 
 
 @dataclass

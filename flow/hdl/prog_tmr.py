@@ -1,8 +1,8 @@
 """Generator of the ``prog_tmr`` RTL flavour (registry entry in ``flow/hdl/flavours.py``).
 
 The ``prog`` flavour (same programmable encoder ``econt_encoder_prog``, same
-ports, address map and timing) with triple modular redundancy: the 12864-bit
-weight image (``econt_image_regs_tmr``), the CALVALUE and drop registers and
+ports, address map and timing) with triple modular redundancy: the weight image
+(12864 bits for the ECON-T) (``econt_image_regs_tmr``), the CALVALUE and drop registers and
 every pipeline register (``econt_shell_tmr``) are held in three copies
 (``econt_tmr_copy``, kept in the hierarchy so that synthesis cannot merge
 them) with a bitwise majority voter and refresh (each copy reloads the voted
@@ -12,12 +12,11 @@ one bit of one copy through top-level signals ``seu_inj_*``: ``docs/rtl_cosim.md
 """
 from __future__ import annotations
 
-from flow.core.encoder import IMAGE_BITS
 from flow.hdl.datapath import hand_written_dir, prog_encoder_source
 from flow.hdl.flavours import FlavourSources, GeneratorInputs
 from flow.hdl.prog import ENCODER_INSTANCE
 from flow.hdl.prog import HAND_WRITTEN as PROG_HAND_WRITTEN
-from flow.hdl.top import CFG_ADDR_BITS, CFG_DATA_BITS, INJ_BITS, WEIGHT_BASE, _hex, top_source
+from flow.hdl.top import AddressMap, _hex, address_map, top_source
 
 #: hand-written modules of this flavour (``flow/resources/rtl``), in compile order
 HAND_WRITTEN = (*PROG_HAND_WRITTEN, "econt_tmr_copy.v", "econt_tmr_reg.v", "econt_image_regs_tmr.v",
@@ -26,17 +25,19 @@ HAND_WRITTEN = (*PROG_HAND_WRITTEN, "econt_tmr_copy.v", "econt_tmr_reg.v", "econ
 WEIGHT_INJ_OFFSET = 0
 
 
-def weight_registers_tmr(image: int) -> str:
+def weight_registers_tmr(image: int, amap: AddressMap | None = None) -> str:
     """The triplicated weight image registers (``weights`` bus, reset to ``image``; read-back
-    on ``weights_rdata``, copies disagreeing on ``weights_err``)."""
+    on ``weights_rdata``, copies disagreeing on ``weights_err``); ``amap``: default the
+    ECON-T's."""
+    m = amap or address_map()
     return f"""
     // weight image registers, triplicated with voters and refresh: word a of the image at
-    // address {WEIGHT_BASE} + a; cfg_rst loads the trained image
-    wire [{IMAGE_BITS - 1}:0] weights;
+    // address {m.weight_base} + a; cfg_rst loads the trained image
+    wire [{m.image_bits - 1}:0] weights;
     econt_image_regs_tmr #(
-        .N_BITS({IMAGE_BITS}), .ADDR_BITS({CFG_ADDR_BITS}), .DATA_BITS({CFG_DATA_BITS}), .BASE({WEIGHT_BASE}),
-        .DEFAULT({_hex(image, IMAGE_BITS)}),
-        .OFFSET({WEIGHT_INJ_OFFSET}), .INJ_BITS({INJ_BITS})
+        .N_BITS({m.image_bits}), .ADDR_BITS({m.addr_bits}), .DATA_BITS({m.data_bits}), .BASE({m.weight_base}),
+        .DEFAULT({_hex(image, m.image_bits)}),
+        .OFFSET({WEIGHT_INJ_OFFSET}), .INJ_BITS({m.inj_bits})
     ) u_weights (
         .clk(clk),
 `ifdef ECONT_SEU_INJECT
@@ -51,10 +52,11 @@ def weight_registers_tmr(image: int) -> str:
 def generate(g: GeneratorInputs) -> FlavourSources:
     hw = hand_written_dir()
     files = {name: (hw / name).read_text() for name in HAND_WRITTEN}
-    files["econt_encoder_prog.v"] = prog_encoder_source(g.latent_bits)
+    files["econt_encoder_prog.v"] = prog_encoder_source(g.latent_bits, g.arch)
+    m = address_map(g.arch)
     return FlavourSources(files=files, top=top_source(g, ENCODER_INSTANCE,
-                                                      weight_registers_tmr(g.weight_image), tmr=True),
-                          info={"tmr_bits": 3 * (IMAGE_BITS + tmr_shell_bits(g))})
+                                                      weight_registers_tmr(g.weight_image, m), tmr=True),
+                          info={"tmr_bits": 3 * (m.image_bits + tmr_shell_bits(g))})
 
 
 def tmr_shell_bits(g: GeneratorInputs) -> int:

@@ -8,7 +8,9 @@ generator never imports the stage module.  Interface and address map:
 """
 from __future__ import annotations
 
-from flow.core.encoder import IMAGE_BITS, N_LATENT
+from dataclasses import dataclass
+
+from flow.core.encoder import ECONT_ARCH, IMAGE_BITS, N_LATENT, EncoderArch
 from flow.core.frontend import CAL_BITS, SUM_BITS, TC_WORD_BITS
 from flow.core.geometry import N_TC
 from flow.hdl import flavours as RF
@@ -30,6 +32,43 @@ DROP_BITS = 2
 SEU_COUNT_BITS = 16
 #: width of the global register-bit index of the TMR injection hook (test builds only)
 INJ_BITS = 16
+
+
+@dataclass(frozen=True)
+class AddressMap:
+    """The configuration address map of an encoder architecture (:func:`address_map`)."""
+
+    image_bits: int
+    """Bits of the weight image (``EncoderArch.image_bits``)."""
+    weight_words: int
+    cal_base: int
+    drop_addr: int
+    addr_bits: int
+    weight_base: int = WEIGHT_BASE
+    cal_words: int = CAL_WORDS
+    data_bits: int = CFG_DATA_BITS
+    inj_bits: int = INJ_BITS
+    """Width of the SEU hook's global register-bit index (test builds): 16, more for a weight
+    image that leaves fewer than 4096 indices for the shell's registers."""
+
+
+def address_map(arch: EncoderArch = ECONT_ARCH) -> AddressMap:
+    """The address map for ``arch``: the weight image from address 0 (the last word partial
+    when ``image_bits`` is not a multiple of 32), the CALVALUE image at 0x200 or, for a
+    larger weight image, at the next power of two above it, the drop register 0x20 after
+    the CALVALUEs, and just enough address bits (at least 10).  For the ECON-T's encoder this
+    is the ASIC's map: 402 weight words, CALVALUEs at 0x200, drop at 0x220, 10 bits (and a
+    16-bit SEU-hook index)."""
+    words = -(-arch.image_bits // CFG_DATA_BITS)
+    cal = max(CAL_BASE, 1 << max(0, (words - 1).bit_length()))
+    drop = cal + 0x20
+    assert CAL_WORDS <= 0x20
+    return AddressMap(image_bits=arch.image_bits, weight_words=words, cal_base=cal, drop_addr=drop,
+                      addr_bits=max(CFG_ADDR_BITS, drop.bit_length()),
+                      inj_bits=max(INJ_BITS, (arch.image_bits + 4096).bit_length()))
+
+
+assert address_map() == AddressMap(IMAGE_BITS, WEIGHT_WORDS, CAL_BASE, DROP_ADDR, CFG_ADDR_BITS)
 #: the registers of a flavour without weight registers: weight addresses read back 0
 NO_WEIGHT_REGISTERS = f"""
     // no weight registers: weight-image addresses read back 0
@@ -41,16 +80,17 @@ def _hex(value: int, bits: int) -> str:
     return f"{bits}'h{value:0{-(-bits // 4)}x}"
 
 
-def weight_registers(image: int) -> str:
+def weight_registers(image: int, amap: AddressMap | None = None) -> str:
     """The weight image registers of a programmable top (``weights`` bus, reset to ``image``;
-    read-back on ``weights_rdata``)."""
+    read-back on ``weights_rdata``); ``amap``: default the ECON-T's."""
+    m = amap or address_map()
     return f"""
-    // weight image registers: word a of the image at address {WEIGHT_BASE} + a; cfg_rst loads
+    // weight image registers: word a of the image at address {m.weight_base} + a; cfg_rst loads
     // the trained image
-    wire [{IMAGE_BITS - 1}:0] weights;
+    wire [{m.image_bits - 1}:0] weights;
     econt_image_regs #(
-        .N_BITS({IMAGE_BITS}), .ADDR_BITS({CFG_ADDR_BITS}), .DATA_BITS({CFG_DATA_BITS}), .BASE({WEIGHT_BASE}),
-        .DEFAULT({_hex(image, IMAGE_BITS)})
+        .N_BITS({m.image_bits}), .ADDR_BITS({m.addr_bits}), .DATA_BITS({m.data_bits}), .BASE({m.weight_base}),
+        .DEFAULT({_hex(image, m.image_bits)})
     ) u_weights (
         .clk(clk), .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr),
         .cfg_wdata(cfg_wdata), .q(weights), .rdata(weights_rdata)
@@ -77,18 +117,19 @@ def top_source(g: RF.GeneratorInputs, encoder_inst: str, registers: str = NO_WEI
     written by the SEU testbench; the registry's ``seu_hook`` says which registers it
     reaches."""
     top, latent_bits, fe_reg = g.flavour.top, g.latent_bits, g.fe_reg
+    m = address_map(g.weights.arch)
     cal_default, drop_default = g.cal_image, g.drop_default
     lb = N_LATENT * latent_bits
     what = g.flavour.description
     params = (f"""        .N_LATENT({N_LATENT}), .LATENT_BITS({latent_bits}),
-        .ADDR_BITS({CFG_ADDR_BITS}), .DATA_BITS({CFG_DATA_BITS}),
-        .CAL_BASE({CAL_BASE}), .DROP_ADDR({DROP_ADDR}), .FE_REG({int(fe_reg)}),
+        .ADDR_BITS({m.addr_bits}), .DATA_BITS({m.data_bits}),
+        .CAL_BASE({m.cal_base}), .DROP_ADDR({m.drop_addr}), .FE_REG({int(fe_reg)}),
 """)
     conns = """        .clk(clk), .rst(rst),
         .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr), .cfg_wdata(cfg_wdata),
         .cfg_re(cfg_re), .ext_rdata(weights_rdata), .cfg_rdata(cfg_rdata),
 """
-    params += f"        .INJ_BASE({IMAGE_BITS}), .INJ_BITS({INJ_BITS}),\n"
+    params += f"        .INJ_BASE({m.image_bits}), .INJ_BITS({m.inj_bits}),\n"
     copy = ".inj_copy(seu_inj_copy), " if tmr else ""
     conns = ("`ifdef ECONT_SEU_INJECT\n"
              f"        .inj_en(seu_inj_en), {copy}.inj_bit(seu_inj_bit),\n"
@@ -116,7 +157,7 @@ def top_source(g: RF.GeneratorInputs, encoder_inst: str, registers: str = NO_WEI
     /* verilator lint_off UNUSEDSIGNAL */
     reg                  seu_inj_en;
     reg  [1:0]           seu_inj_copy;
-    reg  [{INJ_BITS - 1}:0]          seu_inj_bit;
+    reg  [{m.inj_bits - 1}:0]          seu_inj_bit;
     /* verilator lint_on UNUSEDSIGNAL */
     /* verilator lint_on UNDRIVEN */
 `endif
@@ -132,7 +173,7 @@ module {top} (
     input  wire                 rst,
     input  wire                 cfg_rst,
     input  wire                 cfg_we,
-    input  wire [{CFG_ADDR_BITS - 1}:0]  cfg_addr,
+    input  wire [{m.addr_bits - 1}:0]  cfg_addr,
     input  wire [{CFG_DATA_BITS - 1}:0]  cfg_wdata,
     input  wire                 cfg_re,
     output wire [{CFG_DATA_BITS - 1}:0]  cfg_rdata,

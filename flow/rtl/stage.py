@@ -36,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from flow.core import encoder as E
 from flow.core.encoder import N_LATENT, EncoderWeights
 from flow.core.encoder_file import ELINK_DIR, ELINKS_JSON, budget_encoders, load_encoder
 from flow.core.frontend import CAL_BITS, SUM_BITS, TC_WORD_BITS
@@ -53,6 +54,7 @@ from flow.hdl.top import (  # noqa: F401  (the interface's facts, re-exported fo
     WEIGHT_BASE,
     WEIGHT_WORDS,
     _hex,
+    address_map,
     top_source,
     weight_registers,
 )
@@ -67,16 +69,20 @@ HAND_WRITTEN = ("econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v", "ec
 METRIC_KEYS = ("verilog_lines", "da4ml_cost", "da4ml_trace_s", "lint_s", "yosys_check_s", "tmr_bits")
 
 
-def interface(latent_bits: int, fe_reg: bool, clock_ns: float) -> dict:
-    """The documented top-level interface (also written to ``rtl.json``)."""
+def interface(latent_bits: int, fe_reg: bool, clock_ns: float, arch: E.EncoderArch = E.ECONT_ARCH) -> dict:
+    """The documented top-level interface (also written to ``rtl.json``) of the block with an
+    encoder of architecture ``arch`` (default the ECON-T's: the ASIC's address map)."""
     latency = 2 if fe_reg else 1
+    m = address_map(arch)
+    wb = arch.weight_bits
+    partial = "" if m.image_bits % 32 == 0 else "; the last word partial, its other bits ignored and read 0"
     return {
         "ports": {
             "clk": "in 1: clock, rising edge",
             "rst": "in 1: synchronous active-high datapath reset (valid pipeline, output registers)",
             "cfg_rst": "in 1: synchronous active-high reset of the configuration registers to defaults",
             "cfg_we": "in 1: configuration write strobe (one 32-bit word per clock)",
-            "cfg_addr": f"in {CFG_ADDR_BITS}: configuration word address",
+            "cfg_addr": f"in {m.addr_bits}: configuration word address",
             "cfg_wdata": f"in {CFG_DATA_BITS}: configuration write data",
             "cfg_re": "in 1: configuration read strobe: cfg_rdata takes the word at cfg_addr "
                       "at the rising edge where cfg_re is sampled high",
@@ -93,16 +99,17 @@ def interface(latent_bits: int, fe_reg: bool, clock_ns: float) -> dict:
                          "always 0 in flavours without TMR)",
         },
         "cfg_port": {
-            "addr_bits": CFG_ADDR_BITS, "data_bits": CFG_DATA_BITS,
-            "weight_base": WEIGHT_BASE, "weight_words": WEIGHT_WORDS,
-            "weight_layout": "word a = bits [32a +: 32] of the 12864-bit image "
-                             "(EncoderWeights.to_image(), little-endian; value n at bits [6n +: 6]); "
+            "addr_bits": m.addr_bits, "data_bits": m.data_bits,
+            "weight_base": m.weight_base, "weight_words": m.weight_words, "image_bits": m.image_bits,
+            "weight_layout": f"word a = bits [32a +: 32] of the {m.image_bits}-bit image "
+                             f"(EncoderWeights.to_image(), little-endian; value n at bits [{wb}n +: {wb}]"
+                             f"{partial}); "
                              f"{'/'.join(RF.programmable_names())} flavour only "
                              f"(ignored by {'/'.join(RF.fixed_names())})",
-            "cal_base": CAL_BASE, "cal_words": CAL_WORDS,
+            "cal_base": m.cal_base, "cal_words": m.cal_words,
             "cal_layout": "word a = bits [32a +: 32] of the 576-bit CALVALUE image, "
                           "CALVALUE t at bits [12t +: 12]",
-            "drop_addr": DROP_ADDR, "drop_layout": "bits [1:0] = drop (1 low density, 3 high density)",
+            "drop_addr": m.drop_addr, "drop_layout": "bits [1:0] = drop (1 low density, 3 high density)",
             "write_timing": "a write takes effect at the rising edge where cfg_we is sampled high; "
                             "reprogram while no wafer is in flight",
             "read_timing": "cfg_rdata = the word at cfg_addr sampled at the rising edge where cfg_re is "
@@ -253,7 +260,8 @@ def build_rtl(out: Path, weights: EncoderWeights, settings, *, latent_bits: int,
                                     "hard_dc": settings.da4ml_hard_dc},
                     seed=seed, echo=echo)
     meta["generate_s"] = round(time.perf_counter() - t0, 2)
-    meta["interface"] = interface(latent_bits, settings.frontend_register, settings.clock_ns)
+    meta["interface"] = interface(latent_bits, settings.frontend_register, settings.clock_ns, weights.arch)
+    meta["arch"] = weights.arch.to_dict()
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     tools = tools if tools is not None else []

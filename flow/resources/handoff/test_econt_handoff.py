@@ -351,9 +351,12 @@ def _readback_expected(writes) -> dict[int, int]:
                                                  "drop_addr"))
     unmapped = (wb + ww, cb - 1, cb + cw, da + 1, (1 << int(AMAP["addr_bits"])) - 1)
     want = {a: 0 for a in unmapped}
+    # the weight image's last word holds only its remaining bits (all 32 for the ECON-T)
+    last_bits = int(AMAP.get("image_bits", 32 * ww)) - 32 * (ww - 1)
     for a, d in writes:
         if wb <= a < wb + ww:
-            want[a] = d if PROGRAMMABLE else 0
+            keep = d & ((1 << last_bits) - 1) if a == wb + ww - 1 else d
+            want[a] = keep if PROGRAMMABLE else 0
         elif cb <= a < cb + cw:
             want[a] = d
         elif a == da:
