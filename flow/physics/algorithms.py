@@ -511,17 +511,23 @@ def decode_ae_frame(frames: Frames, elinks: int) -> tuple[np.ndarray, np.ndarray
     return lat, s
 
 
-def decode_autoencoder(latent_codes, sum_codes, decoder, elinks: int,
-                       batch_size: int = 8192, conditions=None) -> np.ndarray:
+def decode_autoencoder(latent_codes, sum_codes, decoder, elinks: int | None,
+                       batch_size: int = 8192, conditions=None, latent_bits: int | None = None) -> np.ndarray:
     """Decoded TC charges (n, 48), float CALQ counts: the decoder's output for the latent
     values ``code / 2^(b - 1)`` (ufixed<b,1>), normalised to unit sum, times the decoded
     9-bit module sum (bin midpoint).  ``decoder``: a Keras model (``predict``) or a callable
     ``(n, 16) float32 -> (n, 8, 8[, 1])`` encoding-A image or ``(n, 48)`` TC values.
     ``conditions`` (n, k): side inputs of a conditional decoder (what the back end knows
-    besides the frame), appended after the 16 latent values."""
+    besides the frame), appended after the 16 latent values.  ``latent_bits``: the latent
+    width when it is not the one of an eLink budget (``elinks`` None; the co-design sweep)."""
     from flow.core.geometry import REMAP_8X8
 
-    b = AE_LATENT_BITS[elinks]
+    if latent_bits is None:
+        if elinks not in AE_LATENT_BITS:
+            raise InputRangeError(f"autoencoder: expected eLinks in {sorted(AE_LATENT_BITS)}, got {elinks!r}")
+        b = AE_LATENT_BITS[elinks]
+    else:
+        b = int(latent_bits)
     lat = np.asarray(latent_codes, np.float32) / np.float32(1 << (b - 1))
     if conditions is not None:
         cond = np.asarray(conditions, np.float32)

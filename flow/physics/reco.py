@@ -358,3 +358,44 @@ def resolution_table(pt_l1, cl: Clusters, *, eta_edges=ETA_EDGES, pt_edges=PT_ED
     out["efficiency"] = {"matched": int((cl.matched & den).sum()), "electrons": int(den.sum()),
                          "value": float(cl.matched[den].mean()) if den.any() else None}
     return out
+
+
+# --------------------------------------------------------- one algorithm's figures
+def median_emd(calq: np.ndarray, decoded: np.ndarray) -> dict:
+    """Median exact EMD (input CALQ vs decoded); a decoded wafer that is empty while the
+    input is not counts as infinitely far (it lost everything) and is counted."""
+    from flow.core.emd_exact import emd_pairs
+
+    if len(calq) == 0:
+        return {"median": None, "n": 0, "n_empty_decoded": 0}
+    e = emd_pairs(calq.astype(np.float64), decoded.astype(np.float64), empty="nan")
+    empty = ~np.isfinite(e)
+    e = np.where(empty, np.inf, e)
+    med = float(np.median(e))
+    return {"median": med if np.isfinite(med) else None, "n": int(len(e)),
+            "n_empty_decoded": int(empty.sum()),
+            "q16": float(np.percentile(e, 16)) if np.isfinite(np.percentile(e, 16)) else None,
+            "q84": float(np.percentile(e, 84)) if np.isfinite(np.percentile(e, 84)) else None}
+
+
+def evaluate_decoded(dec_train, dec_test, train: dict, test: dict, detector, s, *, seed: int,
+                     calq_emd: np.ndarray) -> dict:
+    """Every figure of one algorithm from its decoded TC charges of the train and test splits:
+    clusters (:func:`cluster`), the calibration fitted on train, the resolution table on test
+    (:func:`resolution_table`) and the median exact EMD of the first ``len(calq_emd)`` test
+    wafers against ``calq_emd``.  ``s``: the ``physics`` settings (``seed_cell``, ``radius``,
+    ``dr_match``, ``min_per_eta_bin``, ``min_gen_pt``, ``n_boot``).  Keys starting with ``_``
+    are per-event arrays (the ratio pT(L1)/pT(gen) of the selected electrons, their |eta|) for
+    paired comparisons, not for JSON."""
+    settings = ClusterSettings(seed_cell=s.seed_cell, radius=s.radius, dr_match=s.dr_match)
+    cl_tr, skip_tr = cluster(train, dec_train, detector, settings)
+    cl_te, skip_te = cluster(test, dec_test, detector, settings)
+    cal = fit_calibration(cl_tr, min_per_bin=s.min_per_eta_bin)
+    pt = cal.apply(cl_te)
+    tab = resolution_table(pt, cl_te, min_pt=s.min_gen_pt, n_boot=s.n_boot, seed=seed)
+    emd = median_emd(calq_emd, dec_test[:len(calq_emd)])
+    sel = cl_te.matched & (cl_te.gen_pt >= s.min_gen_pt)
+    ratio = np.where(sel, pt / cl_te.gen_pt, np.nan)      # per test event, aligned across runs
+    return {"resolution": tab, "median_emd": emd, "calibration": cal.as_dict(),
+            "skipped": {"train": skip_tr, "test": skip_te}, "_ratio": ratio,
+            "_abseta": np.abs(cl_te.gen_eta)}

@@ -60,41 +60,14 @@ def _decode_blocks(fn, calq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(dec), np.concatenate(bits)
 
 
-def _median_emd(calq: np.ndarray, decoded: np.ndarray) -> dict:
-    """Median exact EMD (input CALQ vs decoded); a decoded wafer that is empty while the
-    input is not counts as infinitely far (it lost everything) and is counted."""
-    from flow.core.emd_exact import emd_pairs
-
-    if len(calq) == 0:
-        return {"median": None, "n": 0, "n_empty_decoded": 0}
-    e = emd_pairs(calq.astype(np.float64), decoded.astype(np.float64), empty="nan")
-    empty = ~np.isfinite(e)
-    e = np.where(empty, np.inf, e)
-    med = float(np.median(e))
-    return {"median": med if np.isfinite(med) else None, "n": int(len(e)),
-            "n_empty_decoded": int(empty.sum()),
-            "q16": float(np.percentile(e, 16)) if np.isfinite(np.percentile(e, 16)) else None,
-            "q84": float(np.percentile(e, 84)) if np.isfinite(np.percentile(e, 84)) else None}
-
-
 def _evaluate(name, e, dec_train, dec_test, train, test, det, s, seed, calq_emd, log) -> dict:
-    settings = R.ClusterSettings(seed_cell=s.seed_cell, radius=s.radius, dr_match=s.dr_match)
-    cl_tr, skip_tr = R.cluster(train, dec_train, det, settings)
-    cl_te, skip_te = R.cluster(test, dec_test, det, settings)
-    cal = R.fit_calibration(cl_tr, min_per_bin=s.min_per_eta_bin)
-    pt = cal.apply(cl_te)
-    tab = R.resolution_table(pt, cl_te, min_pt=s.min_gen_pt, n_boot=s.n_boot, seed=seed)
-    emd = _median_emd(calq_emd, dec_test[:len(calq_emd)])
-    res = tab["integrated"]
-    sel = cl_te.matched & (cl_te.gen_pt >= s.min_gen_pt)
-    ratio = np.where(sel, pt / cl_te.gen_pt, np.nan)      # per test event, aligned across runs
+    r = R.evaluate_decoded(dec_train, dec_test, train, test, det, s, seed=seed, calq_emd=calq_emd)
+    res, emd = r["resolution"]["integrated"], r["median_emd"]
     log(f"physics: {name:>24s} {e} eLinks: resolution "
         f"{res['value'] if res['value'] is None else round(res['value'], 4)} "
         f"+- {res['err'] if res['err'] is None else round(res['err'], 4)}, efficiency "
-        f"{tab['efficiency']['value']}, median EMD {emd['median']}")
-    return {"resolution": tab, "median_emd": emd, "calibration": cal.as_dict(),
-            "skipped": {"train": skip_tr, "test": skip_te}, "_ratio": ratio,
-            "_abseta": np.abs(cl_te.gen_eta)}
+        f"{r['resolution']['efficiency']['value']}, median EMD {emd['median']}")
+    return r
 
 
 def _paired(r: dict, ref: dict, n_boot: int, seed: int) -> dict:
