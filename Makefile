@@ -38,7 +38,7 @@ PYTEST_XDIST = $(if $(filter-out 0 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfi
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export POT_BACKEND_DISABLE_TENSORFLOW ?= 1
 
-.PHONY: help install sysdeps sysdeps-python sysdeps-chromium doctor all data train emd autoencoder convert csim rtl cosim physics report handoff \
+.PHONY: help install sysdeps sysdeps-python sysdeps-chromium doctor all data train emd autoencoder convert csim rtl cosim physics sweep report handoff \
         status test test-slow bench lint clean distclean
 
 help:
@@ -46,6 +46,7 @@ help:
 	@echo "make test         install, then run the default test suite (< 20 min)"
 	@echo "make test-slow    the slow tests (real-size runs)"
 	@echo "make <stage>      data | train (= emd autoencoder) | convert | csim | rtl | cosim | physics | report | handoff"
+	@echo "make sweep        co-design sweep of encoder designs (not part of all; hours: docs/sweep.md)"
 	@echo "make status       state of each stage's artifact for CONFIG"
 	@echo "make bench        benchmarks -> bench/<run>.json"
 	@echo "make sysdeps      only the Debian packages pip cannot provide (all and test run the parts they need)"
@@ -130,6 +131,8 @@ $(RUN)/cosim/manifest.json: $(call deps,cosim) $(RUN)/rtl/manifest.json $(RUN)/c
 	$(FLOW) cosim --config $(CONFIG)
 $(RUN)/physics/manifest.json: $(call deps,physics) $(RUN)/autoencoder/manifest.json
 	$(FLOW) physics --config $(CONFIG)
+$(RUN)/sweep/manifest.json: $(call deps,sweep) $(RUN)/emd/manifest.json
+	$(FLOW) sweep --config $(CONFIG)
 $(RUN)/report/manifest.json: $(call deps,report) $(RUN)/csim/manifest.json $(RUN)/cosim/manifest.json $(RUN)/physics/manifest.json
 	$(FLOW) report --config $(CONFIG)
 $(RUN)/handoff/manifest.json: $(call deps,handoff) $(RUN)/cosim/manifest.json
@@ -144,6 +147,7 @@ csim:        $(RUN)/csim/manifest.json
 rtl:         $(RUN)/rtl/manifest.json
 cosim:       $(RUN)/cosim/manifest.json
 physics:     $(RUN)/physics/manifest.json
+sweep:       $(RUN)/sweep/manifest.json
 report:      $(RUN)/report/manifest.json
 handoff:     $(RUN)/handoff/manifest.json
 

@@ -23,7 +23,7 @@ from flow.runner.stages import run_stage
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 QUIET = dict(echo=lambda *a: None)
 SECTIONS = ("summary", "provenance", "dataset", "emd", "losses", "kr-check", "physics", "quantization",
-            "csim", "cosim", "seu", "tools", "stages")
+            "csim", "cosim", "seu", "sweep", "tools", "stages")
 UPSTREAM = ("data", "emd", "autoencoder", "convert", "csim", "rtl", "cosim")
 
 
@@ -554,3 +554,43 @@ def test_physics_section_is_not_available_without_the_stage(sparse):
     cfg, man, page, md = sparse
     assert "not available: the physics stage has not run" in md
     assert "physics" not in man["upstream"]
+
+
+def _fake_sweep(ctx):
+    (ctx.out / "plots").mkdir()
+    (ctx.out / "plots" / "pareto.png").write_bytes(_png("pareto"))
+    write_captions(ctx.out / "plots", {"pareto.png": "co-design map"})
+    ok = {"id": "f8_w6_a8_l9", "econt": True, "filters": 8, "weight_bits": 6, "act_bits": 8, "latent_bits": 9,
+          "status": "ok", "converged": True, "median_emd": 0.712, "resolution": 0.0412,
+          "area_um2_sky130": 4123456.0, "generic_gates": 812345, "latency_cycles": 2,
+          "n_mismatch_qkeras": 0, "n_mismatch_csim": 0, "n_mismatch_cosim": 0}
+    bad = {"id": "f4_w6_a8_l3", "econt": False, "filters": 4, "weight_bits": 6, "act_bits": 8,
+           "latent_bits": 3, "status": "failed", "error": "RuntimeError: synthesis exploded"}
+    ctx.metrics.update({"n_points": 2, "n_failed": 1, "n_mismatch": 0, "pareto": ["f8_w6_a8_l9"],
+                        "points": [ok, bad]})
+
+
+def test_sweep_section_when_the_sweep_stage_ran(tmp_path):
+    """The sweep artifact is an optional input like physics: its table (the ECON-T point
+    labelled, a failed point named with its error, the front marked) and its plot."""
+    mp = pytest.MonkeyPatch()
+    cfg = C.parse_config({"name": "sw", "workdir": str(tmp_path), "seed": 3})
+    try:
+        fake_upstream(mp)
+        fake_stage(mp, "sweep", _fake_sweep)
+        for st in (*UPSTREAM, "sweep"):
+            run_stage(cfg, st, **QUIET)
+        man = run_stage(cfg, "report", **QUIET)
+        md = (cfg.stage_dir("report") / "report.md").read_text()
+        assert set(man["upstream"]) == {*UPSTREAM, "sweep"}
+        assert ("| f8_w6_a8_l9 (ECON-T) | 8 | 6 | 8 | 9 | converged | 0.712 | 4.12 % | 4,123,456 "
+                "| 812,345 | 2 | 0 | yes |") in md
+        assert "| `f4_w6_a8_l3` | 4 | 6 | 8 | 3 | FAIL: RuntimeError: synthesis exploded |" in md
+        assert "figures/sweep_pareto.png" in man["outputs"]
+    finally:
+        mp.undo()
+
+
+def test_sweep_section_is_not_available_without_the_stage(sparse):
+    cfg, man, page, md = sparse
+    assert "not available: the sweep stage has not run" in md and "sweep" not in man["upstream"]

@@ -788,6 +788,49 @@ def physics(ctx, up: Upstream, figs: Figures) -> Section:
     return sec
 
 
+def sweep(ctx, up: Upstream, figs: Figures) -> Section:
+    """The co-design sweep's map, if its artifact exists and is fresh (an optional input, like
+    the physics stage's): one row per point, the Pareto front marked, failed points named."""
+    from flow.runner.errors import StageInputError
+    from flow.runner.manifest import load_manifest, verify
+
+    sec = Section("sweep", "Co-design sweep (sweep stage)")
+    if load_manifest(ctx.cfg.stage_dir("sweep")) is None:
+        return sec.add(Para(str(NA("the sweep stage has not run (`make sweep`, hours on the default "
+                                   "grid: docs/sweep.md)")), na=True))
+    try:
+        ctx.upstream["sweep"] = verify(ctx.cfg, "sweep")
+    except StageInputError as err:
+        return sec.add(Para(str(NA(f"the sweep artifact is not usable: {err}")), na=True))
+    m = up.metrics("sweep")
+    front = set(m.get("pareto") or [])
+    rows = []
+    for r in m.get("points") or []:
+        failed = r.get("status") != "ok"
+        rows.append([Code(r.get("id")) if not r.get("econt") else f"{r.get('id')} (ECON-T)",
+                     num(r.get("filters"), "d"), num(r.get("weight_bits"), "d"), num(r.get("act_bits"), "d"),
+                     num(r.get("latent_bits"), "d"),
+                     f"FAIL: {r.get('error') or r.get('status')}" if failed else
+                     ("converged" if r.get("converged") else "NOT converged"),
+                     num(r.get("median_emd"), ".3f"), pct(r.get("resolution"), signed=False),
+                     num(r.get("area_um2_sky130"), ",.0f"), num(r.get("generic_gates"), ",d"),
+                     num(r.get("latency_cycles"), "d"),
+                     num(sum(int(r.get(k) or 0) for k in ("n_mismatch_qkeras", "n_mismatch_csim",
+                                                          "n_mismatch_cosim")), "d"),
+                     "yes" if r.get("id") in front else ""])
+    sec.add(Table("sweep-points", "Every encoder design of the sweep: physics quality against area "
+                  "and latency", ["point", "filters", "weight bits", "act. bits", "latent bits", "status",
+                                  "median EMD", "resolution", "sky130 area (um2)", "generic gates",
+                                  "latency (clk)", "mismatches", "Pareto"], rows,
+                  note=f"{m.get('n_points')} points, {m.get('n_failed')} failed; mismatches: golden vs "
+                       "QKeras + csim + cosim on the sampled vectors and the corner set; Pareto: on the "
+                       "front of median EMD, resolution and area (all minimised); area only, no timing; "
+                       "docs/sweep.md"))
+    plots = figs.stage_plots(up, "sweep", ["pareto.png"])
+    sec.add(plots if plots else Para(str(NA("the sweep stage saved no plots")), na=True))
+    return sec
+
+
 def _seu_campaign(up: Upstream, sec: Section) -> None:
     """The RTL SEU campaign (``cosim/seu.json``, :mod:`flow.cosim.seu`): a row per flavour
     and upset class."""
@@ -922,7 +965,7 @@ def tools(up: Upstream) -> Section:
 def stages(up: Upstream) -> Section:
     sec = Section("stages", "Stage manifests")
     rows = []
-    for s in [*UPSTREAM, *(x for x in ("physics",) if x in up.v)]:   # physics: optional input
+    for s in [*UPSTREAM, *(x for x in ("physics", "sweep") if x in up.v)]:   # optional inputs
         man = up.man(s)
         rows.append([s, Code(up.v[s].manifest_sha256), Code(man.get("config_hash") or "?"),
                      Code(man.get("git") or "unknown"), num(man.get("wall_s"), ",.1f"),

@@ -58,7 +58,7 @@ def run(ctx) -> None:
     loss_sec, kr_sec = S.losses(up, figs, out)
     sections = [summary, S.provenance(up, ctx, date, run_hash), S.dataset(up, figs), S.emd(up, figs),
                 loss_sec, kr_sec, S.physics(ctx, up, figs), S.quantization(up), S.csim(up),
-                S.rtl_cosim(up), S.seu(up, figs), S.tools(up), S.stages(up)]
+                S.rtl_cosim(up), S.seu(up, figs), S.sweep(ctx, up, figs), S.tools(up), S.stages(up)]
 
     title = f"{s.title}: run {ctx.cfg.name}"
     lead = (f"Run '{ctx.cfg.name}', config hash {run_hash[:16]}, git {git_revision() or 'unknown'}, "

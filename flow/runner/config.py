@@ -678,6 +678,49 @@ class PhysicsConfig(Section):
     """Calibration: |eta| bins with fewer training electrons use the global linear response."""
 
 
+class SweepRayConfig(Section):
+    """Ray scale-out of the ``sweep`` stage: every point is one 1-CPU Ray task."""
+
+    enabled: bool = True
+    """Run the points as Ray tasks (``false``: one after the other in the stage's process)."""
+    address: str | None = None
+    """Ray cluster to join (``auto``, ``ray://host:10001``); unset: a local Ray with
+    ``num_cpus`` CPUs.  On a cluster the stage's checkpoint directory must be on a filesystem
+    every node shares (a finished point is read from there, never recomputed)."""
+    num_cpus: int | None = Field(None, ge=1)
+    """CPUs of the local Ray, i.e. points run at once (unset: all cores)."""
+
+
+class SweepConfig(Section):
+    """``sweep`` stage (``make sweep``, not part of ``make all``): the co-design map of encoder
+    designs, physics quality against area and latency (``docs/sweep.md``)."""
+
+    grid: dict[Literal["filters", "weight_bits", "act_bits", "latent_bits"], list[int]] = Field(
+        default_factory=lambda: {"filters": [4, 8, 16], "latent_bits": [3, 5, 7, 9]})
+    """Values per axis; every combination is a point (an axis left out takes the ECON-T's
+    value: 8 filters, 6-bit weights, 8-bit conv activations, 9-bit latents)."""
+    loss: LossName = "emd_cnn"
+    """Training loss of every point."""
+    max_train_wafers: int = Field(50000, ge=1)
+    """Training wafers of every point (the same wafers for all); the rest of the training rule
+    (epoch cap, early stopping, learning rate, batch) is the ``autoencoder`` section's."""
+    vectors: int = Field(2000, ge=1)
+    """Test wafers sampled (spread over occupancy) for each point's csim and cosim; the corner
+    set is always added (``cosim.corners``)."""
+    flavours: list[RtlFlavourName] = Field(default_factory=lambda: ["prog"], min_length=1)
+    """RTL flavours built, cosimulated and synthesized per point (``prog_tmr`` adds the TMR
+    variant's area)."""
+    yosys: list[Literal["generic", "sky130"]] = Field(default_factory=lambda: ["generic", "sky130"])
+    """Area runs per point: ``generic`` (Yosys gate count) and ``sky130`` (cell area, no timing)."""
+    csim: bool = True
+    """Convert each point with hls4ml and check it bit-exact in C simulation."""
+    csim_backend: Literal["Vitis", "Catapult"] = "Vitis"
+    """hls4ml backend of the per-point C simulation."""
+    physics: bool = True
+    """Electron resolution per point (the ``physics`` settings; synthetic data only)."""
+    ray: SweepRayConfig = Field(default_factory=SweepRayConfig)
+
+
 class FlowConfig(Section):
     """A whole flow run."""
 
@@ -696,6 +739,7 @@ class FlowConfig(Section):
     rtl: RtlConfig = Field(default_factory=RtlConfig)
     cosim: CosimConfig = Field(default_factory=CosimConfig)
     physics: PhysicsConfig = Field(default_factory=PhysicsConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     handoff: HandoffConfig = Field(default_factory=HandoffConfig)
 

@@ -66,6 +66,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     # verifies it and records it as an upstream, so staleness still propagates)
     Stage("physics", ("data",),
           "electron trigger resolution per output algorithm and eLink budget"),
+    Stage("sweep", ("data", "emd"),
+          "co-design map: encoder designs' EMD and resolution against area and latency"),
     Stage("report", ("data", "emd", "autoencoder", "convert", "csim", "rtl", "cosim"),
           "HTML/Markdown report of the run"),
     Stage("handoff", ("autoencoder", "convert", "rtl", "cosim"),
