@@ -703,7 +703,12 @@ class SweepConfig(Section):
     """Training loss of every point."""
     max_train_wafers: int = Field(50000, ge=1)
     """Training wafers of every point (the same wafers for all); the rest of the training rule
-    (epoch cap, early stopping, learning rate, batch) is the ``autoencoder`` section's."""
+    (early stopping, learning-rate halving, learning rate, batch) is the ``autoencoder``
+    section's, with the epoch cap ``epochs``."""
+    epochs: int = Field(300, ge=1)
+    """Epoch cap of every point: the fair-comparison rule trains until early stopping, so a
+    point that reaches the cap is reported as NOT converged.  Choose a cap no point reaches
+    (the default config's ``autoencoder.epochs`` of 20 is the default run's budget, not this)."""
     vectors: int = Field(2000, ge=1)
     """Test wafers sampled (spread over occupancy) for each point's csim and cosim; the corner
     set is always added (``cosim.corners``)."""

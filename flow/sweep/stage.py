@@ -4,9 +4,9 @@ Every point of ``sweep.grid`` (:func:`flow.sweep.grid.expand`: conv filters, wei
 conv-activation bits, latent bits) is one encoder design, and goes through the whole chain:
 
 1. **train** with ``sweep.loss`` under the fair-comparison rule of the ``autoencoder`` section
-   (until early stopping, the same epoch cap, learning rate, batch and seed for every point,
-   on the same ``sweep.max_train_wafers`` training wafers); a point that reaches the cap is
-   *not converged* (reported);
+   (until early stopping under the cap ``sweep.epochs``; the same learning rate, batch and
+   seed for every point, on the same ``sweep.max_train_wafers`` training wafers); a point
+   that reaches the cap is *not converged* (reported);
 2. **golden == QKeras** on the sampled test wafers (integer codes);
 3. **physics** (``sweep.physics``): electron resolution and median exact EMD of the decoded
    test wafers, on the same events for every point (:func:`flow.sweep.point.physics`);
@@ -81,17 +81,16 @@ def run_point(job: dict) -> dict:
     tf.config.experimental.enable_op_determinism()
     if job.get("threads"):
         tf.config.threading.set_intra_op_parallelism_threads(job["threads"])
-    train = read_split(job["train"])
-    val = read_split(job["val"])
-    test = read_split(job["test"])
-    for sp in (train, val, test):
-        keep = sp["aein"].sum(-1) > 0
-        for k in list(sp):
-            sp[k] = sp[k][keep]
+    raw = {p: read_split(job[p]) for p in ("train", "val", "test")}
+    # the physics chain takes the splits as the physics stage does (whole events, empty wafers
+    # included); training and the vectors take the non-empty wafers
+    phys = {p: _events_subset(raw[p], lim) for p, lim in (("train", cfg.physics.max_train_events),
+                                                           ("test", cfg.physics.max_test_events))}
+    train, val = ({k: v[sp["aein"].sum(-1) > 0] for k, v in sp.items()} for sp in (raw["train"], raw["val"]))
     tr = model_inputs({k: v[:s.max_train_wafers] for k, v in train.items()})
     va_x, va_t = model_inputs(val)
     va = (va_x[:50000], va_t[:50000])
-    rule = ae.model_copy(update={"latent_bits": pt.latent_bits})
+    rule = ae.model_copy(update={"latent_bits": pt.latent_bits, "epochs": s.epochs})
     kw = {"emd_cnn_path": job["emd_cnn"], "sinkhorn_eps": ae.sinkhorn_eps,
           "sinkhorn_iters": ae.sinkhorn_iters}
     t = train_model(rule, s.loss, "plain", lambda: get_loss(s.loss, **kw), tr, va,
@@ -101,9 +100,10 @@ def run_point(job: dict) -> dict:
     t.enc.save(d / "encoder.h5")
     t.dec.save(d / "decoder.h5")
     w = E.EncoderWeights.from_keras(t.enc)
-    sel = np.asarray(job["vector_index"], dtype=np.int64)
-    gold = E.golden_encode(test["aein"][sel], w, pt.latent_bits)
-    bad = np.argwhere(gold != E.keras_latent_codes(t.enc, test["aein"][sel]))
+    sel = np.asarray(job["vector_index"], dtype=np.int64)          # indices into the test split file
+    vt = {k: raw["test"][k][sel] for k in ("aein", "words")}
+    gold = E.golden_encode(vt["aein"], w, pt.latent_bits)
+    bad = np.argwhere(gold != E.keras_latent_codes(t.enc, vt["aein"]))
     rec = {**pt.to_dict(), "status": "ok", "n_params": pt.arch.n_params, "image_bits": pt.arch.image_bits,
            "converged": t.info["converged"], "epochs_run": t.info["epochs_run"],
            "epoch_cap": t.info["epoch_cap"], "best_val_loss": t.info["best_val_loss"],
@@ -113,14 +113,15 @@ def run_point(job: dict) -> dict:
     if s.physics:
         from flow.core.generator import detector_from
 
-        rec["physics"] = P.physics(w, pt.latent_bits, t.dec, job["phys_train"], job["phys_test"],
+        rec["physics"] = P.physics(w, pt.latent_bits, t.dec, phys["train"], phys["test"],
                                    detector_from(cfg.data), cfg.physics, seed=job["seed"])
-    words, kind = test["words"][sel], job["vector_kind"]
+    words, kind = vt["words"], job["vector_kind"]
     cosim = cfg.cosim.model_copy(update={"min_wafers": 0, "bubbles": min(cfg.cosim.bubbles, 500),
                                          "reload": min(cfg.cosim.reload, 500), "yosys": list(s.yosys),
                                          "build_jobs": 1, "yosys_jobs": 1, "seu_upsets": 0})
+    rtl = cfg.rtl.model_copy(update={"yosys_check": False})      # the area runs synthesize anyway
     rec["hardware"] = P.hardware(d / "hw", w, pt.latent_bits, words, kind, calvalues=job["calvalues"],
-                                 drop=job["drop"], rtl_settings=cfg.rtl, cosim_settings=cosim,
+                                 drop=job["drop"], rtl_settings=rtl, cosim_settings=cosim,
                                  flavours=tuple(s.flavours), seed=job["seed"])
     if s.csim:
         rec["csim"] = P.csim(d / "csim", d / "encoder.h5", w, pt.latent_bits, d / "hw" / "vectors.npz",
@@ -217,20 +218,15 @@ def _jobs(ctx, points: list[Point], root: Path) -> list[dict]:
     # the sampled test wafers: spread over occupancy (deterministic), the same for every point
     occ_bin = np.digitize(test["occupancy"][keep], [2, 4, 6, 10, 15, 20, 30])
     sel = keep[select_spread(occ_bin, s.vectors)]
-    phys = {}
-    if s.physics:
-        if cfg.data.source != "synthetic":
-            raise ConfigError("sweep.physics: TC positions come from the synthetic generator's geometry; "
-                              f"data.source is {cfg.data.source!r}; set sweep.physics: false")
-        ph = cfg.physics
-        phys = {"phys_train": _events_subset(read_split(paths["train"]), ph.max_train_events),
-                "phys_test": _events_subset(read_split(paths["test"]), ph.max_test_events)}
+    if s.physics and cfg.data.source != "synthetic":
+        raise ConfigError("sweep.physics: TC positions come from the synthetic generator's geometry; "
+                          f"data.source is {cfg.data.source!r}; set sweep.physics: false")
     calvalues = [int(cfg.data.calvalue)] * 48      # the cosim adds its own corner set (cosim.corners)
     return [{"id": p.id, "arch": p.arch.to_dict(), "latent_bits": p.latent_bits, "cfg": cfg,
              "dir": str(root / p.id), "seed": ctx.seed, "threads": 1, **paths,
              "emd_cnn": str(ctx.upstream["emd"].path("emd_cnn.keras")),
              "vector_index": sel.tolist(), "vector_kind": np.zeros(len(sel), np.uint8),
-             "calvalues": calvalues, "drop": int(cfg.data.drop), **phys} for p in points]
+             "calvalues": calvalues, "drop": int(cfg.data.drop)} for p in points]
 
 
 def _load_done(job: dict) -> dict | None:
