@@ -134,8 +134,20 @@ def test_every_module_sits_in_a_package_of_the_layout():
             assert not flow_imports(init), f"{init.relative_to(ROOT)} imports {flow_imports(init)}"
 
 
+#: The one exception, listed module by module: the co-design sweep re-runs the other stages'
+#: chains on each of its design points (train, RTL, cosim, csim, physics) on its own inputs;
+#: it reads none of their artifacts.  Until those chains move into shared packages
+#: (docs/architecture.md, "The sweep's imports"), these and only these imports are allowed.
+SWEEP_IMPORTS = {
+    "flow.sweep.point": {"flow.convert.hls", "flow.cosim.stage", "flow.csim.stage", "flow.physics.algorithms",
+                         "flow.physics.reco", "flow.rtl.stage"},
+    "flow.sweep.stage": {"flow.autoencoder.train"},
+}
+
+
 def test_no_stage_package_imports_another_stage_package():
-    """A stage reads another stage's results through the files of its artifact, never its code."""
+    """A stage reads another stage's results through the files of its artifact, never its code
+    (the sweep's listed imports excepted: :data:`SWEEP_IMPORTS`)."""
     assert {"data", "convert", "csim", "rtl", "cosim", "handoff"} <= set(STAGES)
     bad = {}
     for path in flow_modules():
@@ -143,10 +155,15 @@ def test_no_stage_package_imports_another_stage_package():
         own = group(mod)
         if own not in STAGES:
             continue
-        other = sorted(m for m in flow_imports(path) if group(m) in STAGES and group(m) != own)
+        other = sorted(m for m in flow_imports(path) if group(m) in STAGES and group(m) != own
+                       and m not in SWEEP_IMPORTS.get(mod, ()))
         if other:
             bad[mod] = other
     assert not bad, f"stage packages import other stage packages: {bad}"
+    # the exception stays exact: an import it no longer makes leaves the list
+    for mod, allowed in SWEEP_IMPORTS.items():
+        path = FLOW / (mod.removeprefix("flow.").replace(".", "/") + ".py")
+        assert allowed <= flow_imports(path), f"{mod} no longer imports {allowed - flow_imports(path)}"
 
 
 def test_shared_packages_import_no_stage_and_cores_no_generators():
