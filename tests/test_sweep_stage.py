@@ -98,15 +98,32 @@ def test_a_killed_sweep_reruns_only_unfinished_points(tmp_path, monkeypatch):
     assert calls == []                         # everything finished: nothing recomputed
 
 
-def test_a_point_with_mismatches_is_a_failed_row(tmp_path, monkeypatch):
-    cfg = _cfg(tmp_path, "sweep.grid={filters: [2], latent_bits: [3]}")
+def test_a_point_with_mismatches_fails_the_stage_after_every_point(tmp_path, monkeypatch):
+    """A mismatch is a fault of the flow: every point runs, the outputs are written (kept as
+    sweep.failed/), the stage fails naming the point, and the next run recomputes it."""
+    from flow.runner.errors import FlowError
+
+    cfg = _cfg(tmp_path, "sweep.grid={filters: [2, 4], latent_bits: [3]}")
     _upstream(cfg, monkeypatch)
-    fake = _fake_point([])
+    calls = []
+    fake = _fake_point(calls)
 
     def mism(job):
         rec = fake(job)
-        rec.update(status="mismatch", n_mismatch=3)
+        if job["id"] == "f2_w6_a8_l3":
+            rec.update(status="mismatch", n_mismatch=3)
+            rec["hardware"].update(n_mismatch=3)
+            rec["hardware"]["flavours"]["prog"]["first_mismatches"] = [{"index": 7, "field": "latent"}]
+            SW.atomic_write_json(SW.Path(job["dir"]) / SW.POINT_JSON, rec)
         return rec
     monkeypatch.setattr(SW, "run_point", mism)
+    with pytest.raises(FlowError, match=r"sweep: 3 mismatches .* in 1 points:\n  f2_w6_a8_l3: 3 mismatching "
+                                        r"\(golden vs QKeras 0, csim 0, cosim 3\); first: \[\{'index': 7"):
+        run_stage(cfg, "sweep", **QUIET)
+    assert calls == ["f2_w6_a8_l3", "f4_w6_a8_l3"]
+    rows = list(csv.DictReader((cfg.run_dir / "sweep.failed" / "points.csv").open()))
+    assert [r["status"] for r in rows] == ["mismatch", "ok"] and rows[0]["on_front"] == "False"
+    calls.clear()
+    monkeypatch.setattr(SW, "run_point", _fake_point(calls))
     m = run_stage(cfg, "sweep", **QUIET)["metrics"]
-    assert m["n_failed"] == 1 and m["n_mismatch"] == 3 and m["pareto"] == []
+    assert calls == ["f2_w6_a8_l3"] and m["n_failed"] == 0 and m["n_mismatch"] == 0

@@ -23,7 +23,10 @@ key hashing the config sections the points use and the upstream artifacts, like 
 delete the directory to recompute them); a finished point
 (``point.json``) is never recomputed, a training interrupted mid-way resumes at its last
 epoch, and a point that failed (``error.json``: the exception and its traceback) does not
-stop the others and is retried by the next run.
+stop the others and is retried by the next run.  A point whose hardware or csim disagrees with
+the golden model is a fault of the flow: every point still runs and every output is written,
+then the stage fails with the mismatches named (the runner keeps ``sweep.failed/``), and
+the next run recomputes that point.
 
 Outputs (``build/<run>/sweep/``): ``points.csv`` (one row per point, every figure),
 ``points.json`` (the full records), ``pareto.json`` (the fronts), ``plots/*.png`` (captions
@@ -44,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from flow.runner.atomic import atomic_write_bytes, atomic_write_json
-from flow.runner.errors import ConfigError
+from flow.runner.errors import ConfigError, FlowError
 from flow.sweep.grid import ECONT_POINT, Point, expand, pareto_front
 
 POINT_JSON, ERROR_JSON = "point.json", "error.json"
@@ -230,8 +233,11 @@ def _jobs(ctx, points: list[Point], root: Path) -> list[dict]:
 
 
 def _load_done(job: dict) -> dict | None:
+    """A finished point's record; None for a point to (re)run: not run, failed, or with
+    mismatches (a fault of the flow, recomputed once the code is fixed)."""
     f = Path(job["dir"]) / POINT_JSON
-    return json.loads(f.read_text()) if f.is_file() else None
+    rec = json.loads(f.read_text()) if f.is_file() else None
+    return rec if rec and rec.get("status") == "ok" else None
 
 
 def run(ctx) -> None:
@@ -323,6 +329,23 @@ def _finish(ctx, points: list[Point], records: dict[str, dict], wall: float) -> 
     ctx.add_summary("Pareto front (EMD, resolution, area)", ", ".join(fr["all"]) or "-")
     if not_conv:
         ctx.add_summary("NOT converged", ", ".join(not_conv))
+    if n_mismatch:
+        # a mismatch is a fault of the flow (generator, converter, testbench), not a property of
+        # a design: every point has run and every output is written, and the stage fails loudly
+        # (the runner keeps its directory as sweep.failed/)
+        parts = []
+        for r in ordered:
+            if int(r.get("n_mismatch") or 0):
+                where = {k: (r.get(k) or {}).get("n_mismatch") for k in ("qkeras", "csim", "hardware")}
+                hw = (r.get("hardware") or {}).get("flavours", {}).get(first, {})
+                examples = (hw.get("first_mismatches") or (r.get("csim") or {}).get("first_mismatches")
+                            or (r.get("qkeras") or {}).get("first_mismatches"))
+                parts.append(f"{r['id']}: {r['n_mismatch']} mismatching (golden vs QKeras "
+                             f"{where['qkeras']}, csim {where['csim']}, cosim {where['hardware']}); "
+                             f"first: {str(examples)[:300]}")
+        raise FlowError(f"sweep: {n_mismatch} mismatches against the golden model in "
+                        f"{len(parts)} points:\n  " + "\n  ".join(parts)
+                        + f"\npoint files: {ctx.checkpoint_dir}; outputs: {out}")
 
 
 def _plots(d: Path, rows: list[dict], front: list[str]) -> list[str]:
