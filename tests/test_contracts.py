@@ -141,7 +141,7 @@ def test_every_module_sits_in_a_package_of_the_layout():
 SWEEP_IMPORTS = {
     "flow.sweep.point": {"flow.convert.hls", "flow.cosim.stage", "flow.csim.stage", "flow.physics.algorithms",
                          "flow.physics.reco", "flow.rtl.stage"},
-    "flow.sweep.stage": {"flow.autoencoder.train"},
+    "flow.sweep.stage": {"flow.autoencoder.train", "flow.physics.reco"},
 }
 
 

@@ -361,6 +361,15 @@ def resolution_table(pt_l1, cl: Clusters, *, eta_edges=ETA_EDGES, pt_edges=PT_ED
 
 
 # --------------------------------------------------------- one algorithm's figures
+def events_subset(split: dict, max_events: int) -> dict:
+    """The wafers of the split's first ``max_events`` events (0: all)."""
+    if not max_events:
+        return split
+    ev = np.unique(split["event"])[:max_events]
+    m = np.isin(split["event"], ev)
+    return {k: v[m] for k, v in split.items()}
+
+
 def median_emd(calq: np.ndarray, decoded: np.ndarray) -> dict:
     """Median exact EMD (input CALQ vs decoded); a decoded wafer that is empty while the
     input is not counts as infinitely far (it lost everything) and is counted."""

@@ -40,14 +40,6 @@ from flow.runner.errors import StageInputError
 BLOCK = 20000
 
 
-def _events_subset(split: dict, max_events: int) -> dict:
-    if not max_events:
-        return split
-    ev = np.unique(split["event"])[:max_events]
-    m = np.isin(split["event"], ev)
-    return {k: v[m] for k, v in split.items()}
-
-
 def _decode_blocks(fn, calq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run ``fn(block) -> (decoded, nbits)`` over blocks of wafers."""
     dec, bits = [], []
@@ -139,8 +131,8 @@ def run(ctx) -> None:
     det = detector_from(cfg.data)
     drop = cfg.data.drop
     data = ctx.upstream["data"]
-    train = _events_subset(read_split(data.path(split_file("train"))), s.max_train_events)
-    test = _events_subset(read_split(data.path(split_file("test"))), s.max_test_events)
+    train = R.events_subset(read_split(data.path(split_file("train"))), s.max_train_events)
+    test = R.events_subset(read_split(data.path(split_file("test"))), s.max_test_events)
     for name, sp in (("train", train), ("test", test)):
         if "gen_phi" not in sp:
             raise StageInputError(f"physics: the data stage's {name}.npz has no gen_phi (written "

@@ -74,6 +74,7 @@ def run_point(job: dict) -> dict:
     from flow.core.ae_model import model_inputs
     from flow.core.dataset import read_split
     from flow.core.losses import get_loss
+    from flow.physics.reco import events_subset
     from flow.sweep import point as P
 
     t0 = time.perf_counter()
@@ -87,7 +88,7 @@ def run_point(job: dict) -> dict:
     raw = {p: read_split(job[p]) for p in ("train", "val", "test")}
     # the physics chain takes the splits as the physics stage does (whole events, empty wafers
     # included); training and the vectors take the non-empty wafers
-    phys = {p: _events_subset(raw[p], lim) for p, lim in (("train", cfg.physics.max_train_events),
+    phys = {p: events_subset(raw[p], lim) for p, lim in (("train", cfg.physics.max_train_events),
                                                            ("test", cfg.physics.max_test_events))}
     train, val = ({k: v[sp["aein"].sum(-1) > 0] for k, v in sp.items()} for sp in (raw["train"], raw["val"]))
     tr = model_inputs({k: v[:s.max_train_wafers] for k, v in train.items()})
@@ -198,14 +199,6 @@ def _key(ctx) -> str:
                        "up": {k: v.manifest_sha256 for k, v in sorted(ctx.upstream.items())}},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _events_subset(split: dict, max_events: int) -> dict:
-    """The wafers of the first ``max_events`` events (0: all), as the physics stage takes them."""
-    if not max_events:
-        return split
-    m = np.isin(split["event"], np.unique(split["event"])[:max_events])
-    return {k: v[m] for k, v in split.items()}
 
 
 def _jobs(ctx, points: list[Point], root: Path) -> list[dict]:
