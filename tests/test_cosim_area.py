@@ -340,14 +340,14 @@ def test_logic_depth_of_a_tmr_register_ends_at_its_copies(tmp_path):
     top.write_text("""
 module t(input wire clk, input wire cfg_rst, input wire cfg_we, input wire [9:0] cfg_addr,
          input wire [31:0] cfg_wdata, output wire [63:0] q, output wire err);
-  econt_image_regs_tmr #(.N_BITS(64), .ADDR_BITS(10), .DATA_BITS(32), .BASE(0), .DEFAULT(64'h5)) u (
+  econt_image_regs #(.N_BITS(64), .ADDR_BITS(10), .DATA_BITS(32), .BASE(0), .DEFAULT(64'h5), .TMR(1)) u (
     .clk(clk), .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr), .cfg_wdata(cfg_wdata),
     .q(q), .rdata(), .err(err));
 endmodule
 """)
     hw = hand_written_dir()
-    files = [hw / n for n in ("econt_image_read.v", "econt_tmr_copy.v", "econt_tmr_reg.v",
-                              "econt_image_regs_tmr.v")] + [top]
+    files = [hw / n for n in ("econt_image_read.v", "econt_tmr_copy.v", "econt_reg.v",
+                              "econt_image_regs.v")] + [top]
     g = synth("generic", files, "t", tmp_path / "g.log")
     log = (tmp_path / "g.log").read_text()
     assert "Detected loop" not in log and "ltp -noff t:*econt_tmr_copy %n" in log

@@ -24,6 +24,14 @@ def _write(path, tree, branches):
         f.mktree(tree, branches, counter_name=_counter)
 
 
+def _rejected(path, branches, match):
+    """``branches`` written to ``path`` (tree ``t``): reading it raises DataFormatError matching
+    ``match``."""
+    _write(path, "t", branches)
+    with pytest.raises(DataFormatError, match=match):
+        read_wafers([path], tree="t")
+
+
 def make_per_tc(rng, n_events, *, first_event=0, layers=(1, 3, 5)):
     """Random per-TC events and the wafers they must give (in reader order)."""
     cols = {k: [] for k in ("tc_zside", "tc_layer", "tc_waferu", "tc_waferv", "tc_cellu",
@@ -225,9 +233,7 @@ def test_wrong_layout_and_missing_branch(tmp_path):
 
     b2 = dict(b)
     del b2["wafer_CALQ17"]
-    _write(tmp_path / "c.root", "t", b2)
-    with pytest.raises(DataFormatError, match=r"c\.root.*wafer_CALQ17"):
-        read_wafers([tmp_path / "c.root"], tree="t")
+    _rejected(tmp_path / "c.root", b2, r"c\.root.*wafer_CALQ17")
 
 
 def test_truncated_and_garbage_files(tmp_path, per_tc_files):
@@ -272,13 +278,9 @@ def test_bad_values_per_wafer(tmp_path):
     b = dict(b)
     b["wafer_CALQ5"] = b["wafer_CALQ5"].astype(np.float32)
     b["wafer_CALQ5"][2] = np.nan
-    _write(tmp_path / "nan.root", "t", b)
-    with pytest.raises(DataFormatError, match=r"nan\.root.*wafer_CALQ5.*NaN"):
-        read_wafers([tmp_path / "nan.root"], tree="t")
+    _rejected(tmp_path / "nan.root", b, r"nan\.root.*wafer_CALQ5.*NaN")
     b["wafer_CALQ5"][2] = 0.5
-    _write(tmp_path / "frac.root", "t", b)
-    with pytest.raises(DataFormatError, match=r"wafer_CALQ5.*integer"):
-        read_wafers([tmp_path / "frac.root"], tree="t")
+    _rejected(tmp_path / "frac.root", b, r"wafer_CALQ5.*integer")
 
 
 def test_invalid_and_duplicate_cells(tmp_path):
@@ -291,9 +293,7 @@ def test_invalid_and_duplicate_cells(tmp_path):
     cu2, cv2 = cu.copy(), cv.copy()
     cu2[0], cv2[0] = 0, 7  # (0, 7) is not one of the 48 TCs
     bad["tc_cellu"], bad["tc_cellv"] = ak.unflatten(cu2, counts), ak.unflatten(cv2, counts)
-    _write(tmp_path / "inv.root", "t", bad)
-    with pytest.raises(DataFormatError, match=r"inv\.root.*tc_cellu/tc_cellv.*\(0, 7\)"):
-        read_wafers([tmp_path / "inv.root"], tree="t")
+    _rejected(tmp_path / "inv.root", bad, r"inv\.root.*tc_cellu/tc_cellv.*\(0, 7\)")
     # duplicate: an event with the same TC twice in one wafer
     one = np.ones(1, dtype=np.int64)
     dup = {k: ak.unflatten(np.asarray(v, dtype=np.int32), [2]) for k, v in
@@ -301,9 +301,7 @@ def test_invalid_and_duplicate_cells(tmp_path):
             "tc_cellu": [4, 4], "tc_cellv": [4, 4], "tc_data": [10, 20]}.items()}
     dup["tc_eta"] = ak.unflatten(np.array([2.0, 2.0], dtype=np.float32), [2])
     dup["event"] = one
-    _write(tmp_path / "dup.root", "t", dup)
-    with pytest.raises(DataFormatError, match=r"dup\.root.*appears 2 times"):
-        read_wafers([tmp_path / "dup.root"], tree="t")
+    _rejected(tmp_path / "dup.root", dup, r"dup\.root.*appears 2 times")
 
 
 def test_mismatched_jagged_lengths(tmp_path):

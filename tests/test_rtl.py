@@ -10,7 +10,6 @@ from flow.core.encoder import EncoderWeights, golden_encode
 from flow.core.encoder_file import write_encoder
 from flow.core.geometry import N_TC
 from flow.hdl import flavours as RF
-from flow.hdl import prog_tmr as TMR
 from flow.hdl.datapath import comb_latent_codes, conv_taps, hand_written_dir, trace_const
 from flow.rtl import stage as rtl
 from flow.runner import config as C
@@ -76,13 +75,17 @@ def test_hand_written_modules_lint_clean(tmp_path):
     for top, files in [("econt_tc_calq", ["econt_tc_calq.v"]),
                        ("econt_adder_tree", ["econt_adder_tree.v"]),
                        ("econt_frontend", ["econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v"]),
-                       ("econt_image_regs", ["econt_image_read.v", "econt_image_regs.v"]),
+                       ("econt_reg", ["econt_tmr_copy.v", "econt_reg.v"]),
+                       ("econt_image_regs", ["econt_image_read.v", "econt_tmr_copy.v", "econt_reg.v",
+                                             "econt_image_regs.v"]),
                        ("econt_qrelu", ["econt_qrelu.v"]),
-                       ("econt_shell", list(rtl.HAND_WRITTEN)),
-                       ("econt_shell_tmr", [*rtl.HAND_WRITTEN, *TMR.HAND_WRITTEN])]:
-        rtl.lint([hw / f for f in files], top, tmp_path / f"{top}.log")
-        if top.startswith("econt_shell"):     # the SEU injection hook of test builds is lint-clean too
-            rtl.lint([hw / f for f in files], top, tmp_path / f"{top}_inj.log", defines=["ECONT_SEU_INJECT"])
+                       ("econt_shell", list(rtl.HAND_WRITTEN))]:
+        # plain and triplicated (TMR = 1), each also with the SEU injection hook of test builds
+        tmr = top in ("econt_reg", "econt_image_regs", "econt_shell")
+        for params in ({"TMR": 0}, {"TMR": 1}) if tmr else ({},):
+            for defines in ([], ["ECONT_SEU_INJECT"]):
+                rtl.lint([hw / f for f in files], top, tmp_path / f"{top}_{params}_{len(defines)}.log",
+                         defines=defines, params=params)
 
 
 def test_lint_reports_warnings(tmp_path):
@@ -148,7 +151,8 @@ def test_rtl_stage_yosys_elaborates_without_latches(rtl_run):
 
 def test_every_flavour_has_the_same_ports_and_prog_tmr_is_triplicated(rtl_run):
     """The read-back ports and seu_count are in every top (the documented interface);
-    prog_tmr's registers are econt_tmr_reg instances, the others have none."""
+    prog_tmr's shell and weight image are the TMR = 1 instances of the shared modules, the
+    others the plain ones (TMR = 0)."""
     from flow.handoff.archive import documented_ports, verilog_ports
 
     cfg, man, _ = rtl_run
@@ -162,9 +166,8 @@ def test_every_flavour_has_the_same_ports_and_prog_tmr_is_triplicated(rtl_run):
         assert {n: (dr, wd) for n, dr, wd in verilog_ports(text, top)} == doc
         files = (d / fl / "filelist.f").read_text().split()
         tmr = fl == "prog_tmr"
-        assert ("econt_shell_tmr #(" in text) == tmr and ("econt_image_regs_tmr #(" in text) == tmr
-        assert all(f in files for f in TMR.HAND_WRITTEN) == tmr
-        assert ("assign seu_count = 16'd0;" in text) != tmr
+        assert text.count(".TMR(1)") == (2 if tmr else 0) and (text.count(".TMR(0)") > 0) != tmr
+        assert all(f in files for f in rtl.HAND_WRITTEN)
     cal_dp = 48 * 12 + 2
     pipeline = (1 + 48 * 8 + 9) + (1 + 16 * 9 + 9)
     assert meta["flavours"]["prog_tmr"]["tmr_bits"] == 3 * (12864 + cal_dp + pipeline)
@@ -172,20 +175,20 @@ def test_every_flavour_has_the_same_ports_and_prog_tmr_is_triplicated(rtl_run):
 
 
 def _tmr_image_netlist(tmp_path, n_bits: int, keep_hierarchy: bool = True) -> dict:
-    """``synth`` of econt_image_regs_tmr with ``n_bits`` bits: flip-flops per module and
+    """``synth`` of econt_image_regs with TMR = 1 and ``n_bits`` bits: flip-flops per module and
     instances (``stat -json``)."""
     from flow.hdl.yosys import run_script
 
     hw = hand_written_dir()
     files = []
-    for name in ("econt_tmr_copy.v", "econt_tmr_reg.v", "econt_image_read.v", "econt_image_regs_tmr.v"):
+    for name in ("econt_tmr_copy.v", "econt_reg.v", "econt_image_read.v", "econt_image_regs.v"):
         text = (hw / name).read_text()
         if not keep_hierarchy:          # the control: without the attribute the copies are merged
             text = text.replace("(* keep_hierarchy *)", "")
         (tmp_path / name).write_text(text)
         files.append(str(tmp_path / name))
-    top = "econt_image_regs_tmr"
-    script = (f"read_verilog -sv {' '.join(files)}; chparam -set N_BITS {n_bits} {top}; "
+    top = "econt_image_regs"
+    script = (f"read_verilog -sv {' '.join(files)}; chparam -set N_BITS {n_bits} -set TMR 1 {top}; "
               f"hierarchy -check -top {top}; synth -flatten -noabc -top {top}; "
               f"tee -q -o {tmp_path / 'stat.json'} stat -json -top {top}")
     run_script(script, tmp_path / "yosys.log", timeout_s=1800, what="TMR netlist check")
@@ -203,7 +206,7 @@ def test_yosys_keeps_three_copies_of_the_tmr_weight_image(tmp_path):
     copies = {m: d for m, d in st["modules"].items() if m.endswith("econt_tmr_copy")}
     assert len(copies) == 3            # COPY = 0, 1, 2: three modules, one instance each
     assert all(_flip_flops(d["num_cells_by_type"]) == 12864 for d in copies.values())
-    top = st["modules"]["\\econt_image_regs_tmr"]["num_cells_by_type"]
+    top = st["modules"]["\\econt_image_regs"]["num_cells_by_type"]
     assert sum(v for k, v in top.items() if k.endswith("econt_tmr_copy")) == 3
     assert _flip_flops(top) == 0       # every flip-flop of the image is in a copy
     assert _flip_flops(st["design"]["num_cells_by_type"]) == 3 * 12864

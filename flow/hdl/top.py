@@ -73,6 +73,7 @@ assert address_map() == AddressMap(IMAGE_BITS, WEIGHT_WORDS, CAL_BASE, DROP_ADDR
 NO_WEIGHT_REGISTERS = f"""
     // no weight registers: weight-image addresses read back 0
     assign weights_rdata = {CFG_DATA_BITS}'d0;
+    assign weights_err = 1'b0;
 """
 
 
@@ -80,37 +81,48 @@ def _hex(value: int, bits: int) -> str:
     return f"{bits}'h{value:0{-(-bits // 4)}x}"
 
 
-def weight_registers(image: int, amap: AddressMap | None = None) -> str:
+def weight_registers(image: int, amap: AddressMap | None = None, *, tmr: bool = False,
+                     inj_offset: int = 0) -> str:
     """The weight image registers of a programmable top (``weights`` bus, reset to ``image``;
-    read-back on ``weights_rdata``); ``amap``: default the ECON-T's."""
+    read-back on ``weights_rdata``); ``amap``: default the ECON-T's.  ``tmr``: triplicated with
+    voters and refresh (``econt_image_regs`` with ``TMR = 1``), the copies disagreeing on
+    ``weights_err``, the image owning the injection hook's global bit indices from
+    ``inj_offset`` on."""
     m = amap or address_map()
+    what = "triplicated with voters and refresh: " if tmr else ""
     return f"""
-    // weight image registers: word a of the image at address {m.weight_base} + a; cfg_rst loads
-    // the trained image
+    // weight image registers, {what}word a of the image at address {m.weight_base} + a; cfg_rst
+    // loads the trained image
     wire [{m.image_bits - 1}:0] weights;
     econt_image_regs #(
         .N_BITS({m.image_bits}), .ADDR_BITS({m.addr_bits}), .DATA_BITS({m.data_bits}), .BASE({m.weight_base}),
-        .DEFAULT({_hex(image, m.image_bits)})
+        .DEFAULT({_hex(image, m.image_bits)}),
+        .TMR({int(tmr)}), .OFFSET({inj_offset}), .INJ_BITS({m.inj_bits})
     ) u_weights (
-        .clk(clk), .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr),
-        .cfg_wdata(cfg_wdata), .q(weights), .rdata(weights_rdata)
+        .clk(clk),
+`ifdef ECONT_SEU_INJECT
+        .inj({{seu_inj_en, seu_inj_copy, seu_inj_bit}}),
+`endif
+        .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr),
+        .cfg_wdata(cfg_wdata), .q(weights), .rdata(weights_rdata), .err(weights_err)
     );
 """
 
 
 def top_source(g: RF.GeneratorInputs, encoder_inst: str, registers: str = NO_WEIGHT_REGISTERS, *,
                tmr: bool = False) -> str:
-    """The top module ``g.flavour.top``: the ASIC ports, the shared shell (front end,
-    CALVALUE/drop registers, pipeline, read-back), then the flavour's ``registers``
-    (Verilog text driving ``weights_rdata``, the read-back of the flavour's own registers
-    at ``cfg_addr``, e.g. :func:`weight_registers`; default: none, reads 0) and its encoder
-    instance ``encoder_inst`` (a line connecting ``enc_aein`` to ``enc_latent``).
+    """The top module ``g.flavour.top``: the ASIC ports, the shared shell ``econt_shell``
+    (front end, CALVALUE/drop registers, pipeline, read-back), then the flavour's
+    ``registers`` (Verilog text driving ``weights_rdata``, the read-back of the flavour's own
+    registers at ``cfg_addr``, and ``weights_err``, its TMR copies disagree, e.g.
+    :func:`weight_registers`; default: none, reads 0) and its encoder instance
+    ``encoder_inst`` (a line connecting ``enc_aein`` to ``enc_latent``).
 
-    ``tmr``: the triplicated shell ``econt_shell_tmr`` (its configuration and pipeline
-    registers TMR'd, ``seu_count`` counting corrected upsets); ``registers`` must then
-    also drive ``weights_err`` (its own TMR copies disagree) and may use the injection
-    hook ``seu_inj_*``.  Otherwise ``seu_count`` is 0 and the hook reaches the shell's
-    pipeline registers only (``seu_inj_copy`` unused: one copy).
+    ``tmr``: the shell with ``TMR = 1`` (its configuration and pipeline registers
+    triplicated, ``seu_count`` counting corrected upsets, the flavour's ``weights_err``
+    included); ``registers`` may use the injection hook ``seu_inj_*``.  Otherwise
+    ``seu_count`` is 0 and the hook reaches the shell's pipeline registers only
+    (``seu_inj_copy`` unused: one copy).
 
     Every top declares the injection hook ``seu_inj_en``, ``seu_inj_copy``,
     ``seu_inj_bit`` in test builds (``ECONT_SEU_INJECT``): top-level signals, not ports,
@@ -124,33 +136,23 @@ def top_source(g: RF.GeneratorInputs, encoder_inst: str, registers: str = NO_WEI
     params = (f"""        .N_LATENT({N_LATENT}), .LATENT_BITS({latent_bits}),
         .ADDR_BITS({m.addr_bits}), .DATA_BITS({m.data_bits}),
         .CAL_BASE({m.cal_base}), .DROP_ADDR({m.drop_addr}), .FE_REG({int(fe_reg)}),
+        .TMR({int(tmr)}), .SEU_BITS({SEU_COUNT_BITS}), .INJ_BASE({m.image_bits}), .INJ_BITS({m.inj_bits}),
 """)
-    conns = """        .clk(clk), .rst(rst),
+    conns = """`ifdef ECONT_SEU_INJECT
+        .inj({seu_inj_en, seu_inj_copy, seu_inj_bit}),
+`endif
+        .clk(clk), .rst(rst),
         .cfg_rst(cfg_rst), .cfg_we(cfg_we), .cfg_addr(cfg_addr), .cfg_wdata(cfg_wdata),
         .cfg_re(cfg_re), .ext_rdata(weights_rdata), .cfg_rdata(cfg_rdata),
+        .ext_err(weights_err), .seu_count(seu_count),
 """
-    params += f"        .INJ_BASE({m.image_bits}), .INJ_BITS({m.inj_bits}),\n"
-    copy = ".inj_copy(seu_inj_copy), " if tmr else ""
-    conns = ("`ifdef ECONT_SEU_INJECT\n"
-             f"        .inj_en(seu_inj_en), {copy}.inj_bit(seu_inj_bit),\n"
-             "`endif\n" + conns)
     if tmr:
-        shell = "econt_shell_tmr"
-        params += f"        .SEU_BITS({SEU_COUNT_BITS}),\n"
-        conns += "        .ext_err(weights_err), .seu_count(seu_count),\n"
-        decl = "    wire weights_err;     // the weight registers' TMR copies disagree\n"
         what_hook = ("copy seu_inj_copy of register bit seu_inj_bit (global index, docs/rtl_cosim.md) "
                      "is stored inverted")
-        tail = ""
     else:
-        shell = "econt_shell"
-        decl = ""
         what_hook = ("pipeline register bit seu_inj_bit (global index, docs/rtl_cosim.md) is stored "
                      "inverted; seu_inj_copy is unused (no copies)")
-        tail = f"""    // no triplicated registers: nothing to correct
-    assign seu_count = {SEU_COUNT_BITS}'d0;
-"""
-    decl += f"""`ifdef ECONT_SEU_INJECT
+    decl = f"""`ifdef ECONT_SEU_INJECT
     // SEU injection hook, test builds only: written by the testbench (top-level signals,
     // not ports); at a rising edge with seu_inj_en high, {what_hook}
     /* verilator lint_off UNDRIVEN */
@@ -187,8 +189,9 @@ module {top} (
     wire [{N_TC * AEIN_BITS - 1}:0] enc_aein;
     wire [{lb - 1}:0] enc_latent;
     wire [{CFG_DATA_BITS - 1}:0] weights_rdata;  // read-back of the flavour's registers at cfg_addr
+    wire weights_err;     // the flavour's TMR copies disagree (0 without copies)
 {decl}
-    {shell} #(
+    econt_shell #(
 {params}        .CAL_DEFAULT({_hex(cal_default, N_TC * CAL_BITS)}),
         .DROP_DEFAULT({DROP_BITS}'d{drop_default})
     ) u_shell (
@@ -196,7 +199,7 @@ module {top} (
         .valid_out(valid_out), .latent(latent), .module_sum(module_sum),
         .enc_aein(enc_aein), .enc_latent(enc_latent)
     );
-{tail}{registers}
+{registers}
 {encoder_inst}endmodule
 
 `default_nettype wire

@@ -63,8 +63,7 @@ from flow.runner.errors import DataFormatError, ToolError
 from flow.runner.tools import require, verilator_root
 
 HAND_WRITTEN = ("econt_tc_calq.v", "econt_adder_tree.v", "econt_frontend.v", "econt_image_read.v",
-                "econt_image_regs.v",
-                "econt_shell.v")
+                "econt_tmr_copy.v", "econt_reg.v", "econt_image_regs.v", "econt_shell.v")
 #: per-flavour facts of rtl.json that also become rtl metrics ``<flavour>_<key>``
 METRIC_KEYS = ("verilog_lines", "da4ml_cost", "da4ml_trace_s", "lint_s", "yosys_check_s", "tmr_bits")
 
@@ -209,10 +208,12 @@ def verilator_env() -> dict[str, str]:
     return env
 
 
-def lint(files, top: str, log: Path | None = None, defines=()) -> str:
+def lint(files, top: str, log: Path | None = None, defines=(), params: dict | None = None) -> str:
     """``verilator --lint-only -Wall`` (with ``-D<name>`` for each of ``defines``, e.g. the
-    test-build ``ECONT_SEU_INJECT``); raises :class:`ToolError` on any warning."""
+    test-build ``ECONT_SEU_INJECT``, and ``-G<name>=<value>`` for each of ``params``, the top's
+    parameters); raises :class:`ToolError` on any warning."""
     cmd = [require("verilator"), "--lint-only", "-Wall", *(f"-D{d}" for d in defines),
+           *(f"-G{k}={int(v)}" for k, v in (params or {}).items()),
            "--top-module", top, *map(str, files)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env(), timeout=1800)
     out = (r.stdout + r.stderr)

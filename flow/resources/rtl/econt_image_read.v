@@ -1,6 +1,6 @@
-// The read-back multiplexer of a register image (econt_image_regs and
-// econt_image_regs_tmr): rdata = word addr - BASE of the image (a partial last
-// word padded with zeros), 0 when addr is not one of its words.
+// The read-back multiplexer of a register image (econt_image_regs, plain or
+// TMR): rdata = word addr - BASE of the image (a partial last word padded with
+// zeros), 0 when addr is not one of its words.
 `timescale 1ns / 1ps
 `default_nettype none
 
