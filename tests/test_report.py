@@ -1,5 +1,6 @@
 """The report stage: one self-contained HTML page and a Markdown summary built from
 (fake) upstream artifacts, rendered in headless Chromium."""
+import contextlib
 import io
 import json
 import os
@@ -515,22 +516,31 @@ def _fake_physics(ctx):
         "min_gen_pt": 10.0})
 
 
+@contextlib.contextmanager
+def _report_with(tmp_path, stage: str, fake):
+    """The report built with the optional input ``stage`` (faked by ``fake``) on the fake
+    upstreams: yields ``(cfg, manifest, report.html, report.md)``."""
+    mp = pytest.MonkeyPatch()
+    cfg = C.parse_config({"name": stage, "workdir": str(tmp_path), "seed": 3})
+    try:
+        fake_upstream(mp)
+        fake_stage(mp, stage, fake)
+        for st in (*UPSTREAM, stage):
+            run_stage(cfg, st, **QUIET)
+        man = run_stage(cfg, "report", **QUIET)
+        d = cfg.stage_dir("report")
+        yield cfg, man, (d / "report.html").read_text(), (d / "report.md").read_text()
+    finally:
+        mp.undo()
+
+
 def test_physics_section_when_the_physics_stage_ran(tmp_path):
     """The physics artifact is an optional input: shown (and recorded, so a rebuild makes the
     report stale) when present, an explicit 'not available' paragraph otherwise (above)."""
     from flow.runner.errors import StageInputError
     from flow.runner.manifest import verify
 
-    mp = pytest.MonkeyPatch()
-    cfg = C.parse_config({"name": "phys", "workdir": str(tmp_path), "seed": 3})
-    try:
-        fake_upstream(mp)
-        fake_stage(mp, "physics", _fake_physics)
-        for st in (*UPSTREAM, "physics"):
-            run_stage(cfg, st, **QUIET)
-        man = run_stage(cfg, "report", **QUIET)
-        page = (cfg.stage_dir("report") / "report.html").read_text()
-        md = (cfg.stage_dir("report") / "report.md").read_text()
+    with _report_with(tmp_path, "physics", _fake_physics) as (cfg, man, page, md):
         assert set(man["upstream"]) == {*UPSTREAM, "physics"}
         assert 'id="tbl-physics-summary"' in page
         assert "| best_choice | 2 | 64 | 3.39 % | 0.08 % | 1.027 +- 0.004 |  | 100.0 % | 0.920 |" in md
@@ -546,8 +556,6 @@ def test_physics_section_when_the_physics_stage_ran(tmp_path):
         run_stage(cfg, "physics", **QUIET)
         with pytest.raises(StageInputError, match="stage 'report' is stale: stage 'physics'"):
             verify(cfg, "report")
-    finally:
-        mp.undo()
 
 
 def test_physics_section_is_not_available_without_the_stage(sparse):
@@ -563,7 +571,8 @@ def _fake_sweep(ctx):
     ok = {"id": "f8_w6_a8_l9", "econt": True, "filters": 8, "weight_bits": 6, "act_bits": 8, "latent_bits": 9,
           "status": "ok", "converged": True, "median_emd": 0.712, "resolution": 0.0412,
           "area_um2_sky130": 4123456.0, "generic_gates": 812345, "latency_cycles": 2,
-          "n_mismatch_qkeras": 0, "n_mismatch_csim": 0, "n_mismatch_cosim": 0}
+          "n_mismatch_qkeras": 0, "n_mismatch_csim": 0, "n_mismatch_cosim": 0,
+          "n_total_qkeras": 2000, "n_total_csim": 2400, "n_total_cosim": 6700}
     bad = {"id": "f4_w6_a8_l3", "econt": False, "filters": 4, "weight_bits": 6, "act_bits": 8,
            "latent_bits": 3, "status": "failed", "error": "RuntimeError: synthesis exploded"}
     ctx.metrics.update({"n_points": 2, "n_failed": 1, "n_mismatch": 0, "pareto": ["f8_w6_a8_l9"],
@@ -573,22 +582,21 @@ def _fake_sweep(ctx):
 def test_sweep_section_when_the_sweep_stage_ran(tmp_path):
     """The sweep artifact is an optional input like physics: its table (the ECON-T point
     labelled, a failed point named with its error, the front marked) and its plot."""
-    mp = pytest.MonkeyPatch()
-    cfg = C.parse_config({"name": "sw", "workdir": str(tmp_path), "seed": 3})
-    try:
-        fake_upstream(mp)
-        fake_stage(mp, "sweep", _fake_sweep)
-        for st in (*UPSTREAM, "sweep"):
-            run_stage(cfg, st, **QUIET)
-        man = run_stage(cfg, "report", **QUIET)
-        md = (cfg.stage_dir("report") / "report.md").read_text()
+    with _report_with(tmp_path, "sweep", _fake_sweep) as (cfg, man, page, md):
         assert set(man["upstream"]) == {*UPSTREAM, "sweep"}
         assert ("| f8_w6_a8_l9 (ECON-T) | 8 | 6 | 8 | 9 | converged | 0.712 | 4.12 % | 4,123,456 "
                 "| 812,345 | 2 | 0 | yes |") in md
         assert "| `f4_w6_a8_l3` | 4 | 6 | 8 | 3 | FAIL: RuntimeError: synthesis exploded |" in md
         assert "figures/sweep_pareto.png" in man["outputs"]
-    finally:
-        mp.undo()
+        # its checks join the verdict: counts summed over the points that ran; a failed point fails it
+        assert ("| co-design sweep: RTL cosimulation == golden [1 point run] | every point: sampled test "
+                "wafers + corners | 6,700 | 0 | **PASS** |") in md
+        assert ("| co-design sweep: golden model == QKeras [1 point run] | every point: sampled test "
+                "wafers | 2,000 | 0 | **PASS** |") in md and "| 2,400 | 0 | **PASS** |" in md
+        assert ("| co-design sweep: every point ran and converged | sweep metrics.points | 2 points | "
+                "1 failed, 0 not converged | **FAIL (f4_w6_a8_l3 failed: RuntimeError: synthesis "
+                "exploded)** |") in md
+        assert man["metrics"]["verdict"] == "FAIL"
 
 
 def test_sweep_section_is_not_available_without_the_stage(sparse):

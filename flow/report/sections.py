@@ -136,6 +136,32 @@ def checks(up: Upstream) -> tuple[Table, list[Status]]:
             rows.append([f"RTL latency/II [{fl}] == rtl.json", "measured in cosimulation",
                          f"{lat} clk, II {ii}", f"documented {rtl_lat} clk, II 1", st])
             statuses.append(st)
+    # the co-design sweep, when its artifact was verified (an optional input; verify it first)
+    if "sweep" in up.v:
+        sw = up.metrics("sweep")
+        pts = [p for p in sw.get("points") or [] if isinstance(p, dict)]
+        done = [p for p in pts if p.get("status") == "ok"]
+        for name, label in (("qkeras", "golden model == QKeras"), ("csim", "hls4ml C simulation == golden"),
+                            ("cosim", "RTL cosimulation == golden")):
+            if name == "csim" and done and all(p.get("n_total_csim") is None for p in done):
+                continue                                        # sweep.csim off
+            tot = [p.get(f"n_total_{name}") for p in done]
+            bad = [p.get(f"n_mismatch_{name}") for p in done]
+            row(f"co-design sweep: {label} [{len(done)} point{'s' if len(done) != 1 else ''} run]",
+                "every point: sampled test wafers" + (" + corners" if name != "qkeras" else ""),
+                sum(tot) if done and all(is_num(x) for x in tot) else None,
+                sum(bad) if done and all(is_num(x) for x in bad) else None)
+        failed = [p for p in pts if p.get("status") != "ok"]
+        not_conv = list(sw.get("not_converged") or [])
+        ok = bool(pts) and not failed and not not_conv
+        detail = "; ".join([*(f"{p.get('id')} failed: {p.get('error') or 'no error recorded'}"
+                              for p in failed),
+                            *(f"{i} not converged (reached sweep.epochs)" for i in not_conv)])
+        st = Status(ok, "" if ok else (detail or "no points recorded"))
+        rows.append(["co-design sweep: every point ran and converged", "sweep metrics.points",
+                     f"{len(pts)} points", f"{len(failed)} failed, {len(not_conv)} not converged", st])
+        statuses.append(st)
+
     t = Table("checks", "Bit-exactness chain, testbench and training-convergence checks",
               ["check", "compared on", "compared", "mismatches", "verdict"], rows,
               note="Every comparison is on integer codes against the golden model "

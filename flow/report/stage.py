@@ -48,6 +48,7 @@ def run(ctx) -> None:
     hashes["report"] = ctx.cfg.section_hash("report")
     run_hash = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
 
+    sweep_sec = S.sweep(ctx, up, figs)      # verifies the optional sweep input, whose checks join
     checks, statuses = S.checks(up)
     n_fail = sum(not st.ok for st in statuses)
     verdict = "PASS" if statuses and n_fail == 0 else "FAIL"
@@ -58,7 +59,7 @@ def run(ctx) -> None:
     loss_sec, kr_sec = S.losses(up, figs, out)
     sections = [summary, S.provenance(up, ctx, date, run_hash), S.dataset(up, figs), S.emd(up, figs),
                 loss_sec, kr_sec, S.physics(ctx, up, figs), S.quantization(up), S.csim(up),
-                S.rtl_cosim(up), S.seu(up, figs), S.sweep(ctx, up, figs), S.tools(up), S.stages(up)]
+                S.rtl_cosim(up), S.seu(up, figs), sweep_sec, S.tools(up), S.stages(up)]
 
     title = f"{s.title}: run {ctx.cfg.name}"
     lead = (f"Run '{ctx.cfg.name}', config hash {run_hash[:16]}, git {git_revision() or 'unknown'}, "

@@ -164,10 +164,10 @@ def row(rec: dict, first_flavour: str) -> dict:
     hw = (rec.get("hardware") or {}).get("flavours", {}).get(first_flavour, {})
     r.update({k: hw.get(k) for k in ("area_um2_sky130", "sequential_area_um2_sky130", "generic_gates",
                                      "generic_ff", "logic_depth_gates", "latency_cycles", "ii_cycles")})
-    r["n_mismatch_qkeras"] = (rec.get("qkeras") or {}).get("n_mismatch")
-    r["n_mismatch_csim"] = (rec.get("csim") or {}).get("n_mismatch")
-    r["n_mismatch_cosim"] = (rec.get("hardware") or {}).get("n_mismatch")
-    r["n_vectors"] = (rec.get("hardware") or {}).get("n_total")
+    for name, key in (("qkeras", "qkeras"), ("csim", "csim"), ("cosim", "hardware")):
+        r[f"n_mismatch_{name}"] = (rec.get(key) or {}).get("n_mismatch")
+        r[f"n_total_{name}"] = (rec.get(key) or {}).get("n_total")     # metrics only (the report's checks)
+    r["n_vectors"] = r["n_total_cosim"]
     return r
 
 
