@@ -11,3 +11,13 @@ def fake_stage(mp, name, body) -> None:
     mod.__spec__ = importlib.machinery.ModuleSpec(f"flow.{name}.stage", None)
     mod.run = body
     mp.setitem(sys.modules, f"flow.{name}.stage", mod)
+
+
+def run_chain(cfg, stages, **kw) -> dict:
+    """Run ``stages`` of ``cfg`` in order with the real runner; the last one's manifest."""
+    from flow.runner.stages import run_stage
+
+    man: dict = {}
+    for st in stages:
+        man = run_stage(cfg, st, **kw)
+    return man

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from flow.autoencoder import train as T
 from flow.core import ae_model as M
 from flow.core import encoder as E
+from flow.core import training as T
 
 
 def _settings(**kw):
@@ -132,7 +132,7 @@ def test_learning_rate_halves_on_the_same_relative_criterion(split, tmp_path):
 _SERIAL = r"""
 import json, sys, hashlib, numpy as np, tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(1)      # what the stage does for threads: 1
-from flow.autoencoder import train as T
+from flow.core import training as T
 a = np.load(sys.argv[1])
 tr, va = (a["x"][:256], a["t"][:256]), (a["x"][256:], a["t"][256:])
 s = {s}

@@ -46,7 +46,7 @@ SHARED = ("runner", "core", "hdl")
 
 
 def module_name(path: Path) -> str:
-    """``flow/cosim/sets.py`` -> ``flow.cosim.sets`` (``__init__.py`` names its package)."""
+    """``flow/core/tb_sets.py`` -> ``flow.core.tb_sets`` (``__init__.py`` names its package)."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -96,7 +96,7 @@ def _exists(module: str) -> bool:
 
 
 def group(module: str) -> str:
-    """The package of flow/ a module belongs to (``flow.cosim.sets`` -> ``cosim``);
+    """The package of flow/ a module belongs to (``flow.cosim.seu`` -> ``cosim``);
     the top-level ``flow``, ``flow.cli`` and ``flow.__main__`` belong to the runner."""
     parts = module.split(".")
     return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in (*SHARED, *STAGES)) else "runner"
@@ -134,20 +134,10 @@ def test_every_module_sits_in_a_package_of_the_layout():
             assert not flow_imports(init), f"{init.relative_to(ROOT)} imports {flow_imports(init)}"
 
 
-#: The one exception, listed module by module: the co-design sweep re-runs the other stages'
-#: chains on each of its design points (train, RTL, cosim, csim, physics) on its own inputs;
-#: it reads none of their artifacts.  Until those chains move into shared packages
-#: (docs/architecture.md, "The sweep's imports"), these and only these imports are allowed.
-SWEEP_IMPORTS = {
-    "flow.sweep.point": {"flow.convert.hls", "flow.cosim.stage", "flow.csim.stage", "flow.physics.algorithms",
-                         "flow.physics.reco", "flow.rtl.stage"},
-    "flow.sweep.stage": {"flow.autoencoder.train", "flow.physics.reco"},
-}
-
-
 def test_no_stage_package_imports_another_stage_package():
-    """A stage reads another stage's results through the files of its artifact, never its code
-    (the sweep's listed imports excepted: :data:`SWEEP_IMPORTS`)."""
+    """A stage reads another stage's results through the files of its artifact, never its code.
+    The chains a later stage re-runs (the co-design sweep: training, RTL, cosim, csim, physics
+    on each design point) live in the shared packages (core, hdl)."""
     assert {"data", "convert", "csim", "rtl", "cosim", "handoff"} <= set(STAGES)
     bad = {}
     for path in flow_modules():
@@ -155,15 +145,10 @@ def test_no_stage_package_imports_another_stage_package():
         own = group(mod)
         if own not in STAGES:
             continue
-        other = sorted(m for m in flow_imports(path) if group(m) in STAGES and group(m) != own
-                       and m not in SWEEP_IMPORTS.get(mod, ()))
+        other = sorted(m for m in flow_imports(path) if group(m) in STAGES and group(m) != own)
         if other:
             bad[mod] = other
     assert not bad, f"stage packages import other stage packages: {bad}"
-    # the exception stays exact: an import it no longer makes leaves the list
-    for mod, allowed in SWEEP_IMPORTS.items():
-        path = FLOW / (mod.removeprefix("flow.").replace(".", "/") + ".py")
-        assert allowed <= flow_imports(path), f"{mod} no longer imports {allowed - flow_imports(path)}"
 
 
 def test_shared_packages_import_no_stage_and_cores_no_generators():
@@ -190,11 +175,11 @@ REFERENCE_MODULES = {f"flow.core.{m}" for m in ("encoder", "frontend", "geometry
                                                  "tb_vectors", "npzfile")} | {
     "flow.core", "flow.runner", "flow.runner.errors", "flow.runner.atomic"}
 #: the modules that compute and write those expectations
-EXPECTATION_MODULES = ("flow.cosim.sets", "flow.core.tb_vectors")
+EXPECTATION_MODULES = ("flow.core.tb_sets", "flow.core.tb_vectors")
 
 
 def _device_side(mod: str) -> bool:
-    return group(mod) in ("rtl", "hdl", "convert") or (group(mod) == "cosim" and mod != "flow.cosim.sets")
+    return group(mod) in ("rtl", "hdl", "convert", "cosim") or mod in ("flow.core.hls", "flow.core.csim")
 
 
 def _file(mod: str) -> Path:
@@ -216,12 +201,12 @@ def test_cosim_expectations_share_no_code_with_the_device():
         todo += flow_imports(_file(m), top_level_only=True)
     assert not [m for m in seen if _device_side(m)], sorted(seen)
     # the same at run time: what loading the set builder really imports
-    code = ("import sys; import flow.cosim.sets  # noqa\n"
+    code = ("import sys; import flow.core.tb_sets  # noqa\n"
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('flow.'))))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
     assert r.returncode == 0, r.stderr
-    loaded = set(r.stdout.split()) - {"flow.cosim", "flow.cosim.sets"}
+    loaded = set(r.stdout.split())
     assert "flow.core.vectors" in loaded and not [m for m in loaded if _device_side(m)], sorted(loaded)
 
 
@@ -515,10 +500,10 @@ def pipeline(tmp_path_factory):
         run_stage(cfg, st, **QUIET)
     import flow.convert.stage
     import flow.cosim.stage
-    import flow.rtl.stage
+    import flow.hdl.build
 
     mp.setattr(flow.convert.stage, "_convert_all", lambda *a, **k: ({}, {}))
-    mp.setattr(flow.rtl.stage, "lint", lambda *a, **k: "")
+    mp.setattr(flow.hdl.build, "lint", lambda *a, **k: "")
     handed: dict = {}
 
     def simulate(flavour, rtl_dir, out_dir, build_dir, logs, **kw):

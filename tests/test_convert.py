@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from fakes import fake_stage
 
-from flow.convert.hls import accum_format, convert_backend, layer_formats, run_logged
 from flow.convert.stage import BOUNDARY_SUMS, boundary_words, corner_words
 from flow.core import encoder as E
 from flow.core.dataset import NPZ_DTYPES
 from flow.core.encoder_file import write_encoder
 from flow.core.fixedpoint import FixedFormat
 from flow.core.frontend import FrontEnd, encode_sum
+from flow.core.hls import accum_format, convert_backend, layer_formats, run_logged
 from flow.core.vectors import KIND, KIND_NAMES, VECTOR_DTYPES, check_vectors, golden_vectors
 from flow.core.vectors import read_vectors as load_vectors
 from flow.runner import config as C

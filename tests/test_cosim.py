@@ -3,13 +3,13 @@ import json
 
 import numpy as np
 import pytest
-from fakes import fake_stage
+from fakes import fake_stage, run_chain
 
+from flow.core import tb_sets as S
 from flow.core import tb_vectors as T
 from flow.core.encoder import EncoderWeights, golden_encode
 from flow.core.encoder_file import write_encoder
 from flow.core.frontend import FrontEnd
-from flow.cosim import sets as S
 from flow.runner import config as C
 from flow.runner.errors import MismatchError, StageInputError
 from flow.runner.stages import run_stage
@@ -68,16 +68,11 @@ def make_cfg(tmp, name="t", rtl_flavours=None, **cosim):
 
 @pytest.fixture(scope="module")
 def cosim_run(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    tmp = tmp_path_factory.mktemp("cosim")
-    w = EncoderWeights.random(21)
-    fake_upstream(mp, w)
-    cfg = make_cfg(tmp, rtl_flavours=ALL_FLAVOURS, flavours=ALL_FLAVOURS)
-    for st in ("data", "emd", "autoencoder", "convert", "rtl"):
-        run_stage(cfg, st, **QUIET)
-    man = run_stage(cfg, "cosim", **QUIET)
-    yield cfg, man, json.loads((cfg.stage_dir("cosim") / "report.json").read_text())
-    mp.undo()
+    with pytest.MonkeyPatch.context() as mp:
+        fake_upstream(mp, EncoderWeights.random(21))
+        cfg = make_cfg(tmp_path_factory.mktemp("cosim"), rtl_flavours=ALL_FLAVOURS, flavours=ALL_FLAVOURS)
+        man = run_chain(cfg, ("data", "emd", "autoencoder", "convert", "rtl", "cosim"), **QUIET)
+        yield cfg, man, json.loads((cfg.stage_dir("cosim") / "report.json").read_text())
 
 
 # ----------------------------------------------------------------- model
@@ -102,7 +97,7 @@ def test_config_writes_cover_the_image():
 
 
 def test_address_map_is_the_documented_one():
-    from flow.rtl.stage import interface
+    from flow.hdl.build import interface
 
     T.check_address_map(interface(9, True, 25.0)["cfg_port"])
 
@@ -193,7 +188,7 @@ def test_cosim_reset_latency_and_ii(cosim_run):
 
 def test_cosim_catches_a_flipped_weight_bit(tmp_path, monkeypatch):
     """RTL generated from weights with one bit flipped: the cosim must fail loudly."""
-    from flow.rtl import stage as rtl
+    from flow.hdl import build as rtl
 
     w = EncoderWeights.random(22)
     fake_upstream(monkeypatch, w, n=800)
@@ -290,9 +285,9 @@ def test_tmr_corrects_and_counts_injected_upsets(tmp_path):
     """A test build of prog_tmr (ECONT_SEU_INJECT) running the shipped testbench's seu_inject
     test: one upset each in a weight, a CALVALUE and an output register copy while wafers
     stream: every output right, seu_count == 3."""
-    from flow.cosim import stage as cosim
+    from flow.hdl import build as rtl
     from flow.hdl import flavours as RF
-    from flow.rtl import stage as rtl
+    from flow.hdl import verify
 
     w = EncoderWeights.random(31)
     spec = RF.get("prog_tmr")
@@ -300,10 +295,10 @@ def test_tmr_corrects_and_counts_injected_upsets(tmp_path):
     settings = C.CosimConfig(min_wafers=400, corners=False, bubbles=0, reload=0, first_mismatches=5,
                              verilator_opt="-O0")
     cal = [2048] * 48
-    res = cosim.simulate(spec.name, tmp_path / "rtl", tmp_path / "out", tmp_path / "build", tmp_path / "logs",
-                         weights=w, latent_bits=9, calvalues=cal, drop=3, default_calvalues=cal,
-                         default_drop=3, vectors=None, settings=settings, seed=7,
-                         defines=["ECONT_SEU_INJECT"], testcases=["seu_inject"], **QUIET)
+    res = verify.simulate(spec.name, tmp_path / "rtl", tmp_path / "out", tmp_path / "build",
+                          tmp_path / "logs", weights=w, latent_bits=9, calvalues=cal, drop=3,
+                          default_calvalues=cal, default_drop=3, vectors=None, settings=settings, seed=7,
+                          defines=["ECONT_SEU_INJECT"], testcases=["seu_inject"], **QUIET)
     assert res["tests"]["seu_inject"]["passed"], res["tests"]
     chk = res["checks"]["seu_inject"]
     assert chk["ok"] and chk["seu_count"] == 3 and len(chk["upsets"]) == 3

@@ -232,6 +232,7 @@ def test_cosim_resource_step_report_and_metrics(tmp_path):
     """cosim's resource step on two small designs: generic + sky130 from one pyosys run, the
     manifest metrics yosys_version and area_um2_sky130, the Markdown report's area column."""
     from flow.cosim import stage as cosim
+    from flow.hdl import verify
     from flow.runner import config as C
 
     small = tmp_path / "small.v"
@@ -244,7 +245,7 @@ def test_cosim_resource_step_report_and_metrics(tmp_path):
     logs.mkdir()
     designs = [("frontend", [hand_written_dir() / "econt_tc_calq.v"], "econt_tc_calq"),
                ("const", [small], "small")]
-    cosim.resources(report, designs, settings, logs, tmp_path, echo=lambda *a: None)
+    verify.resources(report, designs, settings, logs, tmp_path, echo=lambda *a: None)
     lib = tmp_path / f"{A.LIBERTY_NAME}.lib"
     assert lib.read_text() == A.liberty_text(A.load_cells()) and report["sky130_liberty"] == lib.name
     for res in (report["frontend"], report["flavours"]["const"]["yosys"]):
@@ -266,7 +267,7 @@ def test_cosim_resource_step_report_and_metrics(tmp_path):
     assert settings.yosys_jobs == 2
     report1 = {"flavours": {"const": {}}}
     (tmp_path / "serial").mkdir()
-    cosim.resources(report1, designs, serial, logs, tmp_path / "serial", echo=lambda *a: None)
+    verify.resources(report1, designs, serial, logs, tmp_path / "serial", echo=lambda *a: None)
     timing = ("yosys_s", "yosys_cpu_s", "peak_rss_mb", "steps")
     strip = lambda r: {k: {f: x for f, x in v.items() if f not in timing} for k, v in r.items()}  # noqa: E731
     assert strip(report1["flavours"]["const"]["yosys"]) == strip(report["flavours"]["const"]["yosys"])
@@ -310,13 +311,14 @@ def test_econt_comparison_scaling():
 def test_cosim_tmr_figures_metrics_and_markdown():
     """cosim's derived figures from hand-made sky130 results: report, manifest metrics, Markdown."""
     from flow.cosim import stage as cosim
+    from flow.hdl import verify
 
     def fl(area, seq, ff):
         return {"yosys": {"sky130": {"area_um2": area, "sequential_area_um2": seq, "FF": ff}}}
 
     report = {"flavours": {"const": fl(8e5, 2.6e4, 1126), "prog": fl(1.5e6, 3.0e5, 13990),
                            "prog_tmr": fl(2.2e6, 8.4e5, 42018)}}
-    cosim.tmr_figures(report)
+    verify.tmr_figures(report)
     o = report["tmr_overhead"]["prog_tmr"]
     assert o["plain"] == "prog" and o["protected_ratio"] == pytest.approx(1.0e6 / 3.0e5, abs=1e-4)
     assert set(report["econt_comparison"]) == {"const", "prog", "prog_tmr"}
@@ -328,7 +330,7 @@ def test_cosim_tmr_figures_metrics_and_markdown():
     md = "\n".join(cosim._tmr_markdown(report))
     assert A.AREA_LABEL in md and "**3.33x**" in md and "1.47x the block" in md
     assert "prog 1.500 mm^2 = 10 %" in md and "14.4 mm^2" in md
-    cosim.tmr_figures(r := {"flavours": {"prog_tmr": fl(2.2e6, 8.4e5, 42018)}})
+    verify.tmr_figures(r := {"flavours": {"prog_tmr": fl(2.2e6, 8.4e5, 42018)}})
     assert "tmr_overhead" not in r and "tmr_overhead_sky130" not in cosim.resource_metrics(r)
 
 
@@ -397,20 +399,21 @@ def test_kept_module_instances_are_counted_by_their_cells(liberty, tmp_path):
 def test_yosys_runs_per_design_and_the_skip_key():
     """cosim.yosys (default: all three kinds) less cosim.yosys_skip of the design (default: no
     synth_xilinx of prog_tmr); an empty cosim.yosys runs nothing."""
-    from flow.cosim import stage as cosim
+    from flow.hdl import verify
     from flow.runner import config as C
     from flow.runner.errors import ConfigError
 
     s = C.parse_config({}).cosim
     assert s.yosys == ["xilinx", "generic", "sky130"] and s.yosys_skip == {"prog_tmr": ["xilinx"]}
-    assert cosim.yosys_kinds(s, "prog_tmr") == ["generic", "sky130"]
-    assert cosim.yosys_kinds(s, "prog") == cosim.yosys_kinds(s, "frontend") == ["xilinx", "generic", "sky130"]
+    assert verify.yosys_kinds(s, "prog_tmr") == ["generic", "sky130"]
+    assert verify.yosys_kinds(s, "prog") == verify.yosys_kinds(s, "frontend") == [
+        "xilinx", "generic", "sky130"]
     s = C.parse_config({"cosim": {"yosys": ["xilinx", "generic"],
                                   "yosys_skip": {"const": ["generic"]}}}).cosim
-    assert cosim.yosys_kinds(s, "const") == ["xilinx"]
-    assert cosim.yosys_kinds(s, "prog_tmr") == ["xilinx", "generic"]
+    assert verify.yosys_kinds(s, "const") == ["xilinx"]
+    assert verify.yosys_kinds(s, "prog_tmr") == ["xilinx", "generic"]
     s = C.parse_config({"cosim": {"yosys": []}}).cosim
-    assert all(cosim.yosys_kinds(s, d) == [] for d in ("frontend", "const", "prog", "prog_tmr"))
+    assert all(verify.yosys_kinds(s, d) == [] for d in ("frontend", "const", "prog", "prog_tmr"))
     with pytest.raises(ConfigError, match="prog_tmx"):
         C.parse_config({"cosim": {"yosys_skip": {"prog_tmx": ["xilinx"]}}})
     with pytest.raises(ConfigError, match="vivado"):

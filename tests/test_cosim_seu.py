@@ -21,8 +21,8 @@ N_VEC = 400
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """prog and prog_tmr, test builds (ECONT_SEU_INJECT) built once, a golden-vector file."""
+    from flow.hdl import build as rtl
     from flow.hdl import flavours as RF
-    from flow.rtl import stage as rtl
 
     tmp = tmp_path_factory.mktemp("seu")
     w = EncoderWeights.random(41)
@@ -319,7 +319,7 @@ def test_cosim_stage_fails_when_tmr_corrupts_a_wafer(tmp_path, monkeypatch):
     from test_cosim import QUIET, fake_upstream
 
     from flow.cosim import stage as cosim
-    from flow.rtl.stage import interface
+    from flow.hdl.build import interface
     from flow.runner.stages import run_stage
 
     w = EncoderWeights.random(7)

@@ -7,8 +7,8 @@ import pytest
 from test_convert import converted  # noqa: F401  (session fixture shared with test_convert)
 
 from flow.core import encoder as E
+from flow.core.csim import RESULT_DTYPE, compare, read_result_bin, write_vector_bin
 from flow.core.vectors import KIND_NAMES, golden_vectors
-from flow.csim.stage import RESULT_DTYPE, compare, read_result_bin, write_vector_bin
 from flow.runner.atomic import atomic_write_json
 from flow.runner.errors import FlowError, MismatchError, StageInputError
 from flow.runner.manifest import MANIFEST, hash_outputs
@@ -119,7 +119,7 @@ def test_corrupted_weight_in_project_is_caught(simulated, tmp_path):
 
 
 def test_compile_failure_is_a_clear_flow_error(converted, tmp_path):  # noqa: F811
-    from flow.csim.stage import compile_harness
+    from flow.core.csim import compile_harness
 
     cfg, _ = converted
     prj = tmp_path / "prj"

@@ -140,7 +140,7 @@ def test_every_budget_is_verified_at_its_latent_width(chain):
 def test_cosim_fails_when_a_budget_rtl_is_for_other_weights(chain, tmp_path):
     """The reference of a budget's cosim is its encoder.json + weights.bin, not the RTL: const
     RTL generated from other weights must fail by simulation."""
-    from flow.rtl.stage import build_rtl
+    from flow.hdl.build import build_rtl
 
     cfg, _ = chain
     d = cfg.stage_dir("rtl") / "elinks/2"
@@ -149,7 +149,7 @@ def test_cosim_fails_when_a_budget_rtl_is_for_other_weights(chain, tmp_path):
               drop=3, echo=lambda *a: None)
     good = (d / "const/econt_encoder_const_da.v").read_text()
     assert good != (tmp_path / "other/const/econt_encoder_const_da.v").read_text()
-    from flow.cosim.stage import simulate
+    from flow.hdl.verify import simulate
 
     enc = json.loads((d / "rtl.json").read_text())
     v = read_vectors(cfg.stage_dir("convert") / "elinks/2/vectors.npz")

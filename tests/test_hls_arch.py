@@ -14,7 +14,12 @@ import pytest
 from fakes import fake_stage
 from test_convert import _fake_data, _fake_emd, make_cfg
 
-from flow.convert.hls import (
+from flow.convert.stage import _formats
+from flow.core import encoder as E
+from flow.core.csim import simulate
+from flow.core.encoder_file import write_encoder
+from flow.core.fixedpoint import FixedFormat
+from flow.core.hls import (
     _check_model,
     accum_format,
     convert_backend,
@@ -23,12 +28,7 @@ from flow.convert.hls import (
     layer_precisions,
     readme,
 )
-from flow.convert.stage import _formats
-from flow.core import encoder as E
-from flow.core.encoder_file import write_encoder
-from flow.core.fixedpoint import FixedFormat
 from flow.core.vectors import read_vectors
-from flow.csim.stage import simulate
 from flow.runner import config as C
 from flow.runner.errors import FlowError
 from flow.runner.stages import run_stage

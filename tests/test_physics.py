@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from flow.core import algorithms as A
 from flow.core import frontend as frontend
+from flow.core import reco as R
 from flow.core.captions import read_captions
 from flow.core.generator import Detector
 from flow.core.geometry import N_TC
-from flow.physics import algorithms as A
-from flow.physics import reco as R
 from flow.runner.errors import InputRangeError, StageInputError
 
 

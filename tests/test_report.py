@@ -236,7 +236,7 @@ def fake_upstream(mp, *, yosys=True, eta_plot=True, kr=True, stats=True, grid=Tr
         if yosys:
             rep["frontend"] = {"xilinx": {"LUT": 16264, "FF": 0, "CARRY4": 684, "DSP48": 0},
                                "generic": {"gates": 37415}, "sky130": {"area_um2": 61234.5}}
-            # the cosim stage's derived sky130 figures (as flow.cosim.stage.tmr_figures), hand-made results
+            # the cosim stage's derived sky130 figures (as flow.hdl.verify.tmr_figures), hand-made results
             from flow.hdl.area import econt_comparison, tmr_overhead
 
             rep["tmr_overhead"] = {"prog_tmr": {"plain": "prog", **tmr_overhead(

@@ -4,14 +4,14 @@ import os
 
 import numpy as np
 import pytest
-from fakes import fake_stage
+from fakes import fake_stage, run_chain
 
 from flow.core.encoder import EncoderWeights, golden_encode
 from flow.core.encoder_file import write_encoder
 from flow.core.geometry import N_TC
+from flow.hdl import build as rtl
 from flow.hdl import flavours as RF
 from flow.hdl.datapath import comb_latent_codes, conv_taps, hand_written_dir, trace_const
-from flow.rtl import stage as rtl
 from flow.runner import config as C
 from flow.runner.stages import run_stage
 
@@ -98,17 +98,12 @@ def test_lint_reports_warnings(tmp_path):
 # ------------------------------------------------------------------ stage
 @pytest.fixture(scope="module")
 def rtl_run(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    tmp = tmp_path_factory.mktemp("rtl")
     w = EncoderWeights.random(5)
-    fake_autoencoder(mp, w)
-    cfg = make_cfg(tmp, rtl={"yosys_check": True, "flavours": list(RF.names())},
-                   data={"drop": 1, "calvalue": 1500})
-    for st in ("data", "emd", "autoencoder"):
-        run_stage(cfg, st, echo=lambda *a: None)
-    man = run_stage(cfg, "rtl", echo=lambda *a: None)
-    yield cfg, man, w
-    mp.undo()
+    with pytest.MonkeyPatch.context() as mp:
+        fake_autoencoder(mp, w)
+        cfg = make_cfg(tmp_path_factory.mktemp("rtl"), data={"drop": 1, "calvalue": 1500},
+                       rtl={"yosys_check": True, "flavours": list(RF.names())})
+        yield cfg, run_chain(cfg, ("data", "emd", "autoencoder", "rtl"), echo=lambda *a: None), w
 
 
 def test_rtl_stage_outputs_and_metadata(rtl_run):

@@ -72,7 +72,7 @@ def test_prog_encoder_ports_follow_the_arch():
 def arch_rtl(tmp_path_factory):
     """const and prog RTL of a small non-ECON-T encoder whose weight image ends in a partial
     configuration word (1080 values x 5 bits = 5400 bits = 168.75 words), 3-bit latents."""
-    from flow.rtl import stage as rtl
+    from flow.hdl import build as rtl
 
     arch = E.EncoderArch(4, 5, 6)
     assert arch.image_bits % 32
@@ -98,13 +98,13 @@ def test_rtl_of_another_arch_lints_and_documents_its_map(arch_rtl):
 def test_rtl_of_another_arch_is_bit_exact_in_cosim(arch_rtl, flavour):
     """Every testbench test (vectors, corners, bubbles, reset, defaults, read-back of the partial
     last weight word, reprogramming with random weights of the same arch) on 1500 wafers."""
-    from flow.cosim import stage as cosim
+    from flow.hdl import verify
 
     d, w, meta = arch_rtl
     settings = C.CosimConfig(min_wafers=1500, bubbles=300, reload=300, first_mismatches=5,
                              verilator_opt="-O0")
     cal = [2048] * 48
-    res = cosim.simulate(flavour, d / "rtl", d / f"out_{flavour}", d / f"build_{flavour}",
+    res = verify.simulate(flavour, d / "rtl", d / f"out_{flavour}", d / f"build_{flavour}",
                          d / f"logs_{flavour}", weights=w, latent_bits=3, calvalues=cal, drop=3,
                          default_calvalues=cal, default_drop=3, vectors=None, settings=settings, seed=3,
                          latency_cycles=int(meta["interface"]["latency_cycles"]), **QUIET)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from flow.core import encoder as E
-from flow.cosim.sets import corner_words, random_words
+from flow.core.tb_sets import corner_words, random_words
 from flow.runner import config as C
 
 QUIET = {"echo": lambda *a, **k: None}
@@ -83,7 +83,7 @@ def test_csim_of_a_point_is_bit_exact(tmp_path):
     rec = csim(tmp_path / "p", tmp_path / "encoder.h5", w, 3, tmp_path / "v.npz",
                convert_settings=cfg.convert, csim_settings=cfg.csim)
     assert rec["n_total"] == len(words) and rec["n_mismatch"] == 0, rec["first_mismatches"]
-    from flow.csim.stage import check_project
+    from flow.core.csim import check_project
 
     rep = check_project(tmp_path / "p/hls/Vitis", {"bad.npz": tmp_path / "bad.npz"}, tmp_path / "c2",
                         cfg.csim)

@@ -4,7 +4,7 @@ For every loss in ``autoencoder.losses`` (and, with the conditional decoder, eve
 loss in ``conditional_losses``) it trains ``autoencoder.seeds`` models of encoder
 (QKeras, the ASIC's exact number formats, :mod:`flow.core.encoder`) + float decoder on
 the data stage's training wafers, each **to convergence** under one rule for all
-losses (:mod:`flow.autoencoder.train`), then evaluates every model with exact EMD
+losses (:mod:`flow.core.training`), then evaluates every model with exact EMD
 (POT) on the test wafers: median EMD with its bootstrap error, overall and vs
 occupancy and |eta| (the paper's Fig. 6), aggregated over seeds as the median with
 the min-max spread (:mod:`flow.autoencoder.stats`).  The EMD CNN is checked on
@@ -55,7 +55,13 @@ from typing import NamedTuple
 import numpy as np
 
 from flow.autoencoder import stats as S
-from flow.autoencoder.train import (
+from flow.core import encoder as E
+from flow.core.ae_model import build_autoencoder, model_inputs
+from flow.core.captions import write_captions
+from flow.core.dataset import read_split, split_file
+from flow.core.encoder_file import write_encoder
+from flow.core.geometry import REMAP_8X8
+from flow.core.training import (
     compile_options,
     fit_task,
     from_result,
@@ -65,12 +71,6 @@ from flow.autoencoder.train import (
     subset,
     train_model,
 )
-from flow.core import encoder as E
-from flow.core.ae_model import build_autoencoder, model_inputs
-from flow.core.captions import write_captions
-from flow.core.dataset import read_split, split_file
-from flow.core.encoder_file import write_encoder
-from flow.core.geometry import REMAP_8X8
 from flow.runner.atomic import atomic_write_bytes, atomic_write_json
 from flow.runner.errors import ConfigError, FlowError, MismatchError, StageInputError
 

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from flow.convert.hls import BACKENDS, convert_backend, finish_project
 from flow.core import encoder as E
 from flow.core.dataset import read_split, split_file
 from flow.core.encoder_file import ELINK_DIR, ELINKS_JSON, budget_encoders, load_encoder
 from flow.core.frontend import CAL_BITS, CAL_UNITY, CALQ_BITS, FrontEnd
 from flow.core.geometry import N_TC, to_8x8
+from flow.core.hls import BACKENDS, convert_backend, finish_project
 from flow.core.vectors import KIND, KIND_NAMES, MAX_WORD, VECTOR_DTYPES, golden_vectors, write_vectors
 from flow.runner.atomic import atomic_write_json
 from flow.runner.errors import FlowError, MismatchError, StageInputError

@@ -1,10 +1,10 @@
 """``physics`` stage: electron trigger resolution per ECON-T output algorithm and eLink budget.
 
-For every algorithm of ``physics.algorithms`` (:mod:`flow.physics.algorithms`) and every
+For every algorithm of ``physics.algorithms`` (:mod:`flow.core.algorithms`) and every
 budget of ``physics.elinks``, the stage encodes the data stage's wafers into the
 algorithm's bit frames, decodes them back to TC charges, clusters each event's TCs,
 calibrates on the training split and measures on the test split
-(:mod:`flow.physics.reco`): the effective pT resolution (integrated over |eta| for
+(:mod:`flow.core.reco`): the effective pT resolution (integrated over |eta| for
 generated pT >= ``min_gen_pt``, per |eta| bin of 0.1 and per pT bin, with bootstrap
 errors), the matching efficiency and the median exact EMD between each test wafer's
 CALQ and its decoded charges.  Every autoencoder model of the ``autoencoder`` stage is
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from flow.core import algorithms as A
+from flow.core import reco as R
 from flow.core.ae_model import conditions
 from flow.core.captions import write_captions
 from flow.core.dataset import read_split, split_file
-from flow.physics import algorithms as A
-from flow.physics import reco as R
 from flow.runner.atomic import atomic_write_bytes, atomic_write_json
 from flow.runner.errors import StageInputError
 

@@ -47,7 +47,7 @@ RUNNER = frozenset({"flow", "flow.__main__", "flow.cli", "flow.runner"} | {
 #: belongs to a module.
 RESOURCES: dict[str, tuple[str, ...]] = {
     "flow.core.geometry": ("flow/resources/geometry.json",),
-    "flow.convert.hls": ("flow/resources/hls/*",),
+    "flow.core.hls": ("flow/resources/hls/*",),
     "flow.core.hls_harness": ("flow/resources/hls/*",),    # the compile recipe of those sources (csim)
     "flow.hdl.datapath": ("flow/resources/rtl/*",),
     "flow.report.render": ("flow/resources/report/*",),

@@ -7,13 +7,13 @@ testbench on it, exactly as the ``rtl`` and ``cosim`` stages do for the ECON-T's
 1. the golden vectors of the sampled words (front end + integer encoder) under the given
    CALVALUEs and drop (:func:`flow.core.vectors.golden_vectors`);
 2. the RTL of ``flavours`` (default the programmable ``prog``; ``prog_tmr`` for the TMR
-   variant) with :func:`flow.rtl.stage.build_rtl` (lint of the build and the test build);
+   variant) with :func:`flow.hdl.build.build_rtl` (lint of the build and the test build);
 3. the shipped cocotb testbench on Verilator for each flavour
-   (:func:`flow.cosim.stage.simulate`): the sampled vectors, the corner set when
+   (:func:`flow.hdl.verify.simulate`): the sampled vectors, the corner set when
    ``cosim.corners``, bubbles, reset, defaults, read-back and (programmable) reprogramming
    with random weights of the same architecture; the latency and II it measures;
 4. Yosys (pyosys) on each flavour for ``cosim.yosys`` (``generic``: gate count; ``sky130``:
-   area of the SkyWater 130 nm cells, area only) with :func:`flow.cosim.stage.resources`.
+   area of the SkyWater 130 nm cells, area only) with :func:`flow.hdl.verify.resources`.
 
 It returns one record per point (``n_total``/``n_mismatch`` summed over the flavours, and per
 flavour: cosim, latency, II, generic gates, sky130 area).  A mismatch is not raised here: the
@@ -22,13 +22,13 @@ sweep records it (a point with mismatches is a failed point, named in the sweep'
 :func:`physics` gives the point's physics figures on the same events for every point: the
 golden (bit-exact) latent codes of the data stage's train and test wafers, decoded by the
 point's decoder times the decoded module sum, clustered, calibrated on train and measured on
-test (:func:`flow.physics.reco.evaluate_decoded`, the ``physics`` stage's chain): effective
+test (:func:`flow.core.reco.evaluate_decoded`, the ``physics`` stage's chain): effective
 electron resolution, matching efficiency and the median exact EMD of the decoded wafers.
 
 :func:`csim` does the same for the HLS side: the point's QKeras encoder converted with hls4ml
-(:func:`flow.convert.hls.convert_backend`, the child checks the model against the register
+(:func:`flow.core.hls.convert_backend`, the child checks the model against the register
 image), the project's C++ harness compiled and run on the same vectors
-(:func:`flow.csim.stage.check_project`), integer codes compared.
+(:func:`flow.core.csim.check_project`), integer codes compared.
 """
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def hardware(out: str | Path, weights: EncoderWeights, latent_bits: int, words: 
     ``vectors.npz``, ``rtl/``, ``cosim/<flavour>/``, ``logs/``.  ``rtl_settings`` /
     ``cosim_settings``: :class:`~flow.runner.config.RtlConfig` / ``CosimConfig`` (their
     ``flavours`` are replaced by ``flavours``)."""
-    from flow.cosim.stage import resources, simulate
-    from flow.rtl.stage import build_rtl, sources
+    from flow.hdl.build import build_rtl, sources
+    from flow.hdl.verify import resources, simulate
 
     out = Path(out)
     logs = out / "logs"
@@ -115,8 +115,8 @@ def csim(out: str | Path, model_h5: Path, weights: EncoderWeights, latent_bits: 
     :func:`qkeras.utils.load_qmodel` reads it) whose quantized weights are ``weights``."""
     import hashlib
 
-    from flow.convert.hls import convert_backend, finish_project
-    from flow.csim.stage import check_project
+    from flow.core.csim import check_project
+    from flow.core.hls import convert_backend, finish_project
     from flow.runner.atomic import atomic_write_bytes
 
     out = Path(out)
@@ -141,11 +141,11 @@ def physics(weights: EncoderWeights, latent_bits: int, decoder, train: dict, tes
             settings, *, seed: int = 0, block: int = 20000) -> dict:
     """Electron resolution and median EMD of one encoder + decoder (see the module docstring).
     ``train``/``test``: split arrays (``aein``, ``sum_code``, ``calq`` and what
-    :func:`flow.physics.reco.cluster` needs); ``settings``: the ``physics`` config section
+    :func:`flow.core.reco.cluster` needs); ``settings``: the ``physics`` config section
     (``emd_wafers``: test wafers of the EMD median)."""
+    from flow.core.algorithms import decode_autoencoder
     from flow.core.encoder import golden_encode
-    from flow.physics.algorithms import decode_autoencoder
-    from flow.physics.reco import evaluate_decoded
+    from flow.core.reco import evaluate_decoded
 
     t0 = time.perf_counter()
     decoded = {}

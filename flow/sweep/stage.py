@@ -69,12 +69,12 @@ def run_point(job: dict) -> dict:
     config (:class:`~flow.runner.config.FlowConfig`), the input paths and the seed."""
     import tensorflow as tf
 
-    from flow.autoencoder.train import model_seed, train_model
     from flow.core import encoder as E
     from flow.core.ae_model import model_inputs
     from flow.core.dataset import read_split
     from flow.core.losses import get_loss
-    from flow.physics.reco import events_subset
+    from flow.core.reco import events_subset
+    from flow.core.training import model_seed, train_model
     from flow.sweep import point as P
 
     t0 = time.perf_counter()

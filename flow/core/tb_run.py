@@ -1,7 +1,7 @@
 """The cosim stage's side of the one testbench: run the shipped cocotb testbench and its
 runner (``flow/resources/handoff/``: ``run.py``, ``test_econt_handoff.py``,
 ``econt_vectors.py``, the same files the handoff archive ships as ``tb/``) on a
-testbench directory that :mod:`flow.cosim.sets` wrote, and map its results back to the
+testbench directory that :mod:`flow.core.tb_sets` wrote, and map its results back to the
 cosim's phases.
 
 ``run.py`` runs in a child process (it imports nothing of ``flow``); it builds the

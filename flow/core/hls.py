@@ -1,7 +1,7 @@
 """hls4ml projects of the encoder: precisions, conversion in a subprocess, project files.
 
 The conversion itself (TensorFlow, QKeras, hls4ml) runs in a child process,
-``python -m flow.convert.hls <spec.json>``, one per backend: hls4ml can abort
+``python -m flow.core.hls <spec.json>``, one per backend: hls4ml can abort
 the interpreter (C++ asserts, bad configurations), and a child keeps the
 stage's own process free of TensorFlow.  :func:`run_logged` turns every
 child failure into a :class:`~flow.runner.errors.FlowError` naming what failed, the
@@ -285,7 +285,7 @@ def convert_backend(backend: str, *, model: Path, weights_image: Path | None, pr
                **(extra_env or {}))
     t0 = time.perf_counter()
     try:
-        run_logged([sys.executable, "-m", "flow.convert.hls", work / "spec.json"], log,
+        run_logged([sys.executable, "-m", "flow.core.hls", work / "spec.json"], log,
                    f"hls4ml conversion for the {backend} backend", cwd=projects_dir,
                    timeout=settings.timeout_s, env=env)
         info = json.loads((work / "result.json").read_text())
