@@ -39,7 +39,7 @@ from flow.core.tb_vectors import check_address_map
 from flow.core.vectors import read_vectors
 from flow.hdl import flavours as RF
 from flow.hdl.build import sources
-from flow.hdl.verify import resource_line, resources, simulate, yosys_kinds
+from flow.hdl.verify import resource_line, resources, simulate, timing, yosys_kinds
 from flow.runner.atomic import atomic_write_json
 from flow.runner.errors import MismatchError, StageInputError
 
@@ -163,15 +163,6 @@ def _mismatch_message(report: dict, where: Path) -> str:
             + f"\nfull report: {where}")
 
 
-def _timing(res: dict) -> dict:
-    """``res`` with the measured latency, II and stream throughput at its top level."""
-    st = res["phases"].get("stream", {})
-    res["latency_cycles"] = res.get("checks", {}).get("latency", {}).get("latency_cycles")
-    res["ii_cycles"] = st.get("ii_cycles")
-    res["stream_wafers_per_s"] = st.get("wafers_per_s")
-    return res
-
-
 def budget_key(flavour: str, n: int | str) -> str:
     """The name of a flavour's result for the encoder of ``n`` eLinks (report rows, metrics)."""
     return f"{flavour}@{n}elinks"
@@ -236,7 +227,7 @@ def simulate_budgets(ctx, s, rtl_dir: Path, build_root: Path, *, default_cal, de
                            settings=quick, seed=ctx.seed,
                            latency_cycles=int(bmeta["interface"]["latency_cycles"]),
                            clock_ns=float(bmeta["interface"]["clock_ns"]), echo=echo)
-            per[fl] = _timing(res)
+            per[fl] = timing(res)
             shutil.rmtree(work / fl, ignore_errors=True)               # the Verilator model
         out[key] = {"latent_bits": enc.latent_bits, "n_vectors": int(len(v["words"])), "flavours": per}
     return out
@@ -286,7 +277,7 @@ def run(ctx) -> None:
                        default_calvalues=default_cal, default_drop=default_drop, vectors=vec_path,
                        settings=s, seed=ctx.seed, extra_vectors=extra,
                        latency_cycles=int(meta["interface"]["latency_cycles"]), clock_ns=clock_ns)
-        report["flavours"][fl] = _timing(res)
+        report["flavours"][fl] = timing(res)
 
     # ---- the encoder of every other eLink budget: that budget's RTL on its vectors
     budgets = simulate_budgets(ctx, s, rtl_dir, build_root, default_cal=default_cal,

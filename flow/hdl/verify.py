@@ -74,6 +74,16 @@ def simulate(flavour: str, rtl_dir: Path, out_dir: Path, build_dir: Path, logs: 
     return res
 
 
+def timing(res: dict) -> dict:
+    """:func:`simulate`'s ``res`` with the latency (the testbench's latency test), the II (the
+    contiguous valid_out of the stream) and the stream throughput at its top level."""
+    st = res["phases"].get("stream", {})
+    res["latency_cycles"] = res.get("checks", {}).get("latency", {}).get("latency_cycles")
+    res["ii_cycles"] = st.get("ii_cycles")
+    res["stream_wafers_per_s"] = st.get("wafers_per_s")
+    return res
+
+
 def resources(report: dict, designs, settings, logs: Path, out: Path, echo=print) -> None:
     """Yosys (pyosys) resource runs of ``settings.yosys`` (less ``settings.yosys_skip`` of the
     flavour) on each ``(name, files, top)`` of ``designs`` into ``report``:
