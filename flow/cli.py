@@ -3,8 +3,9 @@
 Subcommands: one per stage (see ``flow status``), ``train`` (= ``emd`` then
 ``autoencoder``), ``config`` (show the documented keys or the resolved
 config), ``status`` (which artifacts of a run are present, fresh or stale),
-``deps`` (the code files each stage runs, see :mod:`flow.runner.codehash`) and
-``bench``.  A user error (bad config, missing or stale input, bad data,
+``deps`` (the code files each stage runs, see :mod:`flow.runner.codehash`),
+``bench``, ``figures`` and ``compare`` (a run's figures, and the exact comparison
+of two runs: :mod:`flow.runner.compare`).  A user error (bad config, missing or stale input, bad data,
 a bit-exactness mismatch) prints one clear message and
 exits with code 2; a bug keeps its traceback.
 """
@@ -41,6 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", parents=[common], help="run the benchmarks, write a results file")
     b.add_argument("--output", default=None, help="results JSON (default: bench/<run>.json)")
     b.add_argument("--fresh", action="store_true", help="rerun every stage, even fresh ones")
+    f = sub.add_parser("figures", parents=[common],
+                       help="write the run's figures (metrics, output hashes) to a file")
+    f.add_argument("--output", "-o", required=True,
+                   help="figures JSON to write (e.g. docs/figures/default.json)")
+    k = sub.add_parser("compare", help="compare two runs' figures exactly (run directories or figures files)")
+    k.add_argument("a", help="reference: a run directory (build/default) or a figures file")
+    k.add_argument("b", help="the run to check against it, the same kinds")
+    k.add_argument("--ignore", action="append", default=[], metavar="REGEX",
+                   help="leave out figures whose dotted path matches (repeatable)")
+    k.add_argument("--stage", dest="stages", action="append", default=[], metavar="STAGE",
+                   help="compare only these stages (repeatable; default: all)")
+    k.add_argument("--outputs", action="store_true", help="count differing output-file hashes as differences")
+    k.add_argument("--out", default=None,
+                   help="write the comparison (n_total, n_mismatch, mismatches) as JSON")
+    k.add_argument("--limit", type=int, default=30, help="differences printed (default 30)")
     d = sub.add_parser("deps", help="the flow code files each stage runs (its code_sha256 covers them)")
     d.add_argument("stages", nargs="*", metavar="STAGE", help="stages (default: all)")
     d.add_argument("--hash", action="store_true", help="print each stage's code_sha256 instead")
@@ -80,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return deps([*args.stages, *(["--hash"] if args.hash else []), *(["--make"] if args.make else [])])
     try:
+        if args.command == "compare":  # needs no config
+            from flow.runner.compare import main_compare
+
+            return main_compare(args.a, args.b, ignore=args.ignore, stages=args.stages, outputs=args.outputs,
+                                out=args.out, limit=args.limit)
         if args.command == "config" and args.show:
             print("\n".join(describe()))
             return 0
@@ -97,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "status":
             return _status(cfg)
+        if args.command == "figures":
+            from flow.runner.compare import write_figures
+
+            data = write_figures(cfg.run_dir, args.output)
+            print(f"{len(data['figures'])} figures and {len(data['outputs'])} output hashes of "
+                  f"{len(data['stages'])} stages of {cfg.run_dir} -> {args.output}")
+            return 0
         if args.command == "bench":
             from flow.runner.bench import run_bench
 
