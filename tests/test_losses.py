@@ -109,3 +109,48 @@ def test_sinkhorn_bounded_with_few_iterations(n_iter):
     a, b = _pairs(16, 4)
     got = L.sinkhorn(tf.constant(a, tf.float32), tf.constant(b, tf.float32), n_iter=n_iter).numpy()
     assert np.all(np.isfinite(got)) and np.all(got <= G.ground_distance().max() + 1e-3)
+
+
+def _sinkhorn_reference(a, b, *, eps, n_iter, eps0=4.0, scaling=0.7):
+    """Independent float64 numpy write-down: log-domain updates with scipy's logsumexp."""
+    from scipy.special import logsumexp
+
+    m = G.ground_distance()
+    a = a / (a.sum(-1, keepdims=True) + 1e-12)
+    b = b / (b.sum(-1, keepdims=True) + 1e-12)
+    la, lb = np.log(a + 1e-12), np.log(b + 1e-12)
+    f, g = np.zeros_like(a), np.zeros_like(b)
+    for k in range(n_iter):
+        e = eps if k == n_iter - 1 else max(eps, eps0 * scaling ** k)
+        f = -e * logsumexp(lb[:, None, :] + (g[:, None, :] - m[None]) / e, axis=-1)
+        g = -e * logsumexp(la[:, :, None] + (f[:, :, None] - m[None]) / e, axis=-2)
+    p = np.exp(la[:, :, None] + lb[:, None, :] + (f[:, :, None] + g[:, None, :] - m[None]) / eps)
+    return (p * m[None]).sum((-2, -1))
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.015])  # 0.015: max(M)/eps > 700, the log-domain updates
+def test_sinkhorn_equals_an_independent_float64_reference_value_and_gradient(eps):
+    m = G.ground_distance()
+    assert np.array_equal(m, m.T)  # the kernel updates rely on a symmetric ground distance
+    assert (m.max() / eps > L._KERNEL_MAX_EXPONENT) == (eps == 0.015)
+    a, b = _pairs(12, 5)
+    want = _sinkhorn_reference(a, b, eps=eps, n_iter=20)
+    got64 = L.sinkhorn(tf.constant(a, tf.float64), tf.constant(b, tf.float64), eps=eps, n_iter=20)
+    got32 = L.sinkhorn(tf.constant(a, tf.float32), tf.constant(b, tf.float32), eps=eps, n_iter=20)
+    assert got32.dtype == tf.float32 and got64.dtype == tf.float64
+    np.testing.assert_allclose(got64.numpy(), want, rtol=1e-9)
+    np.testing.assert_allclose(got32.numpy(), want, rtol=1e-6)
+    # the gradient w.r.t. the reconstruction against central differences of the reference
+    x = tf.Variable(b, dtype=tf.float64)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(L.sinkhorn(tf.constant(a, tf.float64), x, eps=eps, n_iter=20))
+    grad = tape.gradient(loss, x).numpy()
+    h = 1e-6
+    for i in (0, 1, 3, 7):
+        j = int(np.flatnonzero(b[i] > 0.01)[-1])  # a cell with charge: central differences stay positive
+        bp, bm = b.copy(), b.copy()
+        bp[i, j] += h
+        bm[i, j] -= h
+        up, down = (_sinkhorn_reference(a, x_, eps=eps, n_iter=20)[i] for x_ in (bp, bm))
+        fd = up - down
+        np.testing.assert_allclose(grad[i, j], fd / (2 * h), rtol=1e-4, atol=1e-7)

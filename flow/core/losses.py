@@ -75,9 +75,30 @@ def telescope_mse(y_true, y_pred):
     return 4.0 * l1 + 2.0 * l2 + l3
 
 
+#: exp(-x) of a float64 stays a normal number up to x ~ 708; the kernel form of a
+#: Sinkhorn update is used while max(M) / eps stays below this, else the log form.
+_KERNEL_MAX_EXPONENT = 700.0
+
+
+def _softmin_update(h, e: float, kernel, m):
+    """``-e * logsumexp_j(h_j - M_ij / e)`` for every row ``i`` (float64 tensors).
+
+    With ``kernel = exp(-M / e)`` (float64, symmetric): ``hmax + log(sum_j K_ij
+    exp(h_j - hmax))``, one (N, 48) x (48, 48) matrix product instead of the
+    exponentials of an (N, 48, 48) tensor; exact, because ``exp(h_j - hmax) <= 1``
+    with equality for some ``j`` keeps the sum at or above ``min K > 0``.  Without a
+    kernel (``eps`` too small for float64), the log-domain form.
+    """
+    tf = _tf()
+    if kernel is None:
+        return -e * tf.reduce_logsumexp(h[:, None, :] - m[None] / e, axis=-1)
+    hmax = tf.stop_gradient(tf.reduce_max(h, -1, keepdims=True))  # the result does not depend on it
+    return -e * (hmax + tf.math.log(tf.matmul(tf.exp(h - hmax), kernel)))
+
+
 def sinkhorn(y_true, y_pred, *, eps: float = 0.05, eps0: float = 4.0, scaling: float = 0.7,
              n_iter: int = 40):
-    """Entropic OT cost with epsilon-scaling, log-domain (stable for small eps).
+    """Entropic OT cost with epsilon-scaling, log-domain potentials (stable for small eps).
 
     ``eps`` and ``eps0`` are in units of the ground distance (2.0 = one cell
     spacing).  The schedule decreases geometrically from ``eps0`` by
@@ -85,26 +106,35 @@ def sinkhorn(y_true, y_pred, *, eps: float = 0.05, eps0: float = 4.0, scaling: f
     always runs at ``eps``, so the returned plan (built with the potentials
     of that iteration) has exactly the marginal ``b`` and unit mass: the cost
     is bounded by the largest ground distance even when ``n_iter`` is small.
+
+    The potentials are computed in float64 with the kernel form of each update
+    (:func:`_softmin_update`): the same function as the log-domain updates,
+    about 7x less CPU for forward + backward at batch 512 than the float32
+    log-domain tensors (docs/autoencoder.md, "Sinkhorn's cost"), and closer to
+    a float64 reference.  The result has the dtype of ``y_pred``.
     """
     tf = _tf()
-    dt = y_pred.dtype
-    tiny = tf.constant(1e-12, dt)
-    a = tf.cast(y_true, dt)
-    b = y_pred
+    f64 = tf.float64
+    tiny = tf.constant(1e-12, f64)
+    a = tf.cast(y_true, f64)
+    b = tf.cast(y_pred, f64)
     a = a / (tf.reduce_sum(a, -1, keepdims=True) + tiny)
     b = b / (tf.reduce_sum(b, -1, keepdims=True) + tiny)
-    m = tf.constant(G.ground_distance(), dtype=dt)
+    m_np = G.ground_distance().astype(np.float64)
+    m = tf.constant(m_np, dtype=f64)
     loga = tf.math.log(a + tiny)
     logb = tf.math.log(b + tiny)
     f = tf.zeros_like(a)
     g = tf.zeros_like(b)
     schedule = [max(eps, eps0 * scaling ** k) for k in range(n_iter - 1)] + [eps]
+    kernels = {e: (tf.constant(np.exp(-m_np / e), dtype=f64) if m_np.max() / e <= _KERNEL_MAX_EXPONENT
+                   else None) for e in set(schedule)}
     for e in schedule:
-        # f_i = -e log sum_j exp(log b_j + (g_j - M_ij)/e), then the same for g
-        f = -e * tf.reduce_logsumexp(logb[:, None, :] + (g[:, None, :] - m[None]) / e, axis=-1)
-        g = -e * tf.reduce_logsumexp(loga[:, :, None] + (f[:, :, None] - m[None]) / e, axis=-2)
+        # f_i = -e log sum_j exp(log b_j + (g_j - M_ij)/e), then the same for g (M is symmetric)
+        f = _softmin_update(logb + g / e, e, kernels[e], m)
+        g = _softmin_update(loga + f / e, e, kernels[e], m)
     logp = loga[:, :, None] + logb[:, None, :] + (f[:, :, None] + g[:, None, :] - m[None]) / eps
-    return tf.reduce_sum(tf.exp(logp) * m[None], axis=[-2, -1])
+    return tf.cast(tf.reduce_sum(tf.exp(logp) * m[None], axis=[-2, -1]), y_pred.dtype)
 
 
 # ------------------------------------------------------------- the loss table
