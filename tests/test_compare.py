@@ -47,11 +47,11 @@ def _run(tmp_path, name: str, **changes) -> object:
 def test_timings_and_run_state_are_not_figures():
     for path in ("data.wall_s", "data.timings_s.read_s", "emd.labels.label_pairs_per_s",
                  "emd.final.s_per_epoch", "emd.labels.cached", "bench.telescope_cpu_s_per_step",
-                 "sweep.points[0].train_s", "x.eval_ms"):
+                 "sweep.points[0].train_s", "x.eval_ms", "cosim.prog.generic_peak_rss_mb"):
         assert is_timing(path), path
     for path in ("cosim.latency_cycles", "emd.pairs.test", "autoencoder.epochs_run[0]",
                  "autoencoder.ratios.x", "physics.resolution.ae.5.value", "data.wafers_kept",
-                 "rtl.flavours", "cosim.seu_upsets"):
+                 "rtl.flavours", "cosim.seu_upsets", "cosim.prog.generic_FF", "x.n_resets"):
         assert not is_timing(path), path
 
 

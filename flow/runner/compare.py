@@ -12,7 +12,8 @@ A run's figures are
   (``autoencoder.median_emd.emd_cnn.median``, ``data.wafers.test``; list
   items as ``[i]``), except timings: a path component that names a time or a
   rate (:data:`TIMING`: ``wall_s``, ``s_per_epoch``, ``label_pairs_per_s``,
-  ``timings_s``, ...) or run state (``cached``) is left out;
+  ``timings_s``, ...), a memory peak (``peak_rss_mb``) or run state
+  (``cached``) is left out;
 * the sha256 of every output file of every stage (``outputs``);
 * for information only: each stage's host block (CPU model, cores, the
   TensorFlow settings), git revision and tool versions.
@@ -43,8 +44,9 @@ from flow.runner.manifest import MANIFEST
 
 SCHEMA = "flow-figures/1"
 
-#: A path component matching this is a timing, a rate or run state, not a figure.
-TIMING = re.compile(r"(^|_)(s|ms|us|seconds)$|_per_s$|^s_per_|_s_per_|wall|^timings?(_s)?$|^cached$")
+#: A path component matching this is a timing, a rate, a memory peak or run state, not a figure.
+TIMING = re.compile(r"(^|_)(s|ms|us|seconds)$|_per_s$|^s_per_|_s_per_|wall|^timings?(_s)?$|^cached$"
+                    r"|(^|_)rss(_|$)")
 
 _INDEX = re.compile(r"\[\d+\]")
 
