@@ -130,7 +130,10 @@ def test_learning_rate_halves_on_the_same_relative_criterion(split, tmp_path):
 
 
 _SERIAL = r"""
-import json, sys, hashlib, numpy as np, tensorflow as tf
+import json, sys, hashlib, numpy as np
+from flow.runner.host import pin_numerics
+pin_numerics()                                                # what the runner does before TensorFlow
+import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(1)      # what the stage does for threads: 1
 from flow.core import training as T
 a = np.load(sys.argv[1])
