@@ -4,6 +4,7 @@ a fabricated point body.  The real point chain: tests/test_sweep_point.py and th
 end-to-end test at the end."""
 import csv
 import json
+import math
 
 import pytest
 from fakes import fake_stage
@@ -39,7 +40,8 @@ def _fake_point(calls: list, fail: set = frozenset(), kill: set = frozenset()):
         rec = {"id": job["id"], **a, "latent_bits": lb, "econt": False, "status": "ok", "converged": True,
                "epochs_run": 7, "best_val_loss": 0.5, "n_mismatch": 0, "wall_s": 1.0,
                "qkeras": {"n_mismatch": 0}, "csim": {"n_mismatch": 0},
-               "physics": {"median_emd": 1.0 / a["filters"] + 1.0 / lb, "resolution": 0.2 + 0.1 / lb},
+               "physics": {"median_emd": 1.0 / a["filters"] + 1.0 / lb, "resolution": 0.2 + 0.1 / lb,
+                           "resolution_err": 0.01},
                "hardware": {"n_mismatch": 0, "n_total": 60, "flavours": {"prog": {
                    "area_um2_sky130": 1e5 * a["filters"] * lb, "generic_gates": 900 * a["filters"],
                    "latency_cycles": 2, "ii_cycles": 1}}}}
@@ -127,3 +129,38 @@ def test_a_point_with_mismatches_fails_the_stage_after_every_point(tmp_path, mon
     monkeypatch.setattr(SW, "run_point", _fake_point(calls))
     m = run_stage(cfg, "sweep", **QUIET)["metrics"]
     assert calls == ["f2_w6_a8_l3"] and m["n_failed"] == 0 and m["n_mismatch"] == 0
+
+
+def test_the_resolution_panel_shows_percent_with_bootstrap_errors(tmp_path, monkeypatch):
+    """The map's resolution panel: values in percent with their bootstrap error bars (the
+    default grid's points differ by less than their errors, docs/sweep.md); a row without an
+    error gets none, and the front is drawn on the same (percent) scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    seen = {"errorbar": [], "step": []}
+    orig_eb, orig_step = Axes.errorbar, Axes.step
+
+    def errorbar(self, x, y, *a, yerr=None, **k):
+        seen["errorbar"].append((list(y), list(yerr)))
+        return orig_eb(self, x, y, *a, yerr=yerr, **k)
+
+    def step(self, x, y, *a, **k):
+        seen["step"].append(list(y))
+        return orig_step(self, x, y, *a, **k)
+
+    monkeypatch.setattr(Axes, "errorbar", errorbar)
+    monkeypatch.setattr(Axes, "step", step)
+    rows = [{"id": f"f{f}_w6_a8_l9", "status": "ok", "filters": f, "latent_bits": 9, "econt": f == 8,
+             "area_um2_sky130": 1e6 * f, "median_emd": 1.0 / f, "generic_gates": 1000 * f,
+             "resolution": 0.034 - 0.001 * f, "resolution_err": None if f == 4 else 0.0009}
+            for f in (2, 4, 8)]
+    assert SW._plots(tmp_path, rows, []) == ["pareto.png"]
+    (y, err), = seen["errorbar"]
+    assert y == pytest.approx([3.2, 3.0, 2.6])
+    assert err[0] == pytest.approx(0.09) and err[2] == pytest.approx(0.09)
+    assert math.isnan(err[1])                            # no bar for the row without an error
+    assert pytest.approx([2.6]) in [ys[-1:] for ys in seen["step"]]   # the resolution front, in percent
+    assert "bootstrap" in json.loads((tmp_path / "captions.json").read_text())["pareto.png"]

@@ -822,8 +822,8 @@ def sweep(ctx, up: Upstream, figs: Figures) -> Section:
 
     sec = Section("sweep", "Co-design sweep (sweep stage)")
     if load_manifest(ctx.cfg.stage_dir("sweep")) is None:
-        return sec.add(Para(str(NA("the sweep stage has not run (`make sweep`, hours on the default "
-                                   "grid: docs/sweep.md)")), na=True))
+        return sec.add(Para(str(NA("the sweep stage has not run (`make sweep`, about 72 min for the "
+                                   "default grid on 2 cores: docs/sweep.md)")), na=True))
     try:
         ctx.upstream["sweep"] = verify(ctx.cfg, "sweep")
     except StageInputError as err:

@@ -354,7 +354,7 @@ def _plots(d: Path, rows: list[dict], front: list[str]) -> list[str]:
     d.mkdir(parents=True, exist_ok=True)
     ok = [r for r in rows if r["status"] == "ok" and r.get("area_um2_sky130")]
     panels = [(k, lab) for k, lab in (("median_emd", "median exact EMD (decoded wafers)"),
-                                      ("resolution", "electron pT resolution (effective)"),
+                                      ("resolution", "electron pT resolution, effective (%)"),
                                       ("generic_gates", "Yosys generic gates"))
               if any(r.get(k) is not None for r in ok)]
     if not ok or not panels:
@@ -365,9 +365,16 @@ def _plots(d: Path, rows: list[dict], front: list[str]) -> list[str]:
         x = np.array([r["area_um2_sky130"] for r in pts]) / 1e6
         y = np.array([r[k] for r in pts], dtype=float)
         lb = np.array([r["latent_bits"] for r in pts])
+        if k == "resolution":                                # percent, with its bootstrap error
+            y = 100 * y
+            err = np.array([np.nan if r.get("resolution_err") is None else 100 * r["resolution_err"]
+                            for r in pts], dtype=float)
+            if np.isfinite(err).any():
+                ax.errorbar(x, y, yerr=err, fmt="none", ecolor="0.6", capsize=3, zorder=2)
         sc = ax.scatter(x, y, c=lb, cmap="viridis", s=60, zorder=3)
         f2 = pareto_front(pts, (k, "area_um2_sky130")) if k != "generic_gates" else []
-        fp = sorted((r["area_um2_sky130"] / 1e6, r[k]) for r in pts if r["id"] in f2)
+        scale = 100 if k == "resolution" else 1
+        fp = sorted((r["area_um2_sky130"] / 1e6, scale * r[k]) for r in pts if r["id"] in f2)
         if fp:
             ax.step([a for a, _ in fp], [b for _, b in fp], where="post", color="C3", label="Pareto front")
         for r, xi, yi in zip(pts, x, y, strict=True):
@@ -380,10 +387,13 @@ def _plots(d: Path, rows: list[dict], front: list[str]) -> list[str]:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=10)
-    fig.colorbar(sc, ax=axes[0].tolist(), label="latent bits")
-    fig.savefig(d / "pareto.png", dpi=90)
+    fig.colorbar(sc, ax=axes[0].tolist(), label="latent bits", fraction=0.02, pad=0.02)
+    fig.savefig(d / "pareto.png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     write_captions(d, {"pareto.png": "Co-design map: each point's quality against its sky130 area "
                                      "(area only), colour = latent bits, label = conv filters; the "
-                                     "Pareto front of each pair in red, the ECON-T design circled"})
+                                     "Pareto front of each pair in red (central values only), the "
+                                     "ECON-T design circled; resolution error bars: bootstrap std. "
+                                     "One training seed per point: differences smaller than the "
+                                     "seed spread (docs/sweep.md) do not rank designs"})
     return ["pareto.png"]
