@@ -113,30 +113,30 @@ doctor: $(STAMP) sysdeps-chromium
 all: $(STAMP) report handoff physics
 
 $(RUN)/data/manifest.json: $(call deps,data)
-	$(FLOW) data --config $(CONFIG)
+	$(FLOW) data --config $(CONFIG) --if-stale
 $(RUN)/emd/manifest.json: $(call deps,emd) $(RUN)/data/manifest.json
-	$(FLOW) emd --config $(CONFIG)
+	$(FLOW) emd --config $(CONFIG) --if-stale
 $(RUN)/autoencoder/manifest.json: $(call deps,autoencoder) $(RUN)/emd/manifest.json
-	$(FLOW) autoencoder --config $(CONFIG)
+	$(FLOW) autoencoder --config $(CONFIG) --if-stale
 $(RUN)/convert/manifest.json: $(call deps,convert) $(RUN)/autoencoder/manifest.json
-	$(FLOW) convert --config $(CONFIG)
+	$(FLOW) convert --config $(CONFIG) --if-stale
 	@# convenience links hls_projects/<run>_<backend> -> the built projects (made here: a stage writes only its own directory)
 	@if [ -d hls_projects ]; then for p in $(RUN)/convert/hls_projects/*/; do \
 	  ln -sfn "$$(realpath --relative-to=hls_projects "$$p")" "hls_projects/$(notdir $(RUN))_$$(basename "$$p")"; done; fi
 $(RUN)/csim/manifest.json: $(call deps,csim) $(RUN)/convert/manifest.json
-	$(FLOW) csim --config $(CONFIG)
+	$(FLOW) csim --config $(CONFIG) --if-stale
 $(RUN)/rtl/manifest.json: $(call deps,rtl) $(RUN)/autoencoder/manifest.json
-	$(FLOW) rtl --config $(CONFIG)
+	$(FLOW) rtl --config $(CONFIG) --if-stale
 $(RUN)/cosim/manifest.json: $(call deps,cosim) $(RUN)/rtl/manifest.json $(RUN)/convert/manifest.json
-	$(FLOW) cosim --config $(CONFIG)
+	$(FLOW) cosim --config $(CONFIG) --if-stale
 $(RUN)/physics/manifest.json: $(call deps,physics) $(RUN)/autoencoder/manifest.json
-	$(FLOW) physics --config $(CONFIG)
+	$(FLOW) physics --config $(CONFIG) --if-stale
 $(RUN)/sweep/manifest.json: $(call deps,sweep) $(RUN)/emd/manifest.json
-	$(FLOW) sweep --config $(CONFIG)
+	$(FLOW) sweep --config $(CONFIG) --if-stale
 $(RUN)/report/manifest.json: $(call deps,report) $(RUN)/csim/manifest.json $(RUN)/cosim/manifest.json $(RUN)/physics/manifest.json
-	$(FLOW) report --config $(CONFIG)
+	$(FLOW) report --config $(CONFIG) --if-stale
 $(RUN)/handoff/manifest.json: $(call deps,handoff) $(RUN)/cosim/manifest.json
-	$(FLOW) handoff --config $(CONFIG)
+	$(FLOW) handoff --config $(CONFIG) --if-stale
 
 data:        $(RUN)/data/manifest.json
 emd:         $(RUN)/emd/manifest.json

@@ -18,7 +18,7 @@ import sys
 from flow.runner.config import describe, load_config
 from flow.runner.errors import FlowError, StageInputError
 from flow.runner.host import pin_numerics
-from flow.runner.stages import ALIASES, STAGES, resolve, run_stage
+from flow.runner.stages import ALIASES, STAGES, resolve, run_stage, run_stage_if_stale
 
 DEFAULT_CONFIG = "configs/default.yaml"
 
@@ -31,10 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config key, e.g. data.n_events=100")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    stage_opts = argparse.ArgumentParser(add_help=False)
+    stage_opts.add_argument("--if-stale", action="store_true",
+                            help="run only when the artifact is missing or stale (`status`: its "
+                                 "config section, code, inputs or tool versions changed); otherwise "
+                                 "keep it and refresh its manifest's mtime (what `make` uses)")
     for name, st in STAGES.items():
-        sub.add_parser(name, parents=[common], help=st.summary)
+        sub.add_parser(name, parents=[common, stage_opts], help=st.summary)
     for name, stages in ALIASES.items():
-        sub.add_parser(name, parents=[common], help=" then ".join(stages))
+        sub.add_parser(name, parents=[common, stage_opts], help=" then ".join(stages))
     c = sub.add_parser("config", parents=[common], help="show config keys or the resolved config")
     c.add_argument("--show", action="store_true", help="list every key with type, default, doc")
     c.add_argument("--get", metavar="KEY", help="print one resolved value (dotted key)")
@@ -130,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_bench(cfg, args.config, args.output, fresh=args.fresh)
         for name in resolve(args.command):
-            run_stage(cfg, name)
+            if getattr(args, "if_stale", False):
+                run_stage_if_stale(cfg, name)
+            else:
+                run_stage(cfg, name)
         return 0
     except FlowError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -142,6 +142,71 @@ def test_run_stage_writes_manifest_and_downstream_detects_staleness(tmp_path, mo
         verify(cfg, "data")
 
 
+def test_if_stale_keeps_fresh_artifacts_and_rebuilds_stale_ones(tmp_path, monkeypatch):
+    """`python -m flow <stage> --if-stale` (make's entry): a fresh artifact is kept (its
+    manifest's content untouched, its mtime set to now so make counts it as up to date); a
+    missing one, another section of the config, an upstream rebuilt since, a modified output
+    or other tool versions rebuild; an edit of another section does not."""
+    import os
+
+    from flow.runner.stages import fresh_reason, run_stage_if_stale
+
+    runs = []
+    fake_stage(monkeypatch, "data", lambda ctx: (runs.append("data"), _write_a(ctx)))
+    fake_stage(monkeypatch, "emd", lambda ctx: (runs.append("emd"), _read_a(ctx)))
+    quiet = {"echo": lambda *a: None}
+
+    def cfg(n=4, epochs=20):
+        return C.parse_config({"name": "t", "workdir": str(tmp_path), "data": {"n_events": n},
+                               "autoencoder": {"epochs": epochs}})
+
+    assert "missing" in fresh_reason(cfg(), "data")
+    run_stage_if_stale(cfg(), "data", **quiet)
+    run_stage_if_stale(cfg(), "emd", **quiet)
+    assert runs == ["data", "emd"]
+    path = tmp_path / "t" / "data" / MANIFEST
+    before = path.read_bytes()
+    os.utime(path, (1, 1))
+    said = []
+    man = run_stage_if_stale(cfg(epochs=300), "data", echo=said.append)   # another section edited
+    assert runs == ["data", "emd"] and "up to date" in said[0]
+    assert path.read_bytes() == before and path.stat().st_mtime > 1e9 and man["metrics"] == {"n": 4}
+    run_stage_if_stale(cfg(epochs=300), "emd", **quiet)
+    assert runs == ["data", "emd"]
+
+    assert "'data' config" in fresh_reason(cfg(n=5), "data")               # its own section
+    run_stage_if_stale(cfg(n=5), "data", **quiet)
+    assert runs == ["data", "emd", "data"]
+    assert "stage 'data' was rebuilt" in fresh_reason(cfg(n=5), "emd")     # its upstream
+    run_stage_if_stale(cfg(n=5), "emd", **quiet)
+    assert runs[-1] == "emd" and fresh_reason(cfg(n=5), "emd") is None
+
+    (tmp_path / "t" / "emd" / "sub" / "b.txt").write_text("tampered\n")   # a modified output
+    assert "modified after the stage ran" in fresh_reason(cfg(n=5), "emd")
+    run_stage_if_stale(cfg(n=5), "emd", **quiet)
+    assert runs[-1] == "emd" and len(runs) == 5
+
+    m = json.loads(path.read_text())                                        # other tool versions
+    m["tools"]["numpy"] = "0.0.1"
+    path.write_text(json.dumps(m))
+    assert "other tool versions (numpy 0.0.1 ->" in fresh_reason(cfg(n=5), "data")
+    run_stage_if_stale(cfg(n=5), "data", **quiet)
+    assert runs[-1] == "data" and fresh_reason(cfg(n=5), "data") is None
+
+
+def test_cli_if_stale_is_offered_for_stages_and_aliases_and_used_by_make():
+    from flow.cli import _parser
+
+    p = _parser()
+    assert p.parse_args(["data", "--if-stale"]).if_stale
+    assert p.parse_args(["train", "--if-stale"]).if_stale
+    assert not p.parse_args(["cosim"]).if_stale
+    mk = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    rules = re.findall(r"\t\$\(FLOW\) (\w+) --config \$\(CONFIG\)(.*)", mk)
+    stages = [s for s, _ in rules if s not in ("status", "bench")]
+    assert len(stages) == 11 and all(rest.strip() == "--if-stale" for s, rest in rules if s in stages)
+
+
 def test_failing_stage_leaves_previous_artifact_intact(tmp_path, monkeypatch):
     fake_stage(monkeypatch, "data", _write_a)
     cfg = C.parse_config({"name": "t", "workdir": str(tmp_path)})

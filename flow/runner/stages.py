@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import os
+import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,9 +30,9 @@ from pathlib import Path
 
 from flow.runner.atomic import replace_dir
 from flow.runner.codehash import stage_code
-from flow.runner.errors import FlowError
+from flow.runner.errors import FlowError, StageInputError
 from flow.runner.host import pin_numerics
-from flow.runner.manifest import MANIFEST, StageContext, finish, verify
+from flow.runner.manifest import MANIFEST, StageContext, finish, load_manifest, verify
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,49 @@ def resolve(name: str) -> tuple[str, ...]:
     if name in STAGES:
         return (name,)
     raise KeyError(name)
+
+
+def fresh_reason(cfg, name: str) -> str | None:
+    """Why stage ``name``'s artifact must be rebuilt, or ``None`` when it is fresh: missing,
+    incomplete or modified, built with another config section or seed, other flow code, an
+    upstream artifact rebuilt since (all :func:`~flow.runner.manifest.verify`), or other
+    versions of Python or the pinned distributions (``TOOL_DISTRIBUTIONS``) than installed."""
+    from importlib import metadata
+
+    from flow.runner.manifest import TOOL_DISTRIBUTIONS
+
+    try:
+        man = verify(cfg, name).manifest
+    except StageInputError as err:
+        return str(err).split("; rerun")[0]
+    tools = man.get("tools") or {}
+    now = {"python": platform.python_version()}
+    for dist in TOOL_DISTRIBUTIONS:
+        try:
+            now[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            now[dist] = None
+    changed = [f"{k} {tools.get(k)} -> {v}" for k, v in now.items() if k in tools and tools[k] != v]
+    if changed:
+        return f"stage '{name}' was built with other tool versions ({', '.join(changed)})"
+    return None
+
+
+def run_stage_if_stale(cfg, name: str, *, echo=print) -> dict:
+    """``make``'s entry (``python -m flow <stage> --if-stale``): run the stage only when
+    :func:`fresh_reason` gives a reason; a fresh artifact is kept and its manifest's mtime set
+    to now, so that make, which compares file times, counts it as up to date.  make alone
+    would rebuild every stage after any edit of the config file; the manifest check compares
+    only the stage's own section, its code and its inputs."""
+    why = fresh_reason(cfg, name)
+    if why is None:
+        path = cfg.stage_dir(name) / MANIFEST
+        os.utime(path)
+        echo(f"stage {name}: up to date (its config section, code, inputs and tools are unchanged: "
+             f"`python -m flow status`), kept {path}")
+        return load_manifest(cfg.stage_dir(name))
+    echo(f"stage {name}: rebuilding: {why}")
+    return run_stage(cfg, name, echo=echo)
 
 
 def run_stage(cfg, name: str, *, echo=print) -> dict:
