@@ -320,3 +320,26 @@ def test_fair_config_differs_from_default_only_in_the_training_rule():
     ae = f.autoencoder
     assert ae.seeds >= 3 and ae.epochs >= 300 and ae.ray.enabled
     assert not ae.max_train_wafers_by_loss and set(ae.losses) == set(d.autoencoder.losses)
+
+
+def test_elinks_configs_are_the_fair_rule_for_one_loss_and_one_width():
+    """configs/elinks_scratch.yaml and elinks_ft.yaml (issue 16: fine-tuning to a narrower
+    latent width vs training it from scratch) are configs/fair.yaml with the EMD-CNN loss only:
+    the same data, EMD CNN and training rule; scratch trains 3 seeds at 3 bits, ft the 9-bit
+    model (3 seeds, as fair) and fine-tunes the exported one to the 2-eLink width."""
+    from flow.runner.config import load_config
+
+    f = load_config("configs/fair.yaml")
+    s, t = load_config("configs/elinks_scratch.yaml"), load_config("configs/elinks_ft.yaml")
+    for c in (s, t):
+        for name in type(f).model_fields:
+            if name not in ("name", "autoencoder"):
+                assert getattr(c, name) == getattr(f, name), (c.name, name)
+        fa = f.autoencoder.model_dump()
+        diff = {k for k, v in c.autoencoder.model_dump().items() if v != fa[k]}
+        assert diff <= {"losses", "conditional_losses", "latent_bits", "elinks", "elinks_init"}, diff
+        assert c.autoencoder.losses == ["emd_cnn"] and not c.autoencoder.conditional_losses
+        assert c.autoencoder.seeds == 3
+    assert s.autoencoder.latent_bits == 3 and s.autoencoder.elinks == [2]
+    assert t.autoencoder.latent_bits == 9 and t.autoencoder.elinks == [2, 5]
+    assert t.autoencoder.elinks_init == "finetune"
