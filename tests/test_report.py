@@ -569,7 +569,8 @@ def _fake_sweep(ctx):
     (ctx.out / "plots" / "pareto.png").write_bytes(_png("pareto"))
     write_captions(ctx.out / "plots", {"pareto.png": "co-design map"})
     ok = {"id": "f8_w6_a8_l9", "econt": True, "filters": 8, "weight_bits": 6, "act_bits": 8, "latent_bits": 9,
-          "status": "ok", "converged": True, "median_emd": 0.712, "resolution": 0.0412,
+          "status": "ok", "converged": True, "median_emd": 0.712,
+          "resolution": 0.0412, "resolution_err": 0.0009,
           "area_um2_sky130": 4123456.0, "generic_gates": 812345, "latency_cycles": 2,
           "n_mismatch_qkeras": 0, "n_mismatch_csim": 0, "n_mismatch_cosim": 0,
           "n_total_qkeras": 2000, "n_total_csim": 2400, "n_total_cosim": 6700}
@@ -584,7 +585,7 @@ def test_sweep_section_when_the_sweep_stage_ran(tmp_path):
     labelled, a failed point named with its error, the front marked) and its plot."""
     with _report_with(tmp_path, "sweep", _fake_sweep) as (cfg, man, page, md):
         assert set(man["upstream"]) == {*UPSTREAM, "sweep"}
-        assert ("| f8_w6_a8_l9 (ECON-T) | 8 | 6 | 8 | 9 | converged | 0.712 | 4.12 % | 4,123,456 "
+        assert ("| f8_w6_a8_l9 (ECON-T) | 8 | 6 | 8 | 9 | converged | 0.712 | 4.12 % | 0.09 % | 4,123,456 "
                 "| 812,345 | 2 | 0 | yes |") in md
         assert "| `f4_w6_a8_l3` | 4 | 6 | 8 | 3 | FAIL: RuntimeError: synthesis exploded |" in md
         assert "figures/sweep_pareto.png" in man["outputs"]

@@ -839,6 +839,7 @@ def sweep(ctx, up: Upstream, figs: Figures) -> Section:
                      f"FAIL: {r.get('error') or r.get('status')}" if failed else
                      ("converged" if r.get("converged") else "NOT converged"),
                      num(r.get("median_emd"), ".3f"), pct(r.get("resolution"), signed=False),
+                     pct(r.get("resolution_err"), signed=False),
                      num(r.get("area_um2_sky130"), ",.0f"), num(r.get("generic_gates"), ",d"),
                      num(r.get("latency_cycles"), "d"),
                      num(sum(int(r.get(k) or 0) for k in ("n_mismatch_qkeras", "n_mismatch_csim",
@@ -846,7 +847,8 @@ def sweep(ctx, up: Upstream, figs: Figures) -> Section:
                      "yes" if r.get("id") in front else ""])
     sec.add(Table("sweep-points", "Every encoder design of the sweep: physics quality against area "
                   "and latency", ["point", "filters", "weight bits", "act. bits", "latent bits", "status",
-                                  "median EMD", "resolution", "sky130 area (um2)", "generic gates",
+                                  "median EMD", "resolution", "bootstrap err.", "sky130 area (um2)",
+                                  "generic gates",
                                   "latency (clk)", "mismatches", "Pareto"], rows,
                   note=f"{m.get('n_points')} points, {m.get('n_failed')} failed; mismatches: golden vs "
                        "QKeras + csim + cosim on the sampled vectors and the corner set; Pareto: on the "
