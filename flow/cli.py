@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_bench(cfg, args.config, args.output, fresh=args.fresh)
         for name in resolve(args.command):
-            if getattr(args, "if_stale", False):
+            if args.if_stale:
                 run_stage_if_stale(cfg, name)
             else:
                 run_stage(cfg, name)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -92,22 +91,15 @@ def fresh_reason(cfg, name: str) -> str | None:
     incomplete or modified, built with another config section or seed, other flow code, an
     upstream artifact rebuilt since (all :func:`~flow.runner.manifest.verify`), or other
     versions of Python or the pinned distributions (``TOOL_DISTRIBUTIONS``) than installed."""
-    from importlib import metadata
-
-    from flow.runner.manifest import TOOL_DISTRIBUTIONS
+    from flow.runner.manifest import TOOL_DISTRIBUTIONS, tool_versions
 
     try:
         man = verify(cfg, name).manifest
     except StageInputError as err:
         return str(err).split("; rerun")[0]
-    tools = man.get("tools") or {}
-    now = {"python": platform.python_version()}
-    for dist in TOOL_DISTRIBUTIONS:
-        try:
-            now[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            now[dist] = None
-    changed = [f"{k} {tools.get(k)} -> {v}" for k, v in now.items() if k in tools and tools[k] != v]
+    tools, now = man.get("tools") or {}, tool_versions()
+    changed = [f"{k} {tools[k]} -> {now[k]}" for k in ("python", *TOOL_DISTRIBUTIONS)
+               if k in tools and tools[k] != now[k]]
     if changed:
         return f"stage '{name}' was built with other tool versions ({', '.join(changed)})"
     return None

@@ -373,8 +373,7 @@ def _plots(d: Path, rows: list[dict], front: list[str]) -> list[str]:
                 ax.errorbar(x, y, yerr=err, fmt="none", ecolor="0.6", capsize=3, zorder=2)
         sc = ax.scatter(x, y, c=lb, cmap="viridis", s=60, zorder=3)
         f2 = pareto_front(pts, (k, "area_um2_sky130")) if k != "generic_gates" else []
-        scale = 100 if k == "resolution" else 1
-        fp = sorted((r["area_um2_sky130"] / 1e6, scale * r[k]) for r in pts if r["id"] in f2)
+        fp = sorted((xi, yi) for r, xi, yi in zip(pts, x, y, strict=True) if r["id"] in f2)
         if fp:
             ax.step([a for a, _ in fp], [b for _, b in fp], where="post", color="C3", label="Pareto front")
         for r, xi, yi in zip(pts, x, y, strict=True):
