@@ -1,6 +1,8 @@
 """ECON-T output algorithms (bit budgets, integer frames) and the trigger reconstruction."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -397,11 +399,15 @@ def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
         tf.keras.utils.set_random_seed(1)
         for name, bits, n_in in (("emd_cnn", 9, 16), ("w5", 5, 16), ("w4", 4, 16),
                                  ("tele/seed0", 9, 16), ("weighted_mse/seed0", 9, 16),
-                                 ("c+cond/seed0", 9, 19)):
+                                 ("c+cond/seed0", 9, 19), ("emd_cnn_3elinks", 5, 16)):
             d = ctx.out / "models" / name          # both layouts: <loss>/ and <model>/seed<i>/
             d.mkdir(parents=True)
             E.build_qkeras_encoder(bits).save(d / "encoder.h5")
             build_decoder(n_in).save(d / "decoder.h5")
+        # the exported encoder (emd_cnn) at 5 eLinks, and one trained for 3 eLinks
+        (ctx.out / "elinks.json").write_text(json.dumps({
+            "3": {"latent_bits": 5, "trained": True, "seed_index": 0},
+            "5": {"latent_bits": 9, "trained": False, "seed_index": 0}}))
 
     quiet = lambda *a: None  # noqa: E731
     run_stage(cfg, "data", echo=quiet)
@@ -427,6 +433,13 @@ def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
     assert avail["autoencoder_c+cond_seed0"] == [5]      # the conditional decoder's side inputs
     assert "latent_bits=3" in m["unavailable"]["autoencoder_emd_cnn"]["2"]
     assert all(avail[a] == [2, 3, 4, 5] for a in A.ALGORITHMS)
+    # the exported encoder's row: its own model at 5 eLinks, the 3-eLink one (no row of its own)
+    assert avail["autoencoder"] == [3, 5] and "autoencoder_emd_cnn_3elinks" not in m["algorithms"]
+    assert m["autoencoder_models"] == {"3": "autoencoder_emd_cnn_3elinks", "5": "autoencoder_emd_cnn"}
+    assert m["resolution"]["autoencoder"]["5"] == m["resolution"]["autoencoder_emd_cnn"]["5"]
+    assert m["median_emd"]["autoencoder"]["5"] == m["median_emd"]["autoencoder_emd_cnn"]["5"]
+    assert "autoencoder.elinks" in m["unavailable"]["autoencoder"]["2"]
+    assert m["bits_per_bx"]["autoencoder"] == {str(e): A.ae_frame_bits(e) for e in (2, 3, 4, 5)}
     # consistency: the lossless reference has EMD 0 and no algorithm resolves clearly better
     u = m["resolution"]["uncompressed"]["5"]
     for a in m["algorithms"]:
@@ -464,3 +477,22 @@ def test_physics_stage_on_a_tiny_run(tmp_path, monkeypatch):
     man2 = run_stage(cfg2, "physics", echo=quiet)
     assert set(man2["upstream"]) == {"data"} and man2["metrics"]["algorithms"] == ["uncompressed"]
     assert man2["metrics"]["median_emd"]["uncompressed"]["2"] is None      # emd_wafers = 0
+
+
+def test_exported_row_names_a_missing_budget_model(tmp_path):
+    """elinks.json lists a budget whose model the autoencoder stage did not save: a clear
+    error naming what was expected and what exists; an artifact without elinks.json (older
+    flow) gives no exported row."""
+    from flow.physics.stage import _budget_models
+
+    f = tmp_path / "elinks.json"
+    f.write_text(json.dumps({"2": {"trained": True, "seed_index": 1},
+                             "5": {"trained": False, "seed_index": 1}}))
+    ae = type("Up", (), {"manifest": {"outputs": {"elinks.json": {}}}, "path": lambda self, rel: f})()
+    names = ["autoencoder_emd_cnn_seed1", "autoencoder_emd_cnn_2elinks_seed1"]
+    assert _budget_models(ae, "emd_cnn", names) == {2: ("autoencoder_emd_cnn_2elinks_seed1", True),
+                                                    5: ("autoencoder_emd_cnn_seed1", False)}
+    with pytest.raises(StageInputError, match=r"2-eLink encoder.*emd_cnn_2elinks_seed1.*rerun"):
+        _budget_models(ae, "emd_cnn", names[:1])
+    old = type("Old", (), {"manifest": {"outputs": {}}})()
+    assert _budget_models(old, "emd_cnn", names) == {}

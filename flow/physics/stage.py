@@ -8,8 +8,11 @@ calibrates on the training split and measures on the test split
 generated pT >= ``min_gen_pt``, per |eta| bin of 0.1 and per pT bin, with bootstrap
 errors), the matching efficiency and the median exact EMD between each test wafer's
 CALQ and its decoded charges.  Every autoencoder model of the ``autoencoder`` stage is
-evaluated the same way at the budget its latent width belongs to (9 bits: 5 eLinks);
-the other budgets are reported as not available (they need a model per width).  With
+evaluated the same way at the budget its latent width belongs to (9 bits: 5 eLinks; the
+other budgets of that model are reported as not available).  The row ``autoencoder`` is the
+exported encoder at every budget of ``autoencoder.elinks``: the exported model at its own
+budget and the model trained for each other budget's width (``elinks.json``), which get no
+row of their own.  With
 ``physics.autoencoder: false`` the stage needs only the data stage (the autoencoder
 stage is then not an input and is not recorded as one).
 
@@ -80,6 +83,31 @@ def _reference_model(name: str, names: list[str], loss: str) -> str | None:
     seed = name.rsplit("_seed", 1)[1] if "_seed" in name else None
     want = f"autoencoder_{loss}" + (f"_seed{seed}" if seed is not None else "")
     return want if want in names else None
+
+
+#: the row of the exported encoder at every eLink budget (one model per latent width)
+EXPORTED = "autoencoder"
+
+
+def _budget_models(ae, export_loss: str, names: list[str]) -> dict[int, tuple[str, bool]]:
+    """``{eLinks: (model name, trained for that budget)}`` of the exported encoder at every
+    budget the autoencoder stage produced (its ``elinks.json``): the exported compared model
+    for the budget of ``latent_bits``, the model trained for the budget's width
+    (``<loss>_<n>elinks``) for the others; empty without ``elinks.json`` (older artifacts:
+    then there is no ``autoencoder`` row)."""
+    table = (json.loads(ae.path("elinks.json").read_text())
+             if "elinks.json" in ae.manifest["outputs"] else {})
+    out = {}
+    for n, r in table.items():
+        base = f"autoencoder_{export_loss}" + (f"_{n}elinks" if r.get("trained") else "")
+        cands = [f"{base}_seed{r.get('seed_index', 0)}", base]
+        name = next((c for c in cands if c in names), None)
+        if name is None:
+            raise StageInputError(f"physics: the autoencoder stage's elinks.json lists the "
+                                  f"{n}-eLink encoder, but none of the models {cands} is among its "
+                                  f"outputs (got {sorted(names)}); rerun stage 'autoencoder'")
+        out[int(n)] = (name, bool(r.get("trained")))
+    return out
 
 
 def _autoencoder_models(ctx) -> dict[str, tuple[Path, Path]]:
@@ -223,6 +251,21 @@ def run(ctx) -> None:
                 log(f"physics: {name}: {lbits}-bit latents fit no eLink budget of "
                     f"{A.AE_LATENT_BITS}; reported as not available")
 
+    composite = (_budget_models(ctx.upstream["autoencoder"], ctx.cfg.autoencoder.export_loss, ae_names)
+                 if s.autoencoder and ae_names else {})
+    if composite:
+        hidden = {n for n, trained in composite.values() if trained}
+        composite = {e: n for e, (n, _) in composite.items()}
+        results[EXPORTED] = {str(e): results[composite[e]][str(e)] if e in composite else None
+                             for e in elinks}
+        bits[EXPORTED] = {str(e): A.ae_frame_bits(e) for e in elinks}
+        unavailable[EXPORTED] = {
+            str(e): f"no encoder for {e} eLinks: add {e} to autoencoder.elinks"
+            for e in elinks if e not in composite}
+        for h in hidden:          # a narrower budget's model: shown as the exported encoder's row
+            for d in (results, bits, unavailable):
+                d.pop(h, None)
+        ae_names = [EXPORTED] + [n for n in ae_names if n not in hidden]
     algorithms = list(s.algorithms) + ae_names
     over_unc, over_unc_eta, over_wmse = {}, {}, {}
     for a in algorithms:
@@ -296,6 +339,7 @@ def run(ctx) -> None:
         "resolution_over_uncompressed_vs_eta": over_unc_eta,
         "resolution_over_weighted_mse": over_wmse,
         "threshold_sum_mipt": thresholds, "min_gen_pt": s.min_gen_pt,
+        "autoencoder_models": {str(e): n for e, n in sorted(composite.items())},
         "train_events": int(np.unique(train["event"]).size),
         "test_events": int(np.unique(test["event"]).size),
         "emd_wafers": int(len(calq_emd)), "plots": plots,
@@ -326,6 +370,13 @@ def caption(name: str) -> str:
             "CALQ on the same electrons (paired bootstrap errors)")
 
 
+def _duplicate(results: dict, a: str, e: int) -> bool:
+    """Whether ``a`` is the exported encoder's row and its result at ``e`` eLinks is another
+    row's (the compared model's budget): drawn once, under the model's own name."""
+    r = results[a][str(e)]
+    return a == EXPORTED and r is not None and any(b != a and results[b][str(e)] is r for b in results)
+
+
 def make_plots(plot_dir: Path, algorithms: list[str], elinks: list[int], results: dict) -> list[str]:
     """Resolution vs |eta| per budget (the paper's Fig. 7, plus the ratio to the
     uncompressed reference), and integrated resolution and median EMD vs budget;
@@ -345,7 +396,7 @@ def make_plots(plot_dir: Path, algorithms: list[str], elinks: list[int], results
         off_scale = []
         for a in algorithms:
             r = results[a][str(e)]
-            if r is None:
+            if r is None or _duplicate(results, a, e):
                 continue
             rows = r["resolution"]["vs_eta"]
             x = np.asarray([(q["lo"] + q["hi"]) / 2 for q in rows])
@@ -402,7 +453,8 @@ def make_plots(plot_dir: Path, algorithms: list[str], elinks: list[int], results
     fig.savefig(plot_dir / name, dpi=80, metadata={"Software": None})
     written.append(name)
     pairs = [(a, e) for a in algorithms for e in elinks
-             if (results[a][str(e)] or {}).get("resolution_over_weighted_mse")]
+             if (results[a][str(e)] or {}).get("resolution_over_weighted_mse")
+             and not _duplicate(results, a, e)]
     if pairs:
         fig = Figure(figsize=(8, 5))
         FigureCanvasAgg(fig)

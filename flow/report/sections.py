@@ -804,7 +804,9 @@ def physics(ctx, up: Upstream, figs: Figures) -> Section:
                    "median EMD"], rows,
                   note=f"generated pT >= {m.get('min_gen_pt')} GeV, {m.get('n_electrons')} electrons; "
                        "bits per BX: worst-case frame (uncompressed: 48 x 22-bit CALQ, the lossless "
-                       "reference, exempt from the budget); ratios on the same electrons with a "
+                       "reference, exempt from the budget); `autoencoder`: the exported encoder at "
+                       "every budget of autoencoder.elinks (one model per latent width, the handoff's "
+                       "weight images); ratios on the same electrons with a "
                        "paired bootstrap error, autoencoders against the weighted-MSE autoencoder of "
                        "the same seed; docs/physics.md"))
     order = ([f"resolution_vs_eta_{e}elinks.png" for e in (2, 3, 4, 5)]
