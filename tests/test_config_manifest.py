@@ -326,7 +326,7 @@ def test_elinks_configs_are_the_fair_rule_for_one_loss_and_one_width():
     """configs/elinks_scratch.yaml and elinks_ft.yaml (issue 16: fine-tuning to a narrower
     latent width vs training it from scratch) are configs/fair.yaml with the EMD-CNN loss only:
     the same data, EMD CNN and training rule; scratch trains 3 seeds at 3 bits, ft the 9-bit
-    model (3 seeds, as fair) and fine-tunes the exported one to the 2-eLink width."""
+    model (3 seeds, as fair) and fine-tunes the exported one to every other eLink budget."""
     from flow.runner.config import load_config
 
     f = load_config("configs/fair.yaml")
@@ -341,5 +341,39 @@ def test_elinks_configs_are_the_fair_rule_for_one_loss_and_one_width():
         assert c.autoencoder.losses == ["emd_cnn"] and not c.autoencoder.conditional_losses
         assert c.autoencoder.seeds == 3
     assert s.autoencoder.latent_bits == 3 and s.autoencoder.elinks == [2]
-    assert t.autoencoder.latent_bits == 9 and t.autoencoder.elinks == [2, 5]
+    assert t.autoencoder.latent_bits == 9 and t.autoencoder.elinks == [2, 3, 4, 5]
     assert t.autoencoder.elinks_init == "finetune"
+
+
+def test_refine_config_is_the_fair_rule_for_one_model_plus_refinement_rounds():
+    """configs/refine.yaml (issue 14, the closed loop measured on a converged model) is
+    configs/fair.yaml with the EMD-CNN loss, one seed and three refinement rounds: the seed-0
+    model before the rounds is the fair run's."""
+    from flow.runner.config import load_config
+
+    f, r = load_config("configs/fair.yaml"), load_config("configs/refine.yaml")
+    for name in type(f).model_fields:
+        if name not in ("name", "autoencoder"):
+            assert getattr(r, name) == getattr(f, name), name
+    fa = f.autoencoder.model_dump()
+    diff = {k for k, v in r.autoencoder.model_dump().items() if v != fa[k]}
+    assert diff == {"losses", "conditional_losses", "seeds", "refine_rounds"}, diff
+    assert r.autoencoder.losses == ["emd_cnn"] and r.autoencoder.seeds == 1
+    assert r.autoencoder.refine_rounds == 3 and f.autoencoder.refine_rounds == 0
+
+
+def test_refine_control_differs_from_refine_only_in_the_cnn_update():
+    """configs/refine_control.yaml is configs/refine.yaml whose CNN fine-tuning cannot learn
+    (10 reconstruction pairs, learning rate 1e-12): the autoencoder's continued training
+    without a new CNN, the control the refinement is compared with."""
+    from flow.runner.config import load_config
+
+    r, c = load_config("configs/refine.yaml"), load_config("configs/refine_control.yaml")
+    for name in type(r).model_fields:
+        if name not in ("name", "autoencoder"):
+            assert getattr(c, name) == getattr(r, name), name
+    ra = r.autoencoder.model_dump()
+    diff = {k for k, v in c.autoencoder.model_dump().items() if v != ra[k]}
+    assert diff <= {"refine_rounds", "refine_pairs", "refine_cnn_lr"}, diff
+    assert c.autoencoder.refine_cnn_lr <= 1e-10 and c.autoencoder.refine_pairs == 10
+    assert 1 <= c.autoencoder.refine_rounds <= r.autoencoder.refine_rounds
