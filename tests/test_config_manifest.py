@@ -377,3 +377,20 @@ def test_refine_control_differs_from_refine_only_in_the_cnn_update():
     assert diff <= {"refine_rounds", "refine_pairs", "refine_cnn_lr"}, diff
     assert c.autoencoder.refine_cnn_lr <= 1e-10 and c.autoencoder.refine_pairs == 10
     assert 1 <= c.autoencoder.refine_rounds <= r.autoencoder.refine_rounds
+
+
+def test_fair100k_differs_from_fair_only_in_the_training_wafers():
+    """configs/fair100k.yaml (issue 14: do fewer training wafers keep the converged medians
+    within the seed spread?) is configs/fair.yaml on 100,000 wafers, without the conditional
+    decoder (not part of the loss comparison)."""
+    from flow.runner.config import load_config
+
+    f, h = load_config("configs/fair.yaml"), load_config("configs/fair100k.yaml")
+    for name in type(f).model_fields:
+        if name not in ("name", "autoencoder"):
+            assert getattr(h, name) == getattr(f, name), name
+    fa = f.autoencoder.model_dump()
+    diff = {k for k, v in h.autoencoder.model_dump().items() if v != fa[k]}
+    assert diff == {"max_train_wafers", "conditional_losses"}, diff
+    assert h.autoencoder.max_train_wafers == f.autoencoder.max_train_wafers // 2
+    assert h.autoencoder.losses == f.autoencoder.losses and h.autoencoder.seeds == f.autoencoder.seeds
