@@ -306,6 +306,16 @@ def test_presentation_keys_do_not_change_the_section_hash():
     assert "progress" not in a.section("emd")["emd"]
 
 
+def _autoencoder_keys_that_differ(base, other) -> set[str]:
+    """Assert that ``other`` has every section of ``base`` but ``name`` and ``autoencoder``
+    unchanged (same data, EMD CNN, hardware), and return the ``autoencoder`` keys it changes."""
+    for name in type(base).model_fields:
+        if name not in ("name", "autoencoder"):
+            assert getattr(other, name) == getattr(base, name), (other.name, name)
+    ba = base.autoencoder.model_dump()
+    return {k for k, v in other.autoencoder.model_dump().items() if v != ba[k]}
+
+
 def test_fair_config_differs_from_default_only_in_the_training_rule():
     """configs/fair.yaml is the default job with the fair comparison of issue 14: every
     other section identical (same data, EMD CNN, hardware), >= 3 seeds, a cap the models
@@ -313,10 +323,7 @@ def test_fair_config_differs_from_default_only_in_the_training_rule():
     from flow.runner.config import load_config
 
     d, f = load_config("configs/default.yaml"), load_config("configs/fair.yaml")
-    for name in type(d).model_fields:
-        if name in ("name", "autoencoder"):
-            continue
-        assert getattr(d, name) == getattr(f, name), name
+    _autoencoder_keys_that_differ(d, f)
     ae = f.autoencoder
     assert ae.seeds >= 3 and ae.epochs >= 300 and ae.ray.enabled
     assert not ae.max_train_wafers_by_loss and set(ae.losses) == set(d.autoencoder.losses)
@@ -332,11 +339,7 @@ def test_elinks_configs_are_the_fair_rule_for_one_loss_and_one_width():
     f = load_config("configs/fair.yaml")
     s, t = load_config("configs/elinks_scratch.yaml"), load_config("configs/elinks_ft.yaml")
     for c in (s, t):
-        for name in type(f).model_fields:
-            if name not in ("name", "autoencoder"):
-                assert getattr(c, name) == getattr(f, name), (c.name, name)
-        fa = f.autoencoder.model_dump()
-        diff = {k for k, v in c.autoencoder.model_dump().items() if v != fa[k]}
+        diff = _autoencoder_keys_that_differ(f, c)
         assert diff <= {"losses", "conditional_losses", "latent_bits", "elinks", "elinks_init"}, diff
         assert c.autoencoder.losses == ["emd_cnn"] and not c.autoencoder.conditional_losses
         assert c.autoencoder.seeds == 3
@@ -352,11 +355,7 @@ def test_refine_config_is_the_fair_rule_for_one_model_plus_refinement_rounds():
     from flow.runner.config import load_config
 
     f, r = load_config("configs/fair.yaml"), load_config("configs/refine.yaml")
-    for name in type(f).model_fields:
-        if name not in ("name", "autoencoder"):
-            assert getattr(r, name) == getattr(f, name), name
-    fa = f.autoencoder.model_dump()
-    diff = {k for k, v in r.autoencoder.model_dump().items() if v != fa[k]}
+    diff = _autoencoder_keys_that_differ(f, r)
     assert diff == {"losses", "conditional_losses", "seeds", "refine_rounds"}, diff
     assert r.autoencoder.losses == ["emd_cnn"] and r.autoencoder.seeds == 1
     assert r.autoencoder.refine_rounds == 3 and f.autoencoder.refine_rounds == 0
@@ -369,11 +368,7 @@ def test_refine_control_differs_from_refine_only_in_the_cnn_update():
     from flow.runner.config import load_config
 
     r, c = load_config("configs/refine.yaml"), load_config("configs/refine_control.yaml")
-    for name in type(r).model_fields:
-        if name not in ("name", "autoencoder"):
-            assert getattr(c, name) == getattr(r, name), name
-    ra = r.autoencoder.model_dump()
-    diff = {k for k, v in c.autoencoder.model_dump().items() if v != ra[k]}
+    diff = _autoencoder_keys_that_differ(r, c)
     assert diff <= {"refine_rounds", "refine_pairs", "refine_cnn_lr"}, diff
     assert c.autoencoder.refine_cnn_lr <= 1e-10 and c.autoencoder.refine_pairs == 10
     assert 1 <= c.autoencoder.refine_rounds <= r.autoencoder.refine_rounds
@@ -386,11 +381,7 @@ def test_fair100k_differs_from_fair_only_in_the_training_wafers():
     from flow.runner.config import load_config
 
     f, h = load_config("configs/fair.yaml"), load_config("configs/fair100k.yaml")
-    for name in type(f).model_fields:
-        if name not in ("name", "autoencoder"):
-            assert getattr(h, name) == getattr(f, name), name
-    fa = f.autoencoder.model_dump()
-    diff = {k for k, v in h.autoencoder.model_dump().items() if v != fa[k]}
+    diff = _autoencoder_keys_that_differ(f, h)
     assert diff == {"max_train_wafers", "conditional_losses"}, diff
     assert h.autoencoder.max_train_wafers == f.autoencoder.max_train_wafers // 2
     assert h.autoencoder.losses == f.autoencoder.losses and h.autoencoder.seeds == f.autoencoder.seeds
