@@ -251,11 +251,11 @@ def run(ctx) -> None:
                 log(f"physics: {name}: {lbits}-bit latents fit no eLink budget of "
                     f"{A.AE_LATENT_BITS}; reported as not available")
 
-    composite = (_budget_models(ctx.upstream["autoencoder"], ctx.cfg.autoencoder.export_loss, ae_names)
-                 if s.autoencoder and ae_names else {})
+    budget = (_budget_models(ctx.upstream["autoencoder"], ctx.cfg.autoencoder.export_loss, ae_names)
+              if s.autoencoder and ae_names else {})
+    composite = {e: n for e, (n, _) in budget.items()}
     if composite:
-        hidden = {n for n, trained in composite.values() if trained}
-        composite = {e: n for e, (n, _) in composite.items()}
+        hidden = {n for n, trained in budget.values() if trained}
         results[EXPORTED] = {str(e): results[composite[e]][str(e)] if e in composite else None
                              for e in elinks}
         bits[EXPORTED] = {str(e): A.ae_frame_bits(e) for e in elinks}
