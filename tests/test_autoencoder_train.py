@@ -234,3 +234,31 @@ def test_compile_options_defaults_and_config_validation():
 
     with pytest.raises(ValidationError, match="steps_per_execution"):
         AutoencoderConfig(steps_per_execution=0)
+
+
+def test_elink_budgets_train_as_ray_tasks_in_job_order(split, tmp_path):
+    """With ``autoencoder.ray.enabled`` the eLink budgets' fine-tunes are submitted together as
+    1-CPU Ray tasks and come back in job order (each with its own settings); a failing
+    task names its budget."""
+    import ray
+
+    from flow.autoencoder import stage as A
+    from flow.core.emd_exact import ray_session
+    from flow.runner.errors import FlowError
+
+    tr, va = _data(split)
+    model, _enc, _dec = M.build_autoencoder(9)
+    init = model.get_weights()
+    s = SimpleNamespace(ray=SimpleNamespace(enabled=True), sinkhorn_eps=0.05, sinkhorn_iters=5)
+    p = SimpleNamespace(loss="telescope_mse", tr=tr, va=va)
+    jobs = [(n, _settings(latent_bits=bits, epochs=ep, early_stopping_patience=5),
+             {"seed": 7, "lr": 1e-3, "init_weights": init, "ck": str(tmp_path / f"e{n}")})
+            for n, bits, ep in ((2, 3, 1), (3, 5, 2))]
+    with ray_session(num_cpus=2):
+        got = list(A._elink_fits(s, p, jobs, None))
+        assert [t.info["epochs_run"] for t in got] == [1, 2]
+        assert [len(t.history) for t in got] == [1, 2]
+        bad = SimpleNamespace(loss="no_such_loss", tr=tr, va=va)
+        with pytest.raises(FlowError, match="2-eLink model .no_such_loss, 3-bit latents. failed"):
+            list(A._elink_fits(s, bad, jobs[:1], None))
+    assert not ray.is_initialized()

@@ -460,12 +460,11 @@ def _train_elinks(ctx, s, plan, exported, test, emd_path, ck_root, use_ray, per_
     ``latent_bits`` is the exported model itself.  ``{n: record}``, records with the
     trained :class:`Trained` under ``"t"`` (not serialised)."""
     from flow.core.encoder_file import ELINK_LATENT_BITS
-    from flow.core.losses import get_loss
 
     p = next(q for q in plan if q.name == s.export_loss)
     _enc, _dec, _best, i, model = exported
     main = per_model[s.export_loss]
-    out = {}
+    out, jobs = {}, []
     for n in sorted(set(s.elinks)):
         bits = ELINK_LATENT_BITS[n]
         if bits == s.latent_bits:
@@ -476,17 +475,16 @@ def _train_elinks(ctx, s, plan, exported, test, emd_path, ck_root, use_ray, per_
                       "epochs_run": info["epochs_run"], "converged": info["converged"],
                       "best_val_loss": info["best_val_loss"]}
             continue
-        sb = s.model_copy(update={"latent_bits": bits})
-        seed = model_seed(ctx.seed, p.loss, i)
         init = model.get_weights() if s.elinks_init == "finetune" else None
         print(f"[autoencoder] {n} eLinks: {p.loss} encoder with {bits}-bit latents "
               f"({'fine-tuned from the exported model' if init is not None else 'from scratch'})")
-        t = train_model(sb, p.loss, "plain",
-                        lambda: get_loss(p.loss, **_loss_kw(s, emd_path)),
-                        p.tr, p.va, seed=seed, lr=p.rule["lr"],
-                        ck=ck_root / f"{p.name}_{n}elinks" / f"seed{i}", log=print, init_weights=init)
+        jobs.append((n, s.model_copy(update={"latent_bits": bits}),
+                     {"seed": model_seed(ctx.seed, p.loss, i), "lr": p.rule["lr"], "init_weights": init,
+                      "ck": str(ck_root / f"{p.name}_{n}elinks" / f"seed{i}")}))
+    for (n, sb, kw), t in zip(jobs, _elink_fits(s, p, jobs, emd_path), strict=True):
+        bits = sb.latent_bits
         report, emd, _extra = evaluate(t.enc, t.dec, test, bits, use_ray, loss=p.loss)
-        summ = summarise_model(emd, test, s, seed)
+        summ = summarise_model(emd, test, s, kw["seed"])
         _save_model(ctx.out, f"{p.name}_{n}elinks", i, t)
         out[n] = {"latent_bits": bits, "trained": True, "init": s.elinks_init, "seed_index": i,
                   "median_emd": summ["median"], "boot_std": summ.get("boot_std"),
@@ -494,7 +492,32 @@ def _train_elinks(ctx, s, plan, exported, test, emd_path, ck_root, use_ray, per_
                   "best_val_loss": t.info["best_val_loss"], "golden": report, "t": t}
         print(f"[autoencoder] {n} eLinks ({bits}-bit latents): median exact EMD {summ['median']:.4f}, "
               f"{t.info['epochs_run']} epochs, {'converged' if t.info['converged'] else 'NOT converged'}")
-    return out
+    return dict(sorted(out.items()))
+
+
+def _elink_fits(s, p: _Plan, jobs: list, emd_path):
+    """Yield the :class:`Trained` model of every eLink-budget job ``(n, settings, fit
+    keywords)`` in order.  With ``ray.enabled`` they are all submitted at once as 1-CPU
+    Ray tasks (the budgets are independent: 3 fine-tunes on 2 cores take 2 fine-tune
+    times instead of 3); otherwise each trains in this process."""
+    loss_kw = _loss_kw(s, emd_path)
+    if not s.ray.enabled:
+        for _n, sb, kw in jobs:
+            res = fit_task(sb, p.loss, "plain", loss_kw, p.tr, p.va, **kw)
+            yield from_result(sb.latent_bits, "plain", res)
+        return
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=0)(fit_task)
+    tr, va = ray.put(p.tr), ray.put(p.va)
+    refs = [task.remote(sb, p.loss, "plain", loss_kw, tr, va, **kw) for _n, sb, kw in jobs]
+    for (n, sb, _kw), ref in zip(jobs, refs, strict=True):
+        try:
+            res = ray.get(ref)
+        except ray.exceptions.RayTaskError as e:
+            raise FlowError(f"autoencoder {n}-eLink model ({p.loss}, {sb.latent_bits}-bit latents) failed "
+                            f"in its Ray task: {e.cause if hasattr(e, 'cause') else e}") from e
+        yield from_result(sb.latent_bits, "plain", res)
 
 
 def _finish_elinks(ctx, s, elinks: dict) -> None:
