@@ -239,7 +239,7 @@ def test_compile_options_defaults_and_config_validation():
 def test_elink_budgets_train_as_ray_tasks_in_job_order(split, tmp_path):
     """With ``autoencoder.ray.enabled`` the eLink budgets' fine-tunes are submitted together as
     1-CPU Ray tasks and come back in job order (each with its own settings); a failing
-    task names its budget."""
+    task names its budget; without Ray nothing is submitted."""
     import ray
 
     from flow.autoencoder import stage as A
@@ -255,10 +255,13 @@ def test_elink_budgets_train_as_ray_tasks_in_job_order(split, tmp_path):
              {"seed": 7, "lr": 1e-3, "init_weights": init, "ck": str(tmp_path / f"e{n}")})
             for n, bits, ep in ((2, 3, 1), (3, 5, 2))]
     with ray_session(num_cpus=2):
-        got = list(A._elink_fits(s, p, jobs, None))
+        refs = A._submit_elinks(s, p, jobs, None)
+        assert len(refs) == 2
+        got = list(A._elink_results(s, p, jobs, refs, None))
         assert [t.info["epochs_run"] for t in got] == [1, 2]
         assert [len(t.history) for t in got] == [1, 2]
         bad = SimpleNamespace(loss="no_such_loss", tr=tr, va=va)
         with pytest.raises(FlowError, match="2-eLink model .no_such_loss, 3-bit latents. failed"):
-            list(A._elink_fits(s, bad, jobs[:1], None))
+            list(A._elink_results(s, bad, jobs[:1], A._submit_elinks(s, bad, jobs[:1], None), None))
     assert not ray.is_initialized()
+    assert A._submit_elinks(SimpleNamespace(ray=SimpleNamespace(enabled=False)), p, jobs, None) is None

@@ -322,9 +322,9 @@ def run(ctx) -> None:
     session = (ray_session(s.ray.address, s.ray.num_cpus) if s.ray.enabled else
                ray_session() if use_ray else contextlib.nullcontext())
     with session:
-        per_model, training, lr_rule, cnn_checks, exported, plan = _train_all(
+        per_model, training, lr_rule, cnn_checks, exported, elink_plan = _train_all(
             ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray)
-        elinks = _train_elinks(ctx, s, plan, exported, test, emd_path, ck_root, use_ray, per_model)
+        elinks = _train_elinks(ctx, s, elink_plan, test, emd_path, use_ray)
     reports = {name: m["golden"] for name, m in per_model.items()}
     reports.update({f"{s.export_loss}_{n}elinks": [r["golden"]] for n, r in elinks.items() if r["trained"]})
     _finish(ctx, s, train, test, per_model, reports, training, lr_rule, cnn_checks, exported)
@@ -408,11 +408,12 @@ def _epochs_done(ck: Path) -> int:
 
 
 def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
-    """Train and evaluate every (model, seed)."""
+    """Train and evaluate every (model, seed); plan (and with Ray submit) the eLink budgets'
+    fine-tunes as soon as the exported loss's seeds are all in."""
     from flow.core.losses import loss_spec
 
     out = ctx.out
-    per_model, training, cnn_checks, exported = {}, {}, {}, None
+    per_model, training, cnn_checks, exported, elinks = {}, {}, {}, None, None
     plan = _plan(ctx, s, train, val, emd_path, ck_root)
     lr_rule = {p.name: p.rule for p in plan}
     for p, i, t in _fits(ctx, s, plan, emd_path, ck_root):
@@ -449,16 +450,31 @@ def _train_all(ctx, s, train, val, test, emd_path, ck_root, cnn, use_ray):
                                       (t.info["best_val_loss"] or np.inf) < exported[2]):
             exported = (t.enc, t.dec, t.info["best_val_loss"] or np.inf, i, t.model)
         training[name] = models["info"]
-    return per_model, training, lr_rule, cnn_checks, exported, plan
+        if name == s.export_loss and len(models["info"]) == s.seeds:
+            elinks = _plan_elinks(ctx, s, plan, exported, per_model, ck_root, emd_path)
+    return per_model, training, lr_rule, cnn_checks, exported, elinks
 
 
-def _train_elinks(ctx, s, plan, exported, test, emd_path, ck_root, use_ray, per_model) -> dict:
+class _ElinkPlan(NamedTuple):
+    """The eLink budgets of the exported loss: the compared model's own budget (``out``), the
+    fine-tune jobs ``(n, settings, fit keywords)`` of every other budget, and their Ray task
+    references once submitted (``None`` on the serial path)."""
+
+    p: _Plan
+    i: int
+    out: dict
+    jobs: list
+    refs: list | None
+
+
+def _plan_elinks(ctx, s, plan, exported, per_model, ck_root, emd_path) -> _ElinkPlan:
     """The exported loss's encoder for every other eLink budget of ``autoencoder.elinks``:
     the latent width of the budget, the same loss, wafers, learning rate and convergence
     rule as the compared models, started from the exported model (``elinks_init:
-    finetune``) or from scratch; golden-checked and evaluated like them.  The budget of
-    ``latent_bits`` is the exported model itself.  ``{n: record}``, records with the
-    trained :class:`Trained` under ``"t"`` (not serialised)."""
+    finetune``) or from scratch.  The budget of ``latent_bits`` is the exported model
+    itself.  Called as soon as every seed of the exported loss is trained: with
+    ``ray.enabled`` the fine-tunes are submitted here, so they queue behind the compared
+    models still waiting and fill the CPUs those leave idle at the end."""
     from flow.core.encoder_file import ELINK_LATENT_BITS
 
     p = next(q for q in plan if q.name == s.export_loss)
@@ -481,7 +497,15 @@ def _train_elinks(ctx, s, plan, exported, test, emd_path, ck_root, use_ray, per_
         jobs.append((n, s.model_copy(update={"latent_bits": bits}),
                      {"seed": model_seed(ctx.seed, p.loss, i), "lr": p.rule["lr"], "init_weights": init,
                       "ck": str(ck_root / f"{p.name}_{n}elinks" / f"seed{i}")}))
-    for (n, sb, kw), t in zip(jobs, _elink_fits(s, p, jobs, emd_path), strict=True):
+    return _ElinkPlan(p, i, out, jobs, _submit_elinks(s, p, jobs, emd_path))
+
+
+def _train_elinks(ctx, s, ep: _ElinkPlan, test, emd_path, use_ray) -> dict:
+    """Collect (or, serially, train) the budgets of :func:`_plan_elinks`; golden-check and
+    evaluate them like the compared models.  ``{n: record}``, records with the trained
+    :class:`Trained` under ``"t"`` (not serialised)."""
+    p, i, out = ep.p, ep.i, dict(ep.out)
+    for (n, sb, kw), t in zip(ep.jobs, _elink_results(s, p, ep.jobs, ep.refs, emd_path), strict=True):
         bits = sb.latent_bits
         report, emd, _extra = evaluate(t.enc, t.dec, test, bits, use_ray, loss=p.loss)
         summ = summarise_model(emd, test, s, kw["seed"])
@@ -495,22 +519,30 @@ def _train_elinks(ctx, s, plan, exported, test, emd_path, ck_root, use_ray, per_
     return dict(sorted(out.items()))
 
 
-def _elink_fits(s, p: _Plan, jobs: list, emd_path):
-    """Yield the :class:`Trained` model of every eLink-budget job ``(n, settings, fit
-    keywords)`` in order.  With ``ray.enabled`` they are all submitted at once as 1-CPU
-    Ray tasks (the budgets are independent: 3 fine-tunes on 2 cores take 2 fine-tune
-    times instead of 3); otherwise each trains in this process."""
-    loss_kw = _loss_kw(s, emd_path)
-    if not s.ray.enabled:
-        for _n, sb, kw in jobs:
-            res = fit_task(sb, p.loss, "plain", loss_kw, p.tr, p.va, **kw)
-            yield from_result(sb.latent_bits, "plain", res)
-        return
+def _submit_elinks(s, p: _Plan, jobs: list, emd_path) -> list | None:
+    """With ``ray.enabled``: submit every eLink-budget job ``(n, settings, fit keywords)``
+    as a 1-CPU Ray task (the budgets are independent) and return the references;
+    otherwise ``None`` (they train in this process when collected)."""
+    if not s.ray.enabled or not jobs:
+        return None
     import ray
 
     task = ray.remote(num_cpus=1, max_retries=0)(fit_task)
     tr, va = ray.put(p.tr), ray.put(p.va)
-    refs = [task.remote(sb, p.loss, "plain", loss_kw, tr, va, **kw) for _n, sb, kw in jobs]
+    loss_kw = _loss_kw(s, emd_path)
+    return [task.remote(sb, p.loss, "plain", loss_kw, tr, va, **kw) for _n, sb, kw in jobs]
+
+
+def _elink_results(s, p: _Plan, jobs: list, refs: list | None, emd_path):
+    """Yield the :class:`Trained` model of every job in order: the Ray task's result
+    (``refs`` from :func:`_submit_elinks`) or, without Ray, trained here."""
+    if refs is None:
+        for _n, sb, kw in jobs:
+            res = fit_task(sb, p.loss, "plain", _loss_kw(s, emd_path), p.tr, p.va, **kw)
+            yield from_result(sb.latent_bits, "plain", res)
+        return
+    import ray
+
     for (n, sb, _kw), ref in zip(jobs, refs, strict=True):
         try:
             res = ray.get(ref)
