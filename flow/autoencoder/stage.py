@@ -380,7 +380,7 @@ def _fits(ctx, s, plan: list[_Plan], emd_path, ck_root):
         return
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=0)(fit_task)
+    task = _remote_fit()
     data = {p.name: (ray.put(p.tr), ray.put(p.va)) for p in plan}
     refs = [task.remote(s, p.loss, p.decoder, loss_kw, *data[p.name], **kw) for p, i, kw in jobs]
     print(f"[autoencoder] {len(refs)} models submitted as Ray tasks "
@@ -389,11 +389,7 @@ def _fits(ctx, s, plan: list[_Plan], emd_path, ck_root):
         while not ray.wait([ref], timeout=60.0)[0]:
             print("[autoencoder] epochs so far: " + ", ".join(
                 f"{q.name}/seed{j} {_epochs_done(Path(kwj['ck']))}" for q, j, kwj in jobs[k:]), flush=True)
-        try:
-            res = ray.get(ref)
-        except ray.exceptions.RayTaskError as e:
-            raise FlowError(f"autoencoder model {p.name} seed {i} failed in its Ray task: "
-                            f"{e.cause if hasattr(e, 'cause') else e}") from e
+        res = _fit_result(ref, f"model {p.name} seed {i}")
         info = res["info"]
         state = "converged" if info["converged"] else "NOT converged"
         print(f"[autoencoder] {p.name}/seed{i}: {info['epochs_run']} epochs, {state}, "
@@ -527,7 +523,7 @@ def _submit_elinks(s, p: _Plan, jobs: list, emd_path) -> list | None:
         return None
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=0)(fit_task)
+    task = _remote_fit()
     tr, va = ray.put(p.tr), ray.put(p.va)
     loss_kw = _loss_kw(s, emd_path)
     return [task.remote(sb, p.loss, "plain", loss_kw, tr, va, **kw) for _n, sb, kw in jobs]
@@ -541,15 +537,27 @@ def _elink_results(s, p: _Plan, jobs: list, refs: list | None, emd_path):
             res = fit_task(sb, p.loss, "plain", _loss_kw(s, emd_path), p.tr, p.va, **kw)
             yield from_result(sb.latent_bits, "plain", res)
         return
+    for (n, sb, _kw), ref in zip(jobs, refs, strict=True):
+        res = _fit_result(ref, f"{n}-eLink model ({p.loss}, {sb.latent_bits}-bit latents)")
+        yield from_result(sb.latent_bits, "plain", res)
+
+
+def _remote_fit():
+    """:func:`fit_task` as a 1-CPU Ray task without retries: one model per task."""
     import ray
 
-    for (n, sb, _kw), ref in zip(jobs, refs, strict=True):
-        try:
-            res = ray.get(ref)
-        except ray.exceptions.RayTaskError as e:
-            raise FlowError(f"autoencoder {n}-eLink model ({p.loss}, {sb.latent_bits}-bit latents) failed "
-                            f"in its Ray task: {e.cause if hasattr(e, 'cause') else e}") from e
-        yield from_result(sb.latent_bits, "plain", res)
+    return ray.remote(num_cpus=1, max_retries=0)(fit_task)
+
+
+def _fit_result(ref, what: str) -> dict:
+    """The result of a :func:`_remote_fit` task; a failure raises FlowError naming ``what``."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        raise FlowError(f"autoencoder {what} failed in its Ray task: "
+                        f"{e.cause if hasattr(e, 'cause') else e}") from e
 
 
 def _finish_elinks(ctx, s, elinks: dict) -> None:
